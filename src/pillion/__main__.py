@@ -1,0 +1,5 @@
+import sys
+
+from pillion.cli import main
+
+sys.exit(main())
