@@ -80,7 +80,8 @@ class Limits:
     )
     max_request_headers: int = field_doc("Most header fields in a request; over it the client gets 431.", 100)
     max_request_body_size: Size = field_doc(
-        "Most bytes of request body; over it the client gets 413. `0` means no limit (bodies stream).", Size(0)
+        "Most bytes of request body; over it the client gets 413. `0` means no limit (bodies stream).",
+        Size(0),
     )
     request_headers_timeout: Duration = field_doc(
         "Time a client has to send a complete request head once it has started one; past it the "
@@ -88,7 +89,8 @@ class Limits:
         Duration(10.0),
     )
     idle_timeout: Duration = field_doc(
-        "A keep-alive client connection with no request in progress is closed after this long.", Duration(300.0)
+        "A keep-alive client connection with no request in progress is closed after this long.",
+        Duration(300.0),
     )
 
 
@@ -135,7 +137,9 @@ class ReadyCheck:
 class Admin:
     """The admin server: health, metrics, config and lifecycle endpoints."""
 
-    address: Address = field_doc("Where the admin server listens.", factory=lambda: Address("127.0.0.1", 9901))
+    address: Address = field_doc(
+        "Where the admin server listens.", factory=lambda: Address("127.0.0.1", 9901)
+    )
     ready_check: ReadyCheck | None = field_doc(
         "When set, `/ready` is 200 only if this check of the app passes too.", None
     )
