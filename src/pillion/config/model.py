@@ -44,7 +44,7 @@ class Address:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RouteMatch:
     """What a request must look like to take a route. All given conditions must hold."""
 
@@ -57,7 +57,7 @@ class RouteMatch:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Route:
     """One routing rule of a listener. Routes are tried in order; the first match wins."""
 
@@ -71,7 +71,7 @@ class Route:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
     """Per-listener protection against oversized or slow requests."""
 
@@ -94,7 +94,7 @@ class Limits:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Listener:
     """A socket Pillion accepts connections on, and the routes for what arrives there."""
 
@@ -105,7 +105,7 @@ class Listener:
     limits: Limits = field_doc("Request size and time limits.", factory=Limits)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Cluster:
     """A named group of upstream endpoints that serve the same thing."""
 
@@ -124,7 +124,7 @@ class Cluster:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReadyCheck:
     """The app's own health check, consulted by `GET /ready` on the admin server."""
 
@@ -133,7 +133,7 @@ class ReadyCheck:
     timeout: Duration = field_doc("Time allowed for the app to answer.", Duration(1.0))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Admin:
     """The admin server: health, metrics, config and lifecycle endpoints."""
 
@@ -145,7 +145,7 @@ class Admin:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AccessLog:
     """One JSON line per request."""
 
@@ -153,7 +153,7 @@ class AccessLog:
     path: str = field_doc("File to append to; `-` means standard output.", "-")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole configuration file."""
 

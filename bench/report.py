@@ -1,0 +1,492 @@
+"""Turn per-round measurements into medians, ratios, bar verdicts, bench/RESULTS.md and results.json.
+
+Theory of operation: the harness records one `Measurement` per target per round (a wrk run at saturation,
+then a hey run at a fixed rate, plus /proc accounting and sanity counters). Every headline number is the
+median over rounds of that per-round value -- rounds visit the targets in a rotated order, so slow drifts
+of the machine (thermal, a neighbour's job) fall on every target alike and the median discards a round
+that went wrong. Ratios are Pillion's median over the baseline's median; for CPU/request, latency and RSS
+lower is better (a ratio below 1 means Pillion is cheaper/faster), for req/s higher is better. The bars
+are evaluated on the "pillion" row (metrics on, access log off) against the "haproxy" row; a Pillion row
+that FAILED or saw errors fails every bar. Nothing here runs a process: it is pure data -> text.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from loadgen import HeyResult, WrkResult
+
+CPU_BAR = 1.15  # Pillion CPU/request <= 1.15 x HAProxy's
+P99_BAR = 1.20  # Pillion fixed-rate p99 <= 1.2 x HAProxy's
+RSS_BAR_MIB = 30.0  # Pillion VmRSS after the run <= 30 MiB
+
+
+@dataclass
+class Measurement:
+    """One target, one round."""
+
+    round: int
+    slot: int
+    wrk: WrkResult
+    cpu_s: float
+    cpu_schedstat_s: float
+    upstream_cpu_s: float
+    rss_kib: int
+    pss_kib: int | None
+    server_core_busy_pct: float
+    load_core_busy_pct: float
+    outside_pct: float
+    steal_pct: float
+    tree_changed: bool = False
+    hey: HeyResult | None = None
+    hey_cpu_s: float | None = None
+    upstream_conns_opened: int | None = None
+    upstream_requests: int | None = None
+    counter_name: str | None = None
+    counter_delta: float | None = None
+    counter_note: str | None = None
+    access_log_lines: int | None = None
+
+    @property
+    def cpu_us_per_req(self) -> float | None:
+        return self.cpu_s * 1e6 / self.wrk.requests if self.wrk.requests else None
+
+    @property
+    def upstream_cpu_us_per_req(self) -> float | None:
+        return self.upstream_cpu_s * 1e6 / self.wrk.requests if self.wrk.requests else None
+
+    @property
+    def hey_cpu_us_per_req(self) -> float | None:
+        if self.hey is None or self.hey_cpu_s is None or not self.hey.requests:
+            return None
+        return self.hey_cpu_s * 1e6 / self.hey.requests
+
+    @property
+    def errors(self) -> int:
+        return self.wrk.errors + (self.hey.errors + self.hey.non_2xx_3xx if self.hey else 0)
+
+
+@dataclass
+class TargetReport:
+    key: str
+    label: str
+    error: str | None = None
+    xff_seen: str | None = None
+    rounds: list[Measurement] = field(default_factory=list)
+
+    @property
+    def errors(self) -> int:
+        return sum(m.errors for m in self.rounds)
+
+    @property
+    def usable(self) -> bool:
+        return self.error is None and bool(self.rounds)
+
+
+# metric name -> how to read it from one round
+METRICS: dict[str, Callable[[Measurement], float | None]] = {
+    "rps": lambda m: m.wrk.rps,
+    "requests": lambda m: float(m.wrk.requests),
+    "p50_us": lambda m: m.wrk.p(50),
+    "p99_us": lambda m: m.wrk.p(99),
+    "cpu_us_per_req": lambda m: m.cpu_us_per_req,
+    "cpu_schedstat_us_per_req": lambda m: (
+        m.cpu_schedstat_s * 1e6 / m.wrk.requests if m.wrk.requests else None
+    ),
+    "upstream_cpu_us_per_req": lambda m: m.upstream_cpu_us_per_req,
+    "rss_mib": lambda m: m.rss_kib / 1024,
+    "pss_mib": lambda m: m.pss_kib / 1024 if m.pss_kib is not None else None,
+    "hey_rps": lambda m: m.hey.rps if m.hey else None,
+    "hey_p50_us": lambda m: m.hey.p(50) if m.hey else None,
+    "hey_p99_us": lambda m: m.hey.p(99) if m.hey else None,
+    "hey_cpu_us_per_req": lambda m: m.hey_cpu_us_per_req,
+    "server_core_busy_pct": lambda m: m.server_core_busy_pct,
+    "load_core_busy_pct": lambda m: m.load_core_busy_pct,
+    "outside_pct": lambda m: m.outside_pct,
+    "steal_pct": lambda m: m.steal_pct,
+}
+
+RATIO_METRICS: dict[str, str] = {
+    "cpu_us_per_req": "CPU µs/request (wrk, saturated)",
+    "p99_us": "p99 latency (wrk, saturated)",
+    "hey_p99_us": "p99 latency @2k req/s (hey)",
+    "hey_cpu_us_per_req": "CPU µs/request @2k req/s (hey)",
+    "rps": "req/s (wrk; higher is better)",
+    "rss_mib": "RSS after the run",
+}
+
+
+def median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def summarize(target: TargetReport) -> dict[str, float | None]:
+    return {name: median([get(m) for m in target.rounds]) for name, get in METRICS.items()}
+
+
+def spread(target: TargetReport, metric: str) -> tuple[float, float] | None:
+    values = [v for v in (METRICS[metric](m) for m in target.rounds) if v is not None]
+    return (min(values), max(values)) if values else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def ratios(summaries: dict[str, dict[str, float | None]]) -> dict[str, dict[str, float | None]]:
+    """'pillion/haproxy' -> metric -> ratio, for both Pillion rows against both baselines."""
+    out: dict[str, dict[str, float | None]] = {}
+    for p in ("pillion", "pillion-log"):
+        for base in ("haproxy", "nginx"):
+            if p in summaries and base in summaries:
+                out[f"{p}/{base}"] = {
+                    m: ratio(summaries[p].get(m), summaries[base].get(m)) for m in RATIO_METRICS
+                }
+    return out
+
+
+@dataclass(frozen=True)
+class Bar:
+    name: str
+    passed: bool
+    detail: str
+
+
+def bars(targets: dict[str, TargetReport], summaries: dict[str, dict[str, float | None]]) -> list[Bar]:
+    pill = targets.get("pillion")
+    hap = targets.get("haproxy")
+    names = (
+        f"Pillion CPU/request <= {CPU_BAR}x HAProxy's",
+        f"Pillion p99 <= {P99_BAR}x HAProxy's (fixed rate, hey)",
+        f"Pillion RSS <= {RSS_BAR_MIB:g} MiB after the run",
+    )
+    problem = None
+    if pill is None or not pill.rounds:
+        problem = "no Pillion data" + (" (row FAILED)" if pill is not None and pill.error else "")
+    elif pill.error is not None:
+        problem = "Pillion row FAILED"
+    elif pill.errors:
+        problem = f"Pillion answered with {pill.errors} errors/non-2xx responses"
+    if problem is not None:
+        return [Bar(n, False, problem) for n in names]
+    p = summaries["pillion"]
+    h = summaries.get("haproxy", {}) if hap is not None and hap.usable else {}
+    out: list[Bar] = []
+
+    cpu = ratio(p.get("cpu_us_per_req"), h.get("cpu_us_per_req"))
+    out.append(
+        Bar(
+            names[0],
+            cpu is not None and cpu <= CPU_BAR,
+            f"{fmt_num(p.get('cpu_us_per_req'))} vs {fmt_num(h.get('cpu_us_per_req'))} µs/req "
+            f"= {fmt_ratio(cpu)} (limit {CPU_BAR}x)",
+        )
+    )
+    hey99 = ratio(p.get("hey_p99_us"), h.get("hey_p99_us"))
+    wrk99 = ratio(p.get("p99_us"), h.get("p99_us"))
+    out.append(
+        Bar(
+            names[1],
+            hey99 is not None and hey99 <= P99_BAR,
+            f"@2k: {fmt_ms(p.get('hey_p99_us'), 1)} vs {fmt_ms(h.get('hey_p99_us'), 1)} = {fmt_ratio(hey99)} "
+            f"(limit {P99_BAR}x; hey resolution 0.1 ms); saturated wrk p99: {fmt_ms(p.get('p99_us'))} vs "
+            f"{fmt_ms(h.get('p99_us'))} = {fmt_ratio(wrk99)}",
+        )
+    )
+    rss = p.get("rss_mib")
+    out.append(
+        Bar(
+            names[2], rss is not None and rss <= RSS_BAR_MIB, f"{fmt_num(rss, 1)} MiB (limit {RSS_BAR_MIB:g})"
+        )
+    )
+    return out
+
+
+# ---- formatting -------------------------------------------------------------------------------------
+
+
+def fmt_num(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def fmt_ms(us: float | None, digits: int = 3) -> str:
+    return "-" if us is None else f"{us / 1000:.{digits}f} ms"
+
+
+def fmt_ratio(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def render_markdown(
+    meta: dict[str, Any],
+    targets: dict[str, TargetReport],
+    summaries: dict[str, dict[str, float | None]],
+    rat: dict[str, dict[str, float | None]],
+    verdicts: list[Bar],
+) -> str:
+    params = meta["params"]
+    out: list[str] = ["# Pillion benchmark results", ""]
+    out.append(
+        f"Run {meta['date']} on {meta['machine']['nproc']} CPUs ({meta['machine']['cpu_model']}), "
+        f"kernel {meta['machine']['kernel']}. Mode: **{params['mode']}**."
+        + (f" **ABORTED: {meta['aborted']}**" if meta.get("aborted") else "")
+    )
+    out += ["", "## Results (medians over rounds)", ""]
+    header = [
+        "Target",
+        "req/s",
+        "p50",
+        "p99",
+        "CPU µs/req",
+        "RSS MiB",
+        "p50@2k",
+        "p99@2k",
+        "CPU µs/req @2k",
+        "upstream CPU µs/req",
+        f"core {params['server_cpu']}/{params['load_cpu']} busy",
+        "status",
+    ]
+    rows: list[list[str]] = []
+    for key, t in targets.items():
+        s = summaries.get(key, {})
+        if t.error is not None:
+            status = "**FAILED**"
+        elif t.errors:
+            status = f"⚠ {t.errors} errors"
+        else:
+            status = "ok"
+        if not t.rounds:
+            rows.append([t.label, *(["-"] * (len(header) - 2)), status])
+            continue
+        rows.append(
+            [
+                t.label,
+                fmt_num(s.get("rps"), 0),
+                fmt_ms(s.get("p50_us")),
+                fmt_ms(s.get("p99_us")),
+                fmt_num(s.get("cpu_us_per_req")),
+                fmt_num(s.get("rss_mib")),
+                fmt_ms(s.get("hey_p50_us"), 1),
+                fmt_ms(s.get("hey_p99_us"), 1),
+                fmt_num(s.get("hey_cpu_us_per_req")),
+                fmt_num(s.get("upstream_cpu_us_per_req")),
+                f"{fmt_num(s.get('server_core_busy_pct'), 0)}% / {fmt_num(s.get('load_core_busy_pct'), 0)}%",
+                status,
+            ]
+        )
+    out += _table(header, rows)
+    out += [
+        "",
+        "CPU µs/req is the target's own utime+stime (all its processes) during the measured run divided by "
+        "the requests wrk completed; for the direct row the target *is* the upstream. p50/p99 are wrk's at "
+        "saturation; p50@2k/p99@2k are hey's at a fixed ~2000 req/s (resolution 0.1 ms). RSS is VmRSS summed "
+        "over the target's processes after its run. The busy column is how loaded the server core and the "
+        "load-generator core were: a server core below ~95% means the load generator, not the target, "
+        "was the bottleneck.",
+    ]
+
+    out += ["", "## Ratios (Pillion / baseline; below 1.00 = Pillion cheaper/faster, except req/s)", ""]
+    pairs = [
+        k
+        for k in ("pillion/haproxy", "pillion/nginx", "pillion-log/haproxy", "pillion-log/nginx")
+        if k in rat
+    ]
+    if pairs and any(v is not None for k in pairs for v in rat[k].values()):
+        out += _table(
+            ["Metric", *pairs],
+            [[label, *(fmt_ratio(rat[k].get(m)) for k in pairs)] for m, label in RATIO_METRICS.items()],
+        )
+    else:
+        out.append("No ratios: the Pillion rows have no data.")
+
+    out += ["", "## Bar", ""]
+    out += [f"- **{'PASS' if b.passed else 'FAIL'}** {b.name}: {b.detail}" for b in verdicts]
+
+    out += ["", "## Sanity checks", ""]
+    out += _sanity(targets)
+
+    out += ["", "## Spread across rounds (min .. max)", ""]
+    spread_rows = []
+    for key, t in targets.items():
+        if not t.rounds:
+            continue
+        cells = [t.label, str(len(t.rounds))]
+        for metric, digits, ms in (
+            ("rps", 0, False),
+            ("cpu_us_per_req", 1, False),
+            ("p99_us", 3, True),
+            ("hey_p99_us", 1, True),
+        ):
+            sp = spread(t, metric)
+            if sp is None:
+                cells.append("-")
+            elif ms:
+                cells.append(f"{fmt_ms(sp[0], digits)} .. {fmt_ms(sp[1], digits)}")
+            else:
+                cells.append(f"{fmt_num(sp[0], digits)} .. {fmt_num(sp[1], digits)}")
+        spread_rows.append(cells)
+        del key
+    out += _table(["Target", "rounds", "req/s", "CPU µs/req", "p99", "p99@2k"], spread_rows)
+
+    failed = [t for t in targets.values() if t.error]
+    if failed:
+        out += ["", "## Failed targets", ""]
+        for t in failed:
+            out += [f"### {t.label}", "", "```", t.error or "", "```", ""]
+
+    out += ["", "## Load parameters", ""]
+    out += [
+        f"- Rounds: {params['rounds']}, each measuring every target once, order rotated per round "
+        f"(round 1: {', '.join(params['order'])}).",
+        f"- Per target per round: warm-up `{params['warmup_cmd']}`, then measured `{params['wrk_cmd']}`, "
+        f"then fixed-rate `{params['hey_cmd']}` ({params['hey_total_rps']:g} req/s in total).",
+        f"- Servers (upstream and the proxy under test) pinned to core {params['server_cpu']} "
+        f"(`taskset -c {params['server_cpu']}`); wrk, hey and the harness on core {params['load_cpu']}. "
+        "All single-process/single-threaded (HAProxy `nbthread 1`, nginx `worker_processes 1`, upstream "
+        "nginx `master_process off`), keep-alive on both sides, access logs off except the Pillion "
+        "access-log row.",
+        '- Upstream: nginx `return 200 "hello world\\n"` (12-byte body), keepalive_requests 1000000.',
+        "- All servers idle but running while another target is measured.",
+    ]
+    out += ["", "## Versions", ""]
+    out += [f"- {name}: `{ver}`" for name, ver in meta["versions"].items()]
+    out += ["", "## Notes", ""]
+    out += [f"- {n}" for n in meta.get("notes", [])]
+    return "\n".join(out) + "\n"
+
+
+def _sanity(targets: dict[str, TargetReport]) -> list[str]:
+    lines: list[str] = []
+    for key in ("pillion", "pillion-log"):
+        t = targets.get(key)
+        if t is None:
+            continue
+        if not t.rounds:
+            lines.append(f"- {t.label}: metrics on: not measured (row FAILED)")
+            continue
+        parts = []
+        for m in t.rounds:
+            if m.counter_name is None:
+                parts.append(f"round {m.round}: not found ({m.counter_note or 'no *requests_total metric'})")
+            else:
+                delta = m.counter_delta or 0.0
+                ok = abs(delta - m.wrk.requests) <= max(0.01 * m.wrk.requests, 4 * 64)
+                parts.append(
+                    f"round {m.round}: {m.counter_name} counted {delta:,.0f} requests "
+                    f"(wrk completed {m.wrk.requests:,}) {'OK' if ok else 'MISMATCH'}"
+                )
+        lines.append(f"- {t.label}: metrics on: " + "; ".join(parts))
+        if key == "pillion-log":
+            logs = [
+                f"round {m.round}: {m.access_log_lines:,} lines for {m.wrk.requests:,} requests"
+                for m in t.rounds
+                if m.access_log_lines is not None
+            ]
+            lines.append(f"- {t.label}: access log written: " + ("; ".join(logs) or "no lines counted"))
+    conns = []
+    for t in targets.values():
+        if t.rounds:
+            opened = [m.upstream_conns_opened for m in t.rounds]
+            served = [m.upstream_requests for m in t.rounds]
+            conns.append(
+                f"{t.label}: {'/'.join('?' if v is None else str(v) for v in opened)} connections opened, "
+                f"{'/'.join('?' if v is None else f'{v:,}' for v in served)} requests served "
+                f"(wrk: {'/'.join(f'{m.wrk.requests:,}' for m in t.rounds)})"
+            )
+    lines.append(
+        "- Upstream keep-alive (per round, during the measured wrk run, from the upstream's stub_status): "
+        + "; ".join(conns)
+    )
+    xff = [
+        f"{t.label}: {t.xff_seen!r}"
+        for t in targets.values()
+        if t.key != "upstream" and t.xff_seen is not None
+    ]
+    if xff:
+        lines.append("- X-Forwarded-For seen by the upstream: " + "; ".join(xff))
+    errs = [
+        f"{t.label}: "
+        + "; ".join(
+            f"round {m.round}: wrk non-2xx {m.wrk.non_2xx_3xx}, socket errors {m.wrk.socket_errors or 0}"
+            + (f", hey errors {m.hey.errors}, hey non-2xx {m.hey.non_2xx_3xx}" if m.hey else "")
+            for m in t.rounds
+            if m.errors
+        )
+        for t in targets.values()
+        if t.errors
+    ]
+    lines.append(
+        "- Errors: " + ("; ".join(errs) if errs else "none (no socket errors, no non-2xx/3xx answers)")
+    )
+    noise = [
+        f"{t.label} {fmt_num(median([m.outside_pct for m in t.rounds]), 0)}% "
+        f"(max {fmt_num(max(m.outside_pct for m in t.rounds), 0)}%)"
+        for t in targets.values()
+        if t.rounds
+    ]
+    lines.append(
+        "- CPU used outside the benchmark's own processes during measured runs (other jobs on the machine, "
+        "unattributed kernel work), % of one core, median (max): " + ", ".join(noise)
+    )
+    worst = max((m.outside_pct for t in targets.values() for m in t.rounds), default=0.0)
+    if worst > 15:
+        lines.append(
+            f"- ⚠ **The machine was not quiet**: up to {worst:.0f}% of a core went to something else during "
+            "a measured run; treat absolute numbers with care (ratios suffer less, see the spread table)."
+        )
+    steal = max((m.steal_pct for t in targets.values() for m in t.rounds), default=0.0)
+    if steal > 2:
+        lines.append(f"- ⚠ Hypervisor steal time reached {steal:.0f}% of a core during a measured run.")
+    changed = [t.label for t in targets.values() if any(m.tree_changed for m in t.rounds)]
+    if changed:
+        lines.append(
+            "- ⚠ The process tree changed during a run (a process exited or was started), so its CPU may be "
+            "under-counted: " + ", ".join(changed)
+        )
+    return lines
+
+
+def to_json(
+    meta: dict[str, Any],
+    targets: dict[str, TargetReport],
+    summaries: dict[str, dict[str, float | None]],
+    rat: dict[str, dict[str, float | None]],
+    verdicts: list[Bar],
+) -> str:
+    doc = {
+        "meta": meta,
+        "targets": {
+            key: {
+                "label": t.label,
+                "failed": t.error is not None,
+                "error": t.error,
+                "errors": t.errors,
+                "xff_seen": t.xff_seen,
+                "median": summaries.get(key),
+                "rounds": [
+                    {
+                        **asdict(m),
+                        "cpu_us_per_req": m.cpu_us_per_req,
+                        "upstream_cpu_us_per_req": m.upstream_cpu_us_per_req,
+                        "hey_cpu_us_per_req": m.hey_cpu_us_per_req,
+                    }
+                    for m in t.rounds
+                ],
+            }
+            for key, t in targets.items()
+        },
+        "ratios": rat,
+        "bars": [asdict(b) for b in verdicts],
+    }
+    return json.dumps(doc, indent=2, default=str) + "\n"

@@ -1,0 +1,525 @@
+"""`make bench`: the same keep-alive load against the upstream, HAProxy, nginx and Pillion, one report.
+
+Theory of operation: one run starts an nginx upstream and four reverse proxies in front of it (HAProxy,
+nginx, Pillion with metrics on and access log off, Pillion with the access log written to a file), every
+server a child process pinned to the server core (`taskset -c 0`) while the load generators and this
+harness live on the load core (`taskset -c 1`), so a proxy and the upstream it needs compete for one core
+exactly as a sidecar and its app would, and the client never steals from them. All servers stay up for
+the whole run (idle when not measured). Then ROUNDS rounds each visit every live target once, in an order
+rotated per round; a visit is:
+
+  1. warm-up: wrk for WARMUP seconds (connections, upstream pools, caches);
+  2. measured: read the upstream's stub_status, Pillion's /metrics and the access-log size, sample the
+     target's and upstream's utime+stime and /proc/stat, run `wrk -t1 -cN -dD --latency`, sample again;
+     read the target's RSS; CPU/request = CPU delta / requests wrk completed;
+  3. fixed rate: `hey -z D -c 8 -q 250` (~2000 req/s) for the latency a proxy adds when not saturated,
+     with its own CPU/request.
+
+The report (bench/report.py) takes medians over rounds, ratios against HAProxy and nginx, and evaluates
+the bars. A target that cannot start, dies, or whose load run fails is marked FAILED with the error and
+its log tail, and the run goes on -- Pillion's data plane may not exist yet. All children are stopped in
+`finally` (SIGINT and SIGTERM included) and the temporary directory is removed. Exit status: 0 (it is a
+measurement) unless `--check` is given and a bar fails (1), or the harness itself cannot run (2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from loadgen import counter_total, hey_argv, parse_hey, parse_wrk, wrk_argv
+from procs import (
+    CLK_TCK,
+    Completed,
+    CpuSample,
+    ProcGroup,
+    cpu_sample,
+    http_get,
+    machine_sample,
+    pss_kib,
+    rss_kib,
+)
+from report import Measurement, TargetReport, bars, ratios, render_markdown, summarize, to_json
+from servers import (
+    HOST,
+    LABELS,
+    TARGET_KEYS,
+    Target,
+    check_forwarding,
+    start_haproxy,
+    start_nginx,
+    start_pillion,
+    start_upstream,
+    upstream_status,
+)
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+PER_VISIT_OVERHEAD_S = 1.0  # process start-up, /proc reads, probes
+
+
+class MeasureError(Exception):
+    """A load run against one target failed; the target is marked FAILED."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    duration: int
+    connections: int
+    rounds: int
+    warmup: int
+    rate_duration: float
+    rate_concurrency: int
+    rate_qps: float
+    server_cpu: int
+    load_cpu: int
+    ready_timeout: float
+    pillion: str
+    only: tuple[str, ...]
+    quick: bool
+    check: bool
+    results: Path
+    json_out: Path
+    keep_tmp: bool
+
+
+def parse_args(argv: list[str] | None) -> Settings:
+    p = argparse.ArgumentParser(
+        prog="bench/run.py",
+        description="Benchmark Pillion against HAProxy and nginx in front of the same upstream.",
+    )
+    p.add_argument("--duration", type=int, help="seconds of each measured wrk run (default 8; quick 3)")
+    p.add_argument("--connections", type=int, default=32, help="wrk keep-alive connections (default 32)")
+    p.add_argument("--rounds", type=int, help="rounds, each measuring every target once (default 3; quick 2)")
+    p.add_argument("--warmup", type=int, default=1, help="seconds of wrk warm-up before each measured run")
+    p.add_argument(
+        "--rate-duration", type=float, help="seconds of each hey fixed-rate run (default 5; quick 2)"
+    )
+    p.add_argument("--rate-concurrency", type=int, default=8, help="hey workers (default 8)")
+    p.add_argument(
+        "--rate-qps", type=float, default=250, help="hey req/s per worker (default 250: 2000 total)"
+    )
+    p.add_argument(
+        "--server-cpu", type=int, default=0, help="core for the upstream and the proxies (default 0)"
+    )
+    p.add_argument("--load-cpu", type=int, default=1, help="core for wrk, hey and the harness (default 1)")
+    p.add_argument("--ready-timeout", type=float, default=15.0, help="seconds a server gets to become ready")
+    p.add_argument(
+        "--pillion", default=str(REPO / ".venv" / "bin" / "pillion"), help="the pillion executable"
+    )
+    p.add_argument(
+        "--only",
+        default=",".join(TARGET_KEYS),
+        help=f"comma-separated targets to measure (default all: {','.join(TARGET_KEYS)})",
+    )
+    p.add_argument("--quick", action="store_true", help="smoke mode, about a minute: 2 rounds of 3 s + 2 s")
+    p.add_argument("--check", action="store_true", help="exit 1 if a bar fails")
+    p.add_argument("--results", type=Path, default=BENCH / "RESULTS.md", help="markdown report path")
+    p.add_argument("--json", type=Path, default=BENCH / "out" / "results.json", help="JSON results path")
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory (configs, logs)")
+    a = p.parse_args(argv)
+    only = tuple(k.strip() for k in a.only.split(",") if k.strip())
+    unknown = [k for k in only if k not in TARGET_KEYS]
+    if unknown:
+        p.error(f"unknown target(s) {unknown}; choose from {list(TARGET_KEYS)}")
+    if a.server_cpu == a.load_cpu:
+        p.error("--server-cpu and --load-cpu must differ")
+
+    def pick(value: float | None, normal: float, quick: float) -> float:
+        return value if value is not None else (quick if a.quick else normal)
+
+    return Settings(
+        duration=int(pick(a.duration, 8, 3)),
+        connections=a.connections,
+        rounds=int(pick(a.rounds, 3, 2)),
+        warmup=a.warmup,
+        rate_duration=pick(a.rate_duration, 5, 2),
+        rate_concurrency=a.rate_concurrency,
+        rate_qps=a.rate_qps,
+        server_cpu=a.server_cpu,
+        load_cpu=a.load_cpu,
+        ready_timeout=a.ready_timeout,
+        pillion=a.pillion,
+        only=("upstream", *(k for k in TARGET_KEYS if k in only and k != "upstream")),
+        quick=a.quick,
+        check=a.check,
+        results=a.results,
+        json_out=a.json,
+        keep_tmp=a.keep_tmp,
+    )
+
+
+# ---- one visit ----------------------------------------------------------------------------------------
+
+
+def _tail(done: Completed, lines: int = 15) -> str:
+    text = (done.stderr.strip() + "\n" + done.stdout.strip()).strip()
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _alive(t: Target) -> None:
+    if t.proc is None or not t.proc.alive():
+        rc = t.proc.popen.returncode if t.proc is not None else None
+        raise MeasureError(f"{t.key} exited (status {rc}) during the run")
+
+
+def _counter(t: Target) -> tuple[tuple[str, float] | None, str | None]:
+    """Pillion's request counter from its admin /metrics (None and a note when absent/unreadable)."""
+    if t.admin_port is None:
+        return None, None
+    try:
+        status, body = http_get(HOST, t.admin_port, "/metrics", timeout=5.0)
+    except OSError as exc:
+        return None, f"GET /metrics failed: {exc}"
+    if status != 200:
+        return None, f"GET /metrics answered {status}"
+    found = counter_total(body.decode(errors="replace"))
+    return found, None if found else "not found"
+
+
+def _file_size(path: Path | None) -> int:
+    try:
+        return path.stat().st_size if path is not None else 0
+    except OSError:
+        return 0
+
+
+def _lines_since(path: Path | None, offset: int) -> int | None:
+    if path is None:
+        return None
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read().count(b"\n")
+    except OSError:
+        return None
+
+
+def measure(
+    s: Settings, group: ProcGroup, t: Target, *, upstream: Target, servers: list[Target], rnd: int, slot: int
+) -> Measurement:
+    assert t.proc is not None and upstream.proc is not None
+    warm = group.run(wrk_argv(t.url, s.connections, s.warmup), s.load_cpu, timeout=s.warmup + 30)
+    if warm.returncode != 0:
+        raise MeasureError(f"warm-up wrk exited {warm.returncode}:\n{_tail(warm)}")
+    _alive(t)
+
+    up0 = upstream_status(upstream.port)
+    ctr0, _ = _counter(t)
+    log0 = _file_size(t.access_log)
+    live = [x for x in servers if x.proc is not None and x.proc.alive()]
+    cpu0: dict[str, CpuSample] = {x.key: cpu_sample(x.proc.pid) for x in live if x.proc is not None}
+    m0 = machine_sample()
+    done = group.run(wrk_argv(t.url, s.connections, s.duration), s.load_cpu, timeout=s.duration + 30)
+    m1 = machine_sample()
+    cpu1: dict[str, CpuSample] = {x.key: cpu_sample(x.proc.pid) for x in live if x.proc is not None}
+    rss, pss = rss_kib(t.proc.pid), pss_kib(t.proc.pid)
+    up1 = upstream_status(upstream.port)
+    ctr1, note = _counter(t)
+    log_lines = _lines_since(t.access_log, log0)
+    if done.returncode != 0:
+        raise MeasureError(f"wrk exited {done.returncode}:\n{_tail(done)}")
+    try:
+        wrk = parse_wrk(done.stdout)
+    except ValueError as exc:
+        raise MeasureError(f"{exc}:\n{_tail(done)}") from exc
+    _alive(t)
+
+    h0 = cpu_sample(t.proc.pid)
+    hey_done = group.run(
+        hey_argv(t.url, s.rate_duration, s.rate_concurrency, s.rate_qps),
+        s.load_cpu,
+        timeout=s.rate_duration + 30,
+    )
+    h1 = cpu_sample(t.proc.pid)
+    if hey_done.returncode != 0:
+        raise MeasureError(f"hey exited {hey_done.returncode}:\n{_tail(hey_done)}")
+    try:
+        hey = parse_hey(hey_done.stdout)
+    except ValueError as exc:
+        raise MeasureError(f"{exc}:\n{_tail(hey_done)}") from exc
+    _alive(t)
+
+    wall = m1.wall - m0.wall
+    busy = {core: (m1.busy[core] - m0.busy.get(core, 0)) / CLK_TCK for core in m1.busy}
+    ours = sum((cpu1[k].ticks - cpu0[k].ticks) / CLK_TCK for k in cpu1 if k in cpu0)
+    ours += (m1.self_s - m0.self_s) + (m1.children_s - m0.children_s)  # the harness, and wrk once reaped
+    steal = sum(m1.steal[c] - m0.steal.get(c, 0) for c in m1.steal) / CLK_TCK
+    counted = None if ctr0 is None or ctr1 is None else ctr1[1] - ctr0[1]
+    return Measurement(
+        round=rnd,
+        slot=slot,
+        wrk=wrk,
+        cpu_s=(cpu1[t.key].ticks - cpu0[t.key].ticks) / CLK_TCK,
+        cpu_schedstat_s=(cpu1[t.key].schedstat_ns - cpu0[t.key].schedstat_ns) / 1e9,
+        upstream_cpu_s=(cpu1[upstream.key].ticks - cpu0[upstream.key].ticks) / CLK_TCK,
+        rss_kib=rss,
+        pss_kib=pss,
+        server_core_busy_pct=100 * busy.get(s.server_cpu, 0.0) / wall,
+        load_core_busy_pct=100 * busy.get(s.load_cpu, 0.0) / wall,
+        outside_pct=max(0.0, 100 * (sum(busy.values()) - ours) / wall),
+        steal_pct=100 * steal / wall,
+        tree_changed=cpu0[t.key].pids != cpu1[t.key].pids,
+        hey=hey,
+        hey_cpu_s=(h1.ticks - h0.ticks) / CLK_TCK,
+        upstream_conns_opened=None if up0 is None or up1 is None else up1[0] - up0[0] - 1,  # minus our probe
+        upstream_requests=None if up0 is None or up1 is None else up1[1] - up0[1] - 1,
+        counter_name=ctr1[0] if ctr1 is not None else None,
+        counter_delta=counted,
+        counter_note=note,
+        access_log_lines=log_lines,
+    )
+
+
+# ---- the run ------------------------------------------------------------------------------------------
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unavailable ({exc})"
+    lines = [x.strip() for x in (done.stdout + "\n" + done.stderr).splitlines() if x.strip()]
+    if done.returncode != 0 and argv[-1] == "--version":
+        return f"unavailable (exit {done.returncode}: {lines[-1] if lines else ''})"
+    return lines[0] if lines else "unavailable"
+
+
+def versions(pillion: str) -> dict[str, str]:
+    hey = _first_line(["dpkg-query", "-W", "-f=${Version}", "hey"])
+    return {
+        "haproxy": _first_line(["haproxy", "-v"]),
+        "nginx": _first_line(["nginx", "-v"]),
+        "wrk": _first_line(["wrk", "-v"]).split(" Copyright")[0],
+        "hey": f"hey {hey} (Debian package; hey has no --version)",
+        "python": f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})",
+        "pillion": _first_line([pillion, "--version"]),
+        "kernel": platform.release(),
+    }
+
+
+def machine() -> dict[str, object]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = "unknown"
+    with contextlib.suppress(OSError, IndexError):
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
+    return {
+        "nproc": os.cpu_count(),
+        "usable_cpus": sorted(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "mem_total": mem,
+        "clk_tck": CLK_TCK,
+    }
+
+
+NOTES = [
+    "CPU is utime+stime from /proc/PID/stat in clock ticks (1/{tck} s), summed over the target's process "
+    "tree and sampled just before and after the measured wrk run; an 8 s run at full load is ~{ticks} ticks, "
+    "so the resolution is well under 1%, but a short fixed-rate run of a light target is a few dozen ticks. "
+    "results.json also has a nanosecond cross-check from /proc/PID/task/*/schedstat (cpu_schedstat_s).",
+    "Each proxy's CPU/request includes the work of accepting/closing wrk's connections at the start and end "
+    "of the run, and the (up to `connections`) requests in flight when wrk stops are served but not counted: "
+    "both are < 0.1% at these rates.",
+    "Under saturation a proxy's CPU/request falls (more requests per wake-up/syscall), so the fixed-rate "
+    "CPU µs/req @2k is the more sidecar-like figure and is usually higher.",
+    "The proxy and the upstream share the server core, so req/s through a proxy is bounded by proxy + "
+    "upstream CPU per request; compare CPU/request for the proxy's own cost.",
+    "hey prints latencies with 4 decimals of a second: p50@2k/p99@2k are quantised to 0.1 ms, so a ratio of "
+    "two sub-millisecond p99s is only good to one step (e.g. 0.5 vs 0.6 ms = 1.20x).",
+    "RSS sums VmRSS over the tree (nginx master + worker share pages, which are counted twice); results.json "
+    "has Pss (pss_mib), which splits shared pages fairly.",
+    "All five servers run for the whole benchmark; the idle ones are on the server core too, but idle. CPU "
+    "used by anything else (other jobs on a shared machine) is reported in the sanity checks.",
+]
+
+
+def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
+    started = time.monotonic()
+    print(f"bench: temporary directory {tmp}", flush=True)
+    upstream = start_upstream(group, tmp, s.server_cpu, s.ready_timeout)
+    if upstream.error is not None:
+        print(f"bench: the upstream nginx did not start:\n{upstream.error}", file=sys.stderr)
+        return 2
+    targets: dict[str, Target] = {"upstream": upstream}
+    for key in s.only[1:]:
+        if key == "haproxy":
+            targets[key] = start_haproxy(group, tmp, s.server_cpu, upstream.port, s.ready_timeout)
+        elif key == "nginx":
+            targets[key] = start_nginx(group, tmp, s.server_cpu, upstream.port, s.ready_timeout)
+        else:
+            targets[key] = start_pillion(
+                group,
+                tmp,
+                s.server_cpu,
+                upstream.port,
+                s.ready_timeout,
+                pillion=s.pillion,
+                access_log=key == "pillion-log",
+            )
+    for t in targets.values():
+        if t.error is None:
+            check_forwarding(t)
+        if t.error is not None:
+            print(f"bench: {t.label}: FAILED\n{_indent(t.error)}", flush=True)
+            if t.proc is not None:
+                group.stop(t.proc)
+    servers = list(targets.values())
+    reports = {k: TargetReport(k, LABELS[k]) for k in targets}
+    order = list(targets)
+    live = sum(1 for t in targets.values() if t.error is None)
+    estimate = s.rounds * live * (s.warmup + s.duration + s.rate_duration + PER_VISIT_OVERHEAD_S)
+    print(f"bench: {live} targets x {s.rounds} rounds, about {estimate / 60:.1f} min", flush=True)
+
+    aborted: str | None = None
+    for rnd in range(1, s.rounds + 1):
+        shift = (rnd - 1) % len(order)
+        for slot, key in enumerate(order[shift:] + order[:shift]):
+            t = targets[key]
+            if t.error is not None:
+                continue
+            try:
+                m = measure(s, group, t, upstream=upstream, servers=servers, rnd=rnd, slot=slot)
+            except MeasureError as exc:
+                t.fail(str(exc))
+                print(f"bench: round {rnd} {t.label}: FAILED\n{_indent(t.error or '')}", flush=True)
+                if t.proc is not None and t is not upstream:
+                    group.stop(t.proc)
+                if t is upstream or upstream.proc is None or not upstream.proc.alive():
+                    aborted = "the upstream failed; every row after this point would be meaningless"
+                    break
+                continue
+            reports[key].rounds.append(m)
+            print(_progress(t, m), flush=True)
+            if upstream.proc is None or not upstream.proc.alive():
+                aborted = "the upstream nginx exited"
+                break
+        if aborted:
+            break
+
+    for key, t in targets.items():
+        reports[key].error = t.error
+        reports[key].xff_seen = t.xff_seen
+    summaries = {k: summarize(r) for k, r in reports.items()}
+    rat = ratios(summaries)
+    verdicts = bars(reports, summaries)
+    meta: dict[str, object] = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "aborted": aborted,
+        "machine": machine(),
+        "versions": versions(s.pillion),
+        "params": {
+            "mode": "quick (smoke test; numbers are indicative only)" if s.quick else "full",
+            "rounds": s.rounds,
+            "order": order,
+            "duration_s": s.duration,
+            "connections": s.connections,
+            "warmup_s": s.warmup,
+            "rate_duration_s": s.rate_duration,
+            "rate_concurrency": s.rate_concurrency,
+            "rate_qps_per_worker": s.rate_qps,
+            "hey_total_rps": s.rate_concurrency * s.rate_qps,
+            "server_cpu": s.server_cpu,
+            "load_cpu": s.load_cpu,
+            "warmup_cmd": _cmd(s.load_cpu, wrk_argv("URL", s.connections, s.warmup)),
+            "wrk_cmd": _cmd(s.load_cpu, wrk_argv("URL", s.connections, s.duration)),
+            "hey_cmd": _cmd(s.load_cpu, hey_argv("URL", s.rate_duration, s.rate_concurrency, s.rate_qps)),
+            "pillion_cmd": f"taskset -c {s.server_cpu} {s.pillion} run -c bench.yaml",
+        },
+        "notes": [n.format(tck=CLK_TCK, ticks=8 * CLK_TCK) for n in NOTES],
+    }
+    markdown = render_markdown(meta, reports, summaries, rat, verdicts)
+    s.results.parent.mkdir(parents=True, exist_ok=True)
+    s.results.write_text(markdown)
+    s.json_out.parent.mkdir(parents=True, exist_ok=True)
+    s.json_out.write_text(to_json(meta, reports, summaries, rat, verdicts))
+    print()
+    print(markdown)
+    print(f"bench: wrote {s.results} and {s.json_out} in {time.monotonic() - started:.0f} s")
+    for b in verdicts:
+        print(f"BAR {'PASS' if b.passed else 'FAIL'}: {b.name} -- {b.detail}")
+    if s.check and not all(b.passed for b in verdicts):
+        return 1
+    return 0
+
+
+def _cmd(cpu: int, argv: list[str]) -> str:
+    return " ".join(["taskset", "-c", str(cpu), *argv])
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())
+
+
+def _progress(t: Target, m: Measurement) -> str:
+    def ms(us: float | None) -> str:
+        return "?" if us is None else f"{us / 1000:.3f}ms"
+
+    cpu = m.cpu_us_per_req
+    flag = f" ERRORS={m.errors}" if m.errors else ""
+    hey50 = ms(m.hey.p(50) if m.hey else None)
+    hey99 = ms(m.hey.p(99) if m.hey else None)
+    return (
+        f"bench: round {m.round} {t.key:<11} {m.wrk.rps:>9,.0f} req/s  "
+        f"p50 {ms(m.wrk.p(50))} p99 {ms(m.wrk.p(99))}  cpu {cpu or 0:.1f}us/req  "
+        f"rss {m.rss_kib / 1024:.1f}MiB  @2k p50 {hey50} p99 {hey99}  other-cpu {m.outside_pct:.0f}%{flag}"
+    )
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    s = parse_args(argv)
+    missing = [tool for tool in ("taskset", "wrk", "hey", "haproxy", "nginx") if shutil.which(tool) is None]
+    if missing:
+        print(f"bench: missing tools: {', '.join(missing)} (run `make system-deps`)", file=sys.stderr)
+        return 2
+    usable = os.sched_getaffinity(0)
+    if s.server_cpu not in usable or s.load_cpu not in usable:
+        print(
+            f"bench: cores {s.server_cpu} and {s.load_cpu} must be usable (have {sorted(usable)})",
+            file=sys.stderr,
+        )
+        return 2
+    os.sched_setaffinity(0, {s.load_cpu})  # the harness stays off the server core
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+    group = ProcGroup()
+    tmp = Path(tempfile.mkdtemp(prefix="pillion-bench-"))
+    try:
+        return run(s, group, tmp)
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; stopping every server", file=sys.stderr)
+        return 130
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not abort the clean-up
+        group.stop_all()
+        if s.keep_tmp:
+            print(f"bench: kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

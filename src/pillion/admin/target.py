@@ -1,0 +1,50 @@
+"""What the admin server serves: the `AdminTarget` protocol, implemented by the Runtime.
+
+The admin server knows nothing about listeners, clusters or configuration; it asks its target. Keeping
+that surface a small structural Protocol lets tests serve a plain object and keeps the server free of
+imports from the proxy. Everything is called on the event loop thread; only `readiness` may await
+(it may probe the app), and the server bounds how long it waits.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["AdminTarget", "ListenersTarget"]
+
+
+class AdminTarget(Protocol):
+    service: str
+
+    def is_live(self) -> bool: ...
+
+    async def readiness(self) -> tuple[bool, str]:
+        """(ready, reason), e.g. (False, "listener inbound not bound")."""
+        ...
+
+    def metrics_text(self) -> str:
+        """The Prometheus exposition text."""
+        ...
+
+    def config_dump(self) -> dict[str, Any]:
+        """The effective configuration, JSON-ready."""
+        ...
+
+    def clusters_view(self) -> list[dict[str, Any]]:
+        """[{"name": ..., "endpoints": [{"address": ..., "state": "healthy", "active_requests": 0, ...}]}]"""
+        ...
+
+    def drain(self) -> None:
+        """Begin draining. Idempotent."""
+        ...
+
+    def quit(self) -> None:
+        """Begin a graceful exit. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class ListenersTarget(Protocol):
+    """Optional extra: a target that also has this gets `GET /listeners`."""
+
+    def listeners_view(self) -> list[dict[str, Any]]: ...

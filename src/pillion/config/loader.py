@@ -1,0 +1,96 @@
+"""Loading a configuration: file -> YAML -> `${VAR}` substitution -> model objects -> cross-checks.
+
+Theory of operation: each stage appends `<path>: <problem>` lines to one list, and `ConfigError` carries
+them all. YAML syntax errors stop early (there is no data to go on) and are reported as
+`<source>:<line>:<column>: <problem>`. The YAML loader is `safe_load`'s (libyaml's C parser when
+available) with one addition: a key repeated in the same mapping is an error, where plain YAML would
+silently keep the last value. Cross-reference checks need a fully converted `Config`, so they run only
+when substitution and conversion found nothing wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pillion.config.convert import build
+from pillion.config.env import substitute
+from pillion.config.errors import ConfigError
+from pillion.config.model import Config
+from pillion.config.validate import check
+
+try:
+    from yaml import CSafeLoader as _BaseLoader
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _StrictLoader(_BaseLoader):
+    """safe_load's loader, refusing duplicate keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: dict[str, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            # `<<` merge keys may repeat, and merged keys may be overridden: that is their purpose.
+            if key_node.tag == _MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = str(key_node.value)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first at line {seen[key].line + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """The validated `Config` in file `path`; ConfigError listing every problem, unreadable file included."""
+    name = os.fspath(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{name}: cannot read the file: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    return load_config_text(text, source=name)
+
+
+def load_config_text(text: str, env: Mapping[str, str] | None = None, source: str = "<string>") -> Config:
+    """The validated `Config` in YAML `text`, substituting from `env` (default: the process environment).
+
+    `source` names the text in YAML syntax errors.
+    """
+    data = _parse_yaml(text, source)
+    if data is None:
+        raise ConfigError([f"{source}: the configuration is empty; it needs at least 'service'"])
+    errors: list[str] = []
+    data = substitute(data, os.environ if env is None else env, errors)
+    cfg = build(Config, data, errors)
+    if cfg is not None and not errors:
+        cfg, problems = check(cfg)
+        errors += problems
+    if errors or cfg is None:
+        raise ConfigError(errors)
+    return cfg
+
+
+def _parse_yaml(text: str, source: str) -> object:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = exc.problem or exc.context or "invalid YAML"
+        context = f" ({exc.context})" if exc.context and exc.problem else ""
+        raise ConfigError([f"{where}: {problem}{context}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}: {exc}"]) from None

@@ -1,0 +1,47 @@
+"""Header rules for a forwarding intermediary (RFC 9110 §7.6.1).
+
+Hop-by-hop fields describe one connection, not the message, so a proxy removes them before forwarding:
+the fixed set below plus every field the `Connection` header names. Framing fields (`Content-Length`,
+`Transfer-Encoding`) are removed too and re-emitted by the proxy from what it actually sends, so exactly
+one length indication reaches the other side.
+
+Names are compared lower-cased as bytes; values and original name case are forwarded untouched.
+"""
+
+from __future__ import annotations
+
+HOP_BY_HOP: frozenset[bytes] = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+
+# Fields the proxy looks at as it copies a message head; everything else is copied blindly.
+CONTENT_LENGTH = b"content-length"
+HOST = b"host"
+X_FORWARDED_FOR = b"x-forwarded-for"
+X_FORWARDED_PROTO = b"x-forwarded-proto"
+X_REQUEST_ID = b"x-request-id"
+CONNECTION = b"connection"
+
+# Anything either classified or hop-by-hop: one set lookup tells the copy loop to look closer.
+SPECIAL: frozenset[bytes] = HOP_BY_HOP | {
+    CONTENT_LENGTH,
+    HOST,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_REQUEST_ID,
+}
+
+
+def connection_tokens(value: bytes) -> set[bytes]:
+    """The field names listed in a `Connection` header value, lower-cased (`close` and `keep-alive` too)."""
+    return {t.strip().lower() for t in value.split(b",") if t.strip()}

@@ -1,0 +1,721 @@
+"""One client connection: parse requests, route them, stream them upstream, frame the responses.
+
+Theory of operation. httptools parses the byte stream and calls back per message part. At the end of a
+request head the request becomes an `Exchange`, whose upstream head is built right away (hop-by-hop
+fields dropped, forwarding fields added). Exchanges are answered strictly in order: the first one is
+`current`; requests pipelined behind it wait in `queue` with their bodies buffered, and reading pauses
+so that buffer stays one socket read deep. When `current` finishes, the next one starts.
+
+Bodies stream without buffering. Backpressure runs both ways through pause flags: an upstream whose
+send buffer is full pauses reading from the client; a client whose send buffer is full pauses reading
+from the upstream. Each reason to pause reading is one bit in `paused`, so reasons never cancel each
+other out.
+
+Every exchange ends in `_finish`, which counts it, logs it, and either starts the next exchange or
+closes the connection. Errors become local replies (`x-pillion-error: <reason>`) while no response byte
+has been sent, and a dropped connection after that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from random import getrandbits
+from time import perf_counter
+from typing import TYPE_CHECKING, cast
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
+
+from pillion.http.headers import (
+    CONNECTION,
+    CONTENT_LENGTH,
+    HOP_BY_HOP,
+    HOST,
+    SPECIAL,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_REQUEST_ID,
+    connection_tokens,
+)
+from pillion.http.local_reply import local_reply, status_of
+
+log = logging.getLogger("pillion.downstream")
+
+if TYPE_CHECKING:
+    from pillion.proxy.listener import HttpListener
+    from pillion.proxy.router import RouteEntry
+    from pillion.proxy.upstream import UpstreamConnection
+
+# Reasons to stop reading from the client, one bit each.
+_PIPELINED = 1  # a request is queued behind the current one
+_UPSTREAM_FULL = 2  # the upstream's send buffer is full
+_CONNECTING = 4  # the request's upstream connection is not open yet
+
+_CRLF = b"\r\n"
+# Lengths of the names the response copy loop must look at (hop-by-hop and content-length).
+_SCREEN_LENGTHS = frozenset(len(n) for n in HOP_BY_HOP | {CONTENT_LENGTH})
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def _status_line(status: int, phrase: bytes) -> bytes:
+    """`HTTP/1.1 200 OK\\r\\n`, cached per status (the upstream's own phrase the first time seen)."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d %b\r\n" % (status, phrase)
+        if len(_STATUS_LINES) < 64:
+            _STATUS_LINES[status] = line
+    return line
+
+
+_LAST_CHUNK = b"0\r\n\r\n"
+
+
+class _LimitExceeded(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _request_id() -> bytes:
+    """A random UUID (version 4) in its usual text form.
+
+    Request ids correlate logs; they need to be unique, not unpredictable, so the process PRNG serves
+    (os.urandom would cost a syscall per request)."""
+    h = b"%032x" % (getrandbits(128) & _UUID4_MASK | _UUID4_BITS)
+    return h[:8] + b"-" + h[8:12] + b"-" + h[12:16] + b"-" + h[16:20] + b"-" + h[20:]
+
+
+_UUID4_MASK = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_BITS = (0x4000 << 64) | (0x8000 << 48)
+
+
+def _drop_named(parts: list[bytes], start: int, named: set[bytes]) -> list[bytes]:
+    """Remove the fields a Connection header named from a head being built as (name, ": ", value, CRLF)
+    quads after `start` leading parts. Rare, so done as a second pass instead of in the copy loop."""
+    out = parts[:start]
+    for i in range(start, len(parts), 4):
+        if parts[i].lower() not in named:
+            out += parts[i : i + 4]
+    return out
+
+
+class Exchange:
+    """One request and its response, as far as they have got."""
+
+    __slots__ = (
+        "body_chunked",
+        "body_in",
+        "body_out",
+        "error",
+        "has_body",
+        "head",
+        "host",
+        "http10",
+        "is_head",
+        "keep_alive",
+        "local",
+        "method",
+        "pending",
+        "replayable",
+        "request_done",
+        "request_id",
+        "retried",
+        "route",
+        "start",
+        "status",
+        "target",
+        "timer",
+        "upstream",
+        "upstream_address",
+    )
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.method = b""
+        self.target = b""
+        self.host = b""
+        self.request_id = b""
+        self.head: list[bytes] = []
+        self.pending: list[bytes] = []
+        self.keep_alive = True
+        self.is_head = False
+        self.http10 = False
+        self.has_body = False
+        self.body_chunked = False
+        self.body_in = 0
+        self.body_out = 0
+        self.request_done = False
+        self.replayable = True
+        self.retried = False
+        self.status = 0
+        self.error = ""
+        self.local: str | None = None  # a local-reply reason decided while parsing
+        self.route: RouteEntry | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.upstream_address = ""
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class DownstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "client_ip",
+        "close_delimited",
+        "closed",
+        "current",
+        "head_size",
+        "headers",
+        "last_active",
+        "listener",
+        "loop",
+        "must_close",
+        "out",
+        "parser",
+        "paused",
+        "queue",
+        "reading",
+        "response_chunked",
+        "response_started",
+        "started_at",
+        "transport",
+        "url",
+        "write_paused",
+    )
+
+    def __init__(self, listener: HttpListener) -> None:
+        self.listener = listener
+        self.loop = asyncio.get_running_loop()
+        self.parser = HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = b""
+        self.current: Exchange | None = None
+        self.reading: Exchange | None = None
+        self.queue: deque[Exchange] = deque()
+        self.paused = 0
+        self.write_paused = False
+        self.closed = False
+        self.must_close = False
+        self.response_started = False
+        self.response_chunked = False
+        self.close_delimited = False
+        self.out: list[bytes] | None = None  # response bytes held back to go out in one write
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.url = b""
+        self.head_size = 0
+        self.started_at = 0.0  # loop time a request head began; 0 when none is being read
+        self.last_active = self.loop.time()
+
+    # -- connection lifecycle ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0].encode() if peer else b""
+        self.listener.connection_opened(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        ex = self.current
+        if ex is not None:
+            if ex.timer is not None:
+                ex.timer.cancel()
+            upstream = ex.upstream
+            if upstream is not None:
+                ex.upstream = None
+                upstream.abort()
+            if ex.status == 0 or not self.response_started:
+                ex.status = 499  # nginx's code for "client closed the request"
+            ex.error = ex.error or "client_disconnected"
+            self._record(ex)
+        self.current = None
+        self.queue.clear()
+        self.listener.connection_closed(self)
+
+    def idle(self) -> bool:
+        return self.current is None and self.reading is None and self.started_at == 0.0
+
+    def close_if_idle(self) -> None:
+        """Draining: close now if nothing is in flight, else after the current response."""
+        self.must_close = True
+        if self.idle() and self.transport is not None:
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        ex = self.current
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.set_reading(False)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        ex = self.current
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.set_reading(True)
+
+    def _pause(self, reason: int) -> None:
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if not self.paused & reason:
+            return
+        self.paused &= ~reason
+        if not self.paused and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def upstream_full(self, full: bool) -> None:
+        if full:
+            self._pause(_UPSTREAM_FULL)
+        else:
+            self._resume(_UPSTREAM_FULL)
+
+    # -- request parsing: httptools callbacks ------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except _LimitExceeded as exc:
+            self._reject(exc.reason)
+        except HttpParserUpgrade:
+            self._reject("upgrade_not_supported")
+        except HttpParserError:
+            self._reject("malformed_request")
+        except Exception:
+            # A bug of ours must cost one connection, never the process.
+            log.exception("request handling failed", extra={"listener": self.listener.name})
+            self._reject("malformed_request")
+
+    def _reject(self, reason: str) -> None:
+        """The byte stream cannot be trusted past this point: answer in turn, then close."""
+        self._pause(_PIPELINED)  # and never resume: nothing after a framing error is read
+        ex = self.reading
+        self.reading = None
+        self.started_at = 0.0
+        if ex is not None and ex is self.current:
+            # The body of the request being answered broke off mid-stream.
+            if self.response_started:
+                self._abort_current(reason)
+                return
+            upstream = ex.upstream
+            if upstream is not None:
+                ex.upstream = None
+                upstream.abort()
+            ex.keep_alive = False
+            self._reply_locally(ex, reason)
+            return
+        if ex is not None:
+            self.queue.remove(ex)  # a pipelined request whose body broke: it is replaced by the error
+        err = Exchange(perf_counter())
+        err.target = self.url
+        err.local = reason
+        err.keep_alive = False
+        if self.current is None:
+            self.current = err
+            self._start(err)
+        else:
+            self.queue.append(err)
+
+    def on_url(self, url: bytes) -> None:
+        # No on_message_begin callback (one Python call less per request): the per-head state is
+        # reset when a head completes, and the first piece of the URL marks when the head began.
+        if not self.started_at:
+            self.started_at = self.last_active = self.loop.time()
+        self.url += url
+        self.head_size += len(url)
+        if self.head_size > self.listener.max_head_size:
+            raise _LimitExceeded("request_headers_too_large")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        headers = self.headers
+        headers.append((name, value))
+        self.head_size += len(name) + len(value) + 4
+        listener = self.listener
+        if self.head_size > listener.max_head_size or len(headers) > listener.max_headers:
+            raise _LimitExceeded("request_headers_too_large")
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        ex = Exchange(perf_counter())
+        self.started_at = 0.0
+        headers = self.headers
+        url = self.url
+        self.headers = []
+        self.head_size = 0
+        self.url = b""
+        method = parser.get_method()
+        ex.method = method
+        ex.target = url
+        ex.keep_alive = parser.should_keep_alive()
+        ex.is_head = method == b"HEAD"
+        ex.http10 = parser.get_http_version() == "1.0"
+        listener = self.listener
+
+        head = [method, b" ", url, b" HTTP/1.1\r\n"]
+        xff = request_id = None
+        host = b""
+        named: set[bytes] | None = None
+        length = -1
+        for name, value in headers:
+            lname = name.lower()
+            if lname in SPECIAL:
+                if lname == HOST:
+                    host = value
+                elif lname == CONTENT_LENGTH:
+                    length = int(value)
+                elif lname == X_FORWARDED_FOR:
+                    xff = value
+                    continue
+                elif lname == X_REQUEST_ID:
+                    request_id = value
+                elif lname == X_FORWARDED_PROTO:
+                    continue  # ours to set: this listener is where the client's protocol is known
+                elif lname == b"transfer-encoding":
+                    ex.body_chunked = True
+                    continue
+                elif lname == CONNECTION:
+                    named = connection_tokens(value)
+                    continue
+                elif lname in HOP_BY_HOP:
+                    continue
+            head += (name, b": ", value, _CRLF)
+        if named is not None and (named - {b"close", b"keep-alive"}):
+            head = _drop_named(head, 4, named)
+        if request_id is None:
+            request_id = _request_id()
+            head += (b"x-request-id: ", request_id, _CRLF)
+        head += (
+            b"x-forwarded-for: ",
+            xff + b", " + self.client_ip if xff else self.client_ip,
+            b"\r\nx-forwarded-proto: http\r\n",
+        )
+        if ex.body_chunked:
+            head.append(b"transfer-encoding: chunked\r\n")
+            ex.has_body = True
+            ex.replayable = False
+        elif length > 0:
+            ex.has_body = True
+            ex.replayable = False
+            if listener.max_body_size and length > listener.max_body_size:
+                ex.local = "request_body_too_large"
+        ex.head = head
+        ex.host = host
+        ex.request_id = request_id
+        if parser.should_upgrade():
+            raise HttpParserUpgrade("upgrade")
+        self.reading = ex
+        if self.current is None:
+            self.current = ex
+            self._start(ex)
+        else:
+            self.queue.append(ex)
+            self._pause(_PIPELINED)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.reading
+        if ex is None or ex.local is not None:
+            return
+        ex.body_in += len(body)
+        limit = self.listener.max_body_size
+        if limit and ex.body_in > limit:
+            raise _LimitExceeded("request_body_too_large")
+        data = b"%x\r\n%b\r\n" % (len(body), body) if ex.body_chunked else body
+        upstream = ex.upstream
+        if upstream is not None and ex is self.current:
+            assert upstream.transport is not None
+            upstream.transport.write(data)
+        else:
+            ex.pending.append(data)
+
+    def on_message_complete(self) -> None:
+        ex = self.reading
+        if ex is None:
+            return
+        self.reading = None
+        ex.request_done = True
+        self.last_active = self.loop.time()
+        if ex.local is not None:
+            return
+        if ex.body_chunked:
+            upstream = ex.upstream
+            if upstream is not None and ex is self.current:
+                assert upstream.transport is not None
+                upstream.transport.write(_LAST_CHUNK)
+            else:
+                ex.pending.append(_LAST_CHUNK)
+        if ex.upstream is not None and ex is self.current:
+            self._arm_timeout(ex)
+
+    # -- starting an exchange ---------------------------------------------------------------------
+
+    def _start(self, ex: Exchange) -> None:
+        self.response_started = False
+        if ex.local is not None:
+            self._reply_locally(ex, ex.local)
+            return
+        route = self.listener.router.match(ex.host, ex.target)
+        if route is None:
+            self._reply_locally(ex, "no_route")
+            return
+        ex.route = route
+        self._send_upstream(ex)
+
+    def _send_upstream(self, ex: Exchange) -> None:
+        route = ex.route
+        assert route is not None
+        endpoint = route.cluster.pick()
+        if endpoint is None:
+            self._reply_locally(ex, "no_endpoint")
+            return
+        ex.upstream_address = endpoint.label
+        endpoint.requests += 1
+        if not ex.host:
+            ex.head.insert(4, b"host: " + endpoint.label.encode() + _CRLF)
+            ex.host = b"-"
+        conn = endpoint.take_idle()
+        if conn is not None:
+            self._attach(ex, conn)
+        else:
+            self._pause(_CONNECTING)
+            endpoint.connect(lambda c, reason: self._connected(ex, c, reason))
+
+    def _connected(self, ex: Exchange, conn: UpstreamConnection | None, reason: str | None) -> None:
+        self._resume(_CONNECTING)
+        if ex is not self.current or self.closed:
+            if conn is not None:  # the client went away while we connected: keep the connection
+                conn.endpoint.give_back(conn, self.loop.time())
+            return
+        if conn is None:
+            assert reason is not None
+            self._reply_locally(ex, reason)
+            return
+        self._attach(ex, conn)
+
+    def _attach(self, ex: Exchange, conn: UpstreamConnection) -> None:
+        ex.upstream = conn
+        conn.down = self
+        conn.headers = []
+        conn.expect_no_body = ex.is_head
+        transport = conn.transport
+        assert transport is not None
+        head = ex.head
+        head.append(_CRLF)
+        if ex.pending:
+            head += ex.pending
+            ex.pending = []
+        transport.write(b"".join(head))
+        if self.write_paused:
+            conn.set_reading(False)
+        if ex.request_done:
+            self._arm_timeout(ex)
+
+    def _arm_timeout(self, ex: Exchange) -> None:
+        route = ex.route
+        if route is not None and route.timeout > 0 and not self.response_started:
+            ex.timer = self.loop.call_later(route.timeout, self._timed_out, ex)
+
+    def _timed_out(self, ex: Exchange) -> None:
+        ex.timer = None
+        if ex is not self.current or self.response_started:
+            return
+        if ex.route is not None:
+            ex.route.cluster.timeouts.value += 1
+        upstream = ex.upstream
+        if upstream is not None:
+            ex.upstream = None
+            upstream.abort()
+        self._reply_locally(ex, "upstream_timeout")
+
+    # -- response side: called by the upstream connection -----------------------------------------
+
+    def interim_response(self, status: int, phrase: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(b"HTTP/1.1 %d %b\r\n\r\n" % (status, phrase))
+
+    def response_head(
+        self, status: int, phrase: bytes, headers: list[tuple[bytes, bytes]], keep: bool
+    ) -> None:
+        ex = self.current
+        assert ex is not None
+        if ex.timer is not None:
+            ex.timer.cancel()
+            ex.timer = None
+        self.response_started = True
+        ex.status = status
+        close = not ex.keep_alive or self.must_close or self.listener.draining
+        out = [_status_line(status, phrase)]
+        has_length = chunked = False
+        named: set[bytes] | None = None
+        for name, value in headers:
+            if len(name) in _SCREEN_LENGTHS:  # most fields cannot be special: skip lower() for them
+                lname = name.lower()
+                if lname in HOP_BY_HOP:
+                    if lname == b"transfer-encoding":
+                        chunked = True
+                    elif lname == CONNECTION:
+                        named = connection_tokens(value)
+                    continue
+                if lname == CONTENT_LENGTH:
+                    has_length = True
+            out += (name, b": ", value, _CRLF)
+        if named is not None and (named - {b"close", b"keep-alive"}):
+            out = _drop_named(out, 1, named)
+        body_allowed = not ex.is_head and status not in (204, 304)
+        self.response_chunked = False
+        self.close_delimited = body_allowed and not has_length and not chunked
+        if body_allowed and not has_length:
+            # Chunked upstream or close-delimited: re-frame as chunked for HTTP/1.1 clients; an
+            # HTTP/1.0 client can only learn where the body ends from the connection closing.
+            if not ex.http10:
+                self.response_chunked = True
+                out.append(b"transfer-encoding: chunked\r\n")
+            else:
+                close = True
+        if close:
+            self.must_close = True
+            out.append(b"connection: close\r\n\r\n")
+        elif ex.http10:
+            out.append(b"connection: keep-alive\r\n\r\n")
+        else:
+            out.append(_CRLF)
+        # Held until the upstream's read is fully parsed: a small response then leaves in one write.
+        self.out = [b"".join(out)]
+
+    def response_body(self, body: bytes) -> None:
+        ex = self.current
+        assert ex is not None
+        ex.body_out += len(body)
+        out = self.out
+        if out is None:
+            out = self.out = []
+        if self.response_chunked:
+            out += (b"%x\r\n" % len(body), body, _CRLF)
+        else:
+            out.append(body)
+
+    def flush(self) -> None:
+        """Send what the last upstream read produced (called once per upstream read)."""
+        out = self.out
+        if out is not None:
+            self.out = None
+            if self.transport is not None:
+                self.transport.writelines(out) if len(out) > 1 else self.transport.write(out[0])
+
+    def response_body_end(self) -> None:
+        if self.out is None:
+            self.out = [_LAST_CHUNK]
+        else:
+            self.out.append(_LAST_CHUNK)
+
+    def response_complete(self, conn: UpstreamConnection, keep: bool) -> None:
+        ex = self.current
+        assert ex is not None
+        if self.response_chunked:
+            self.response_body_end()
+        self.flush()
+        ex.upstream = None
+        if keep and ex.request_done and not self.close_delimited:
+            conn.release(self.loop.time())
+        else:
+            conn.close()
+        self._finish(ex)
+
+    def upstream_failed(self, conn: UpstreamConnection, reason: str) -> None:
+        ex = self.current
+        if ex is None or ex.upstream is not conn:
+            return
+        ex.upstream = None
+        if ex.route is not None:
+            ex.route.cluster.resets.value += 1
+        if self.response_started:
+            self._abort_current(reason)
+        else:
+            self._reply_locally(ex, reason)
+
+    def upstream_lost(self, conn: UpstreamConnection) -> None:
+        """The upstream connection closed while bound to our current request."""
+        ex = self.current
+        if ex is None or ex.upstream is not conn:
+            return
+        if self.response_started and self.close_delimited:
+            conn.down = None
+            self.response_complete(conn, keep=False)
+            return
+        ex.upstream = None
+        if ex.timer is not None:
+            ex.timer.cancel()
+            ex.timer = None
+        if not self.response_started and conn.reused and ex.replayable and not ex.retried:
+            # A pooled connection the app had already closed: the request never reached it, so it
+            # is safe to send again on a fresh connection (no body, so nothing was consumed).
+            ex.retried = True
+            ex.head.pop()  # the blank line _attach appended
+            self._send_upstream(ex)
+            return
+        if ex.route is not None:
+            ex.route.cluster.resets.value += 1
+        if self.response_started:
+            self._abort_current("upstream_reset")
+        else:
+            self._reply_locally(ex, "upstream_reset")
+
+    # -- ending an exchange -----------------------------------------------------------------------
+
+    def _reply_locally(self, ex: Exchange, reason: str) -> None:
+        if ex.timer is not None:
+            ex.timer.cancel()
+            ex.timer = None
+        # Keep the connection only if the request was read to its end and nothing is amiss.
+        close = not (ex.keep_alive and ex.request_done) or self.must_close or self.listener.draining
+        if close:
+            self.must_close = True
+        ex.status = status_of(reason)
+        ex.error = reason
+        self.listener.count_local_reply(reason)
+        if self.transport is not None:
+            self.transport.write(local_reply(reason, close=close, head_only=ex.is_head))
+        self._finish(ex)
+
+    def _abort_current(self, reason: str) -> None:
+        """Too late for a local reply: drop both connections."""
+        ex = self.current
+        assert ex is not None
+        self.out = None
+        ex.error = reason
+        upstream = ex.upstream
+        if upstream is not None:
+            ex.upstream = None
+            upstream.abort()
+        self._record(ex)
+        self.current = None
+        self.queue.clear()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _finish(self, ex: Exchange) -> None:
+        self._record(ex)
+        self.last_active = self.loop.time()
+        if self.must_close or not ex.keep_alive:
+            self.current = None
+            self.queue.clear()
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if self.queue:
+            nxt = self.queue.popleft()
+            self.current = nxt
+            if not self.queue:
+                self._resume(_PIPELINED)
+            self._start(nxt)
+        else:
+            self.current = None
+            self._resume(_PIPELINED)
+
+    def _record(self, ex: Exchange) -> None:
+        elapsed = perf_counter() - ex.start
+        route = ex.route
+        listener = self.listener
+        stats = route if route is not None else listener.unrouted
+        stats.count(ex.status)
+        stats.duration.observe(elapsed)
+        if listener.access_log is not None:
+            listener.log_access(ex, elapsed)

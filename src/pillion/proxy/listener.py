@@ -1,0 +1,150 @@
+"""An HTTP listener: a bound socket, its routes and limits, and the connections it accepted.
+
+The listener is what the downstream connections read their per-request settings from (router, limits,
+access log), so a connection holds one reference instead of many. It also runs the housekeeping that
+would otherwise cost a timer per request: once a second it closes connections that sat idle too long or
+took too long to send a request head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import TYPE_CHECKING
+
+from pillion.config.model import Listener as ListenerConfig
+from pillion.proxy.downstream import DownstreamConnection, Exchange
+from pillion.proxy.router import Router, RouteStats, compile_route
+from pillion.proxy.stats import ProxyStats
+
+if TYPE_CHECKING:
+    from pillion.proxy.cluster import Cluster
+    from pillion.telemetry.access_log import AccessLog
+
+log = logging.getLogger("pillion.listener")
+
+
+class HttpListener:
+    def __init__(
+        self,
+        config: ListenerConfig,
+        clusters: dict[str, Cluster],
+        stats: ProxyStats,
+        access_log: AccessLog | None,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        limits = config.limits
+        self.max_head_size = int(limits.max_request_headers_size)
+        self.max_headers = limits.max_request_headers
+        self.max_body_size = int(limits.max_request_body_size)
+        self.headers_timeout = float(limits.request_headers_timeout)
+        self.idle_timeout = float(limits.idle_timeout)
+        routes = []
+        for route in config.routes:
+            cluster = clusters[route.cluster]
+            labels = (self.name, route.name, cluster.name)
+            routes.append(
+                compile_route(self.name, route, cluster, stats.requests, stats.duration.labels(*labels))
+            )
+        self.router = Router(routes)
+        self.unrouted = RouteStats(
+            stats.duration.labels(self.name, "", ""), stats.requests, (self.name, "", "")
+        )
+        self.access_log = access_log
+        self._access_log_errors = stats.access_log_errors
+        self._local_replies = stats.local_replies
+        self._local_by_reason: dict[str, object] = {}
+        self.active = stats.downstream_active.labels(self.name)
+        self.accepted = stats.downstream_total.labels(self.name)
+        self.connections: set[DownstreamConnection] = set()
+        self.draining = False
+        self.server: asyncio.Server | None = None
+
+    @property
+    def bound(self) -> bool:
+        return self.server is not None and self.server.is_serving()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        address = self.config.address
+        self.server = await loop.create_server(
+            lambda: DownstreamConnection(self),
+            address.host,
+            address.port,
+            reuse_address=True,
+            backlog=1024,
+        )
+        for sock in self.server.sockets:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        log.info("listener bound", extra={"listener": self.name, "address": f"{address.host}:{self.port}"})
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket; connections already accepted carry on."""
+        self.draining = True
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.connections):
+            conn.close_if_idle()
+
+    def connection_opened(self, conn: DownstreamConnection) -> None:
+        if self.draining:
+            conn.must_close = True
+        self.connections.add(conn)
+        self.active.value += 1
+        self.accepted.value += 1
+
+    def connection_closed(self, conn: DownstreamConnection) -> None:
+        self.connections.discard(conn)
+        self.active.value -= 1
+
+    def count_local_reply(self, reason: str) -> None:
+        counter = self._local_by_reason.get(reason)
+        if counter is None:
+            counter = self._local_by_reason[reason] = self._local_replies.labels(self.name, reason)
+        counter.value += 1  # type: ignore[attr-defined]
+
+    def log_access(self, ex: Exchange, elapsed: float) -> None:
+        assert self.access_log is not None
+        route = ex.route
+        self.access_log.write(
+            method=ex.method.decode("latin-1"),
+            path=ex.target,
+            status=ex.status,
+            bytes_received=ex.body_in,
+            bytes_sent=ex.body_out,
+            duration=elapsed,
+            upstream=ex.upstream_address,
+            request_id=ex.request_id.decode("latin-1"),
+            error=ex.error,
+            listener=self.name,
+            route=route.name if route is not None else "",
+            cluster=route.cluster.name if route is not None else "",
+        )
+
+    def sweep(self, now: float) -> None:
+        """Close connections idle past idle_timeout or stuck in a request head past headers_timeout."""
+        idle_limit = now - self.idle_timeout
+        head_limit = now - self.headers_timeout
+        for conn in list(self.connections):
+            if conn.started_at and conn.started_at < head_limit:
+                log.debug("request head timeout", extra={"listener": self.name})
+                if conn.transport is not None:
+                    conn.transport.close()
+            elif conn.idle() and conn.last_active < idle_limit and conn.transport is not None:
+                conn.transport.close()
+
+    def view(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "address": str(self.config.address),
+            "bound": self.bound,
+            "connections": len(self.connections),
+        }

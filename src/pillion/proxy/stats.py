@@ -1,0 +1,75 @@
+"""Every metric the proxy updates, declared once.
+
+Families are declared here; components ask for their labelled children once (at config time) and keep
+them, so the per-request cost is an attribute increment, never a label lookup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pillion.telemetry.stats import Counter, CounterFamily, GaugeFamily, HistogramFamily, Registry
+
+
+@dataclass(slots=True)
+class ProxyStats:
+    requests: CounterFamily
+    duration: HistogramFamily
+    local_replies: CounterFamily
+    downstream_active: GaugeFamily
+    downstream_total: CounterFamily
+    upstream_active: GaugeFamily
+    upstream_total: CounterFamily
+    connect_failures: CounterFamily
+    upstream_timeouts: CounterFamily
+    upstream_resets: CounterFamily
+    access_log_errors: Counter
+
+    @classmethod
+    def declare(cls, registry: Registry) -> ProxyStats:
+        route = ("listener", "route", "cluster")
+        return cls(
+            requests=registry.counter(
+                "pillion_http_requests_total",
+                "Requests answered, by route and status code.",
+                (*route, "code"),
+            ),
+            duration=registry.histogram(
+                "pillion_http_request_duration_seconds",
+                "Time from the first byte of a request to the last byte of its response.",
+                route,
+            ),
+            local_replies=registry.counter(
+                "pillion_local_replies_total",
+                "Responses Pillion generated itself, by reason (x-pillion-error).",
+                ("listener", "reason"),
+            ),
+            downstream_active=registry.gauge(
+                "pillion_downstream_connections_active", "Client connections open now.", ("listener",)
+            ),
+            downstream_total=registry.counter(
+                "pillion_downstream_connections_total", "Client connections accepted.", ("listener",)
+            ),
+            upstream_active=registry.gauge(
+                "pillion_upstream_connections_active", "Connections to endpoints open now.", ("cluster",)
+            ),
+            upstream_total=registry.counter(
+                "pillion_upstream_connections_total", "Connections to endpoints opened.", ("cluster",)
+            ),
+            connect_failures=registry.counter(
+                "pillion_upstream_connect_failures_total",
+                "Failed attempts to connect to an endpoint (refused, unreachable or timed out).",
+                ("cluster", "endpoint"),
+            ),
+            upstream_timeouts=registry.counter(
+                "pillion_upstream_timeouts_total", "Requests that hit the route timeout.", ("cluster",)
+            ),
+            upstream_resets=registry.counter(
+                "pillion_upstream_resets_total",
+                "Upstream connections that closed or failed in the middle of a response.",
+                ("cluster",),
+            ),
+            access_log_errors=registry.counter(
+                "pillion_access_log_write_errors_total", "Access-log writes that failed."
+            ).labels(),
+        )

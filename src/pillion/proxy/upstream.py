@@ -1,0 +1,174 @@
+"""One connection to an endpoint: writes requests, parses responses, hands the pieces downstream.
+
+Theory of operation: the connection is idle in its endpoint's pool or bound to exactly one request
+(`self.down`, the downstream connection answering it). httptools calls back with the status, headers
+and body pieces; each is passed straight to the downstream side, which frames them for the client. When
+the response ends the downstream side decides whether this connection goes back to the pool.
+
+Responses to HEAD carry a length but no body, which httptools cannot be told about; so for HEAD the
+head callback raises `_NoBody` to stop the parser, and the connection starts a fresh parser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, cast
+
+from httptools import HttpParserError, HttpResponseParser
+
+if TYPE_CHECKING:
+    from pillion.proxy.cluster import Endpoint
+    from pillion.proxy.downstream import DownstreamConnection
+
+
+class _NoBody(Exception):
+    """Raised from the head callback to end a response that has no body (HEAD)."""
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "closed",
+        "down",
+        "endpoint",
+        "expect_no_body",
+        "headers",
+        "idle_since",
+        "parser",
+        "phrase",
+        "read_paused",
+        "reused",
+        "transport",
+    )
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.transport: asyncio.Transport | None = None
+        self.parser = HttpResponseParser(self)
+        self.down: DownstreamConnection | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.phrase = b""
+        self.idle_since = 0.0
+        self.reused = False
+        self.closed = False
+        self.read_paused = False
+        self.expect_no_body = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        cluster = self.endpoint.cluster
+        cluster.active.value += 1
+        cluster.opened.value += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.endpoint.cluster.active.value -= 1
+        down = self.down
+        if down is not None:
+            self.down = None
+            down.upstream_lost(self)
+        else:
+            self.endpoint.forget(self)
+
+    def reusable(self) -> bool:
+        transport = self.transport
+        return not self.closed and transport is not None and not transport.is_closing()
+
+    def close(self) -> None:
+        self.down = None
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection mid-message: it can never be reused."""
+        self.down = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- request side ----------------------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        if self.down is not None:
+            self.down.upstream_full(True)
+
+    def resume_writing(self) -> None:
+        if self.down is not None:
+            self.down.upstream_full(False)
+
+    def release(self, now: float) -> None:
+        """The exchange is over and the connection is clean: back to the pool."""
+        self.down = None
+        self.reused = True
+        if self.read_paused:
+            self.read_paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
+        self.endpoint.give_back(self, now)
+
+    def set_reading(self, on: bool) -> None:
+        transport = self.transport
+        if transport is None or self.read_paused != (not on):
+            return
+        self.read_paused = not on
+        if on:
+            transport.resume_reading()
+        else:
+            transport.pause_reading()
+
+    # -- response side: httptools callbacks ------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        down = self.down
+        if down is None:
+            # Bytes while idle: the app broke protocol. Never reuse this connection.
+            self.abort()
+            return
+        try:
+            self.parser.feed_data(data)
+            down.flush()
+        except _NoBody:
+            self.parser = HttpResponseParser(self)
+        except HttpParserError:
+            self.down = None
+            self.abort()
+            down.upstream_failed(self, "upstream_protocol_error")
+
+    def eof_received(self) -> bool | None:
+        # A close-delimited body ends at EOF; httptools has no finish() call, so tell the request here.
+        down = self.down
+        if down is not None and down.response_started and down.close_delimited:
+            self.down = None
+            down.response_complete(self, keep=False)
+        return None
+
+    def on_status(self, phrase: bytes) -> None:
+        self.phrase = phrase
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        down = self.down
+        assert down is not None
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            down.interim_response(status, self.phrase)
+            self.headers = []
+            return
+        down.response_head(status, self.phrase, self.headers, self.parser.should_keep_alive())
+        if self.expect_no_body:
+            self.down = None
+            down.response_complete(self, keep=self.parser.should_keep_alive())
+            raise _NoBody
+
+    def on_body(self, body: bytes) -> None:
+        down = self.down
+        if down is not None:
+            down.response_body(body)
+
+    def on_message_complete(self) -> None:
+        down = self.down
+        if down is not None and down.response_started:
+            self.down = None
+            down.response_complete(self, keep=self.parser.should_keep_alive())
