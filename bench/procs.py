@@ -93,9 +93,8 @@ class Proc:
                 collapsed.append((line, 1))
         out = []
         for line, count in collapsed[-lines:]:
-            if len(line) > width:
-                line = f"{line[: width // 3]} ... {line[-(2 * width) // 3 :]}"
-            out.append(line if count == 1 else f"{line}\n    (the line above, {count} times)")
+            short = line if len(line) <= width else f"{line[: width // 3]} ... {line[-(2 * width) // 3 :]}"
+            out.append(short if count == 1 else f"{short}\n    (the line above, {count} times)")
         return "\n".join(out)
 
 

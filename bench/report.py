@@ -50,6 +50,7 @@ class Measurement:
     counter_delta: float | None = None
     counter_note: str | None = None
     access_log_lines: int | None = None
+    foreign_top: list[tuple[str, float]] = field(default_factory=list)  # (process, % of a core)
 
     @property
     def cpu_us_per_req(self) -> float | None:
@@ -440,6 +441,17 @@ def _sanity(targets: dict[str, TargetReport]) -> list[str]:
         "unattributed kernel work), % of one core, median (max): " + ", ".join(noise)
     )
     worst = max((m.outside_pct for t in targets.values() for m in t.rounds), default=0.0)
+    busiest: dict[str, float] = {}
+    for t in targets.values():
+        for m in t.rounds:
+            for who, pct in m.foreign_top:
+                busiest[who] = max(busiest.get(who, 0.0), pct)
+    if busiest:
+        top = sorted(busiest.items(), key=lambda kv: -kv[1])[:6]
+        lines.append(
+            "- Busiest other processes during measured runs (max % of a core): "
+            + "; ".join(f"`{who}` {pct:.0f}%" for who, pct in top)
+        )
     if worst > 15:
         lines.append(
             f"- ⚠ **The machine was not quiet**: up to {worst:.0f}% of a core went to something else during "

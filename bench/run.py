@@ -46,8 +46,10 @@ from procs import (
     CpuSample,
     ProcGroup,
     cpu_sample,
+    describe,
     http_get,
     machine_sample,
+    process_ticks,
     pss_kib,
     rss_kib,
 )
@@ -221,9 +223,11 @@ def measure(
     log0 = _file_size(t.access_log)
     live = [x for x in servers if x.proc is not None and x.proc.alive()]
     cpu0: dict[str, CpuSample] = {x.key: cpu_sample(x.proc.pid) for x in live if x.proc is not None}
+    f0 = process_ticks()
     m0 = machine_sample()
     done = group.run(wrk_argv(t.url, s.connections, s.duration), s.load_cpu, timeout=s.duration + 30)
     m1 = machine_sample()
+    f1 = process_ticks()
     cpu1: dict[str, CpuSample] = {x.key: cpu_sample(x.proc.pid) for x in live if x.proc is not None}
     rss, pss = rss_kib(t.proc.pid), pss_kib(t.proc.pid)
     up1 = upstream_status(upstream.port)
@@ -254,10 +258,19 @@ def measure(
 
     wall = m1.wall - m0.wall
     busy = {core: (m1.busy[core] - m0.busy.get(core, 0)) / CLK_TCK for core in m1.busy}
-    ours = sum((cpu1[k].ticks - cpu0[k].ticks) / CLK_TCK for k in cpu1 if k in cpu0)
-    ours += (m1.self_s - m0.self_s) + (m1.children_s - m0.children_s)  # the harness, and wrk once reaped
+    ours_s = sum((cpu1[k].ticks - cpu0[k].ticks) / CLK_TCK for k in cpu1 if k in cpu0)
+    ours_s += (m1.self_s - m0.self_s) + (m1.children_s - m0.children_s)  # the harness, and wrk once reaped
     steal = sum(m1.steal[c] - m0.steal.get(c, 0) for c in m1.steal) / CLK_TCK
     counted = None if ctr0 is None or ctr1 is None else ctr1[1] - ctr0[1]
+    ours = {os.getpid()}.union(*(c.pids for c in cpu0.values()), *(c.pids for c in cpu1.values()))
+    others = sorted(
+        ((ticks - f0.get(pid, 0), pid) for pid, ticks in f1.items() if pid not in ours), reverse=True
+    )
+    foreign = [
+        (describe(pid), round(100 * ticks / CLK_TCK / wall, 1))
+        for ticks, pid in others[:3]
+        if 100 * ticks / CLK_TCK / wall >= 2
+    ]
     return Measurement(
         round=rnd,
         slot=slot,
@@ -269,7 +282,7 @@ def measure(
         pss_kib=pss,
         server_core_busy_pct=100 * busy.get(s.server_cpu, 0.0) / wall,
         load_core_busy_pct=100 * busy.get(s.load_cpu, 0.0) / wall,
-        outside_pct=max(0.0, 100 * (sum(busy.values()) - ours) / wall),
+        outside_pct=max(0.0, 100 * (sum(busy.values()) - ours_s) / wall),
         steal_pct=100 * steal / wall,
         tree_changed=cpu0[t.key].pids != cpu1[t.key].pids,
         hey=hey,
@@ -280,6 +293,7 @@ def measure(
         counter_delta=counted,
         counter_note=note,
         access_log_lines=log_lines,
+        foreign_top=foreign,
     )
 
 

@@ -30,7 +30,7 @@ def _full_registry() -> Registry:
     reqs.labels("inbound", "route0", "200").inc(7)
     reqs.labels("inbound", 'quote " back \\ slash\nnewline', "503").inc()
     reqs.labels("inbound", "ünïcødé ☃", "200").inc()
-    r.counter("pillion_reloads_total", "Configuration reloads.")
+    r.counter("pillion_reloads_total", 'Configuration reloads.\nA second help line, a \\ and a " too.')
     active = r.gauge("pillion_active_requests", "Requests in flight.", labels=("listener",))
     active.labels("inbound").set(3)
     r.gauge("pillion_upstream_endpoints", "Endpoints per cluster.", labels=("cluster",))  # no children

@@ -205,8 +205,10 @@ def test_port_zero_never_collides() -> None:
         ),
         (
             "service: s\nlog_level: INFO\n",
-            ["log_level: must be one of 'debug', 'info', 'warning', 'error', got string 'INFO'; "
-             "did you mean 'info'?"],
+            [
+                "log_level: must be one of 'debug', 'info', 'warning', 'error', got string 'INFO'; "
+                "did you mean 'info'?"
+            ],
         ),
         (
             "service: s\nlisteners: [{name: in, address: 0.0.0.0:1, protocol: tcp}]\n",
@@ -248,7 +250,11 @@ def test_structural_errors(text: str, expected: list[str]) -> None:
 
 # --- cross-reference errors -----------------------------------------------------------------------
 
-PAYMENTS = "clusters:\n  - {name: app, endpoints: [127.0.0.1:8080]}\n  - {name: payments, endpoints: [127.0.0.1:9]}\n"
+PAYMENTS = (
+    "clusters:\n"
+    "  - {name: app, endpoints: [127.0.0.1:8080]}\n"
+    "  - {name: payments, endpoints: [127.0.0.1:9]}\n"
+)
 
 
 @pytest.mark.parametrize(
@@ -291,7 +297,9 @@ PAYMENTS = "clusters:\n  - {name: app, endpoints: [127.0.0.1:8080]}\n  - {name: 
             ["clusters[0].connect_timeout: must be greater than 0"],
         ),
         (
-            "service: s\nlisteners:\n" + listener("[{match: {prefix: /a, path: /b}, cluster: app}]") + CLUSTERS,
+            "service: s\nlisteners:\n"
+            + listener("[{match: {prefix: /a, path: /b}, cluster: app}]")
+            + CLUSTERS,
             ["listeners[0].routes[0].match: set 'prefix' or 'path', not both"],
         ),
         (
@@ -310,7 +318,10 @@ PAYMENTS = "clusters:\n  - {name: app, endpoints: [127.0.0.1:8080]}\n  - {name: 
             "service: s\nlisteners:\n"
             + listener("[{cluster: app}, {cluster: app, name: route0}]")
             + CLUSTERS,
-            ["listeners[0].routes[1].name: duplicate route name 'route0' (first used at listeners[0].routes[0])"],
+            [
+                "listeners[0].routes[1].name: duplicate route name 'route0' "
+                "(first used at listeners[0].routes[0])"
+            ],
         ),
         (
             "service: s\nlisteners:\n"
@@ -482,7 +493,9 @@ def test_env_literal_dollar_and_lone_dollar() -> None:
 
 
 def test_plain_quoted_number_is_still_a_type_error() -> None:
-    errors = errors_of("service: s\nclusters: [{name: a, endpoints: [127.0.0.1:1], max_idle_connections: '4'}]\n")
+    errors = errors_of(
+        "service: s\nclusters: [{name: a, endpoints: [127.0.0.1:1], max_idle_connections: '4'}]\n"
+    )
     assert errors == ["clusters[0].max_idle_connections: expected an integer, got string '4'"]
 
 
@@ -516,9 +529,7 @@ def test_yaml_error_uses_source_name() -> None:
 
 
 def test_empty_file() -> None:
-    assert errors_of("# nothing\n") == [
-        "<string>: the configuration is empty; it needs at least 'service'"
-    ]
+    assert errors_of("# nothing\n") == ["<string>: the configuration is empty; it needs at least 'service'"]
 
 
 def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:

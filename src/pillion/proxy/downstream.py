@@ -71,7 +71,9 @@ def _status_line(status: int, phrase: bytes) -> bytes:
 _LAST_CHUNK = b"0\r\n\r\n"
 
 
-class _LimitExceeded(Exception):
+class _Rejected(Exception):
+    """Raised from a parser callback to refuse the request with a local reply for `reason`."""
+
     def __init__(self, reason: str) -> None:
         self.reason = reason
 
@@ -274,12 +276,12 @@ class DownstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-        except _LimitExceeded as exc:
-            self._reject(exc.reason)
         except HttpParserUpgrade:
             self._reject("upgrade_not_supported")
-        except HttpParserError:
-            self._reject("malformed_request")
+        except HttpParserError as exc:
+            # httptools wraps what a callback raised (HttpParserCallbackError); the cause is the context.
+            cause = exc.__context__
+            self._reject(cause.reason if isinstance(cause, _Rejected) else "malformed_request")
         except Exception:
             # A bug of ours must cost one connection, never the process.
             log.exception("request handling failed", extra={"listener": self.listener.name})
@@ -323,7 +325,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.url += url
         self.head_size += len(url)
         if self.head_size > self.listener.max_head_size:
-            raise _LimitExceeded("request_headers_too_large")
+            raise _Rejected("request_headers_too_large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self.headers
@@ -331,7 +333,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.head_size += len(name) + len(value) + 4
         listener = self.listener
         if self.head_size > listener.max_head_size or len(headers) > listener.max_headers:
-            raise _LimitExceeded("request_headers_too_large")
+            raise _Rejected("request_headers_too_large")
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -401,7 +403,7 @@ class DownstreamConnection(asyncio.Protocol):
         ex.host = host
         ex.request_id = request_id
         if parser.should_upgrade():
-            raise HttpParserUpgrade("upgrade")
+            raise _Rejected("upgrade_not_supported")  # WebSocket and CONNECT come later
         self.reading = ex
         if self.current is None:
             self.current = ex
@@ -417,7 +419,7 @@ class DownstreamConnection(asyncio.Protocol):
         ex.body_in += len(body)
         limit = self.listener.max_body_size
         if limit and ex.body_in > limit:
-            raise _LimitExceeded("request_body_too_large")
+            raise _Rejected("request_body_too_large")
         data = b"%x\r\n%b\r\n" % (len(body), body) if ex.body_chunked else body
         upstream = ex.upstream
         if upstream is not None and ex is self.current:

@@ -551,6 +551,11 @@ class HttpServer:
     def connections_open(self) -> int:
         return len(self._connections)
 
+    def close_connections(self) -> None:
+        """Close every open connection with a FIN, as an app does when its keep-alive timeout fires."""
+        for conn in list(self._connections):
+            conn.close_transport()
+
     async def start(self) -> Self:
         """Bind and listen. Starting again after close() reuses the same port."""
         if self._server is not None:

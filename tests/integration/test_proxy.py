@@ -1,0 +1,437 @@
+"""The HTTP data plane on real loopback sockets: a real Runtime in front of a real scriptable upstream.
+
+Each test runs its scenario under uvloop (the loop Pillion runs on in production) and asserts on what
+the client got, what the upstream received, and what the metrics counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
+
+import uvloop
+
+from pillion.config import Config
+from pillion.runtime.runtime import Runtime
+from pillion.testing.http import (
+    ClientConnection,
+    http_request,
+    parse_responses,
+    raw_exchange,
+    raw_exchange_detailed,
+)
+from pillion.testing.sidecar import running_sidecar, sidecar_config
+from pillion.testing.upstream import ScriptableUpstream, pattern_bytes, pattern_sha256
+
+HOST = "127.0.0.1"
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+Scenario = Callable[[ScriptableUpstream, Runtime, int], Awaitable[None]]
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    uvloop.run(coro)
+
+
+def through_proxy(scenario: Scenario, config: Callable[[str], Config] | None = None) -> None:
+    """Start an upstream and a sidecar in front of it, then run the scenario against the sidecar."""
+
+    async def main() -> None:
+        async with ScriptableUpstream() as up:
+            cfg = config(up.address) if config else sidecar_config([up.address])
+            async with running_sidecar(cfg) as rt:
+                await scenario(up, rt, rt.listeners[0].port)
+
+    run(main())
+
+
+def metric(rt: Runtime, name: str, **labels: str) -> float:
+    """Sum of a metric's samples whose labels include `labels`, read from the Prometheus exposition."""
+    total = 0.0
+    for line in rt.metrics_text().splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def pattern(offset: int, n: int) -> bytes:
+    """Bytes offset..offset+n of the upstream's test pattern (period 251)."""
+    phase = offset % 251
+    return pattern_bytes(phase + n)[phase:]
+
+
+async def chunks(total: int, size: int = 256 * 1024) -> AsyncIterator[bytes]:
+    sent = 0
+    while sent < total:
+        n = min(size, total - sent)
+        yield pattern(sent, n)
+        sent += n
+
+
+# -- forwarding ---------------------------------------------------------------------------------
+
+
+def test_forwarding_adds_proxy_headers_and_removes_hop_by_hop() -> None:
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        r = await http_request(
+            HOST,
+            port,
+            "GET",
+            "/headers?x=1",
+            headers=[
+                ("Connection", "keep-alive, X-Secret"),
+                ("X-Secret", "hop"),
+                ("Keep-Alive", "timeout=5"),
+                ("TE", "trailers"),
+                ("Proxy-Connection", "keep-alive"),
+                ("X-Forwarded-For", "203.0.113.7"),
+                ("X-Forwarded-Proto", "https"),
+                ("X-Custom", "end-to-end"),
+            ],
+        )
+        assert r.status == 200
+        seen = {k.lower(): v for k, v in r.json()["headers"]}
+        assert r.json()["target"] == "/headers?x=1"
+        for hop in ("connection", "x-secret", "keep-alive", "te", "proxy-connection"):
+            assert hop not in seen, hop
+        assert seen["x-custom"] == "end-to-end"
+        assert seen["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
+        assert seen["x-forwarded-proto"] == "http"
+        assert UUID.match(seen["x-request-id"])
+        assert metric(rt, "pillion_http_requests_total", code="200", route="route0", cluster="app") == 1
+
+    through_proxy(scenario)
+
+
+def test_client_request_id_is_kept() -> None:
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        r = await http_request(HOST, port, "GET", "/headers", headers=[("x-request-id", "abc-123")])
+        seen = {k.lower(): v for k, v in r.json()["headers"]}
+        assert seen["x-request-id"] == "abc-123"
+        assert "x-forwarded-for" in seen
+
+    through_proxy(scenario)
+
+
+def test_response_hop_by_hop_headers_are_removed() -> None:
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        r = await http_request(
+            HOST,
+            port,
+            "GET",
+            "/response-headers?connection=x-internal&x-internal=1&keep-alive=timeout%3D9&x-kept=2",
+        )
+        assert r.status == 200
+        names = {k.lower() for k, _ in r.headers}
+        assert "x-internal" not in names and "keep-alive" not in names
+        assert r.header("x-kept") == "2"
+
+    through_proxy(scenario)
+
+
+def test_keep_alive_on_both_sides_reuses_one_upstream_connection() -> None:
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        async with await ClientConnection.open(HOST, port) as conn:
+            for i in range(20):
+                r = await conn.request("GET", f"/n/{i}")
+                assert r.status == 200 and r.text == f"GET /n/{i}\n"
+        assert up.connections_accepted == 1
+        assert metric(rt, "pillion_downstream_connections_total") == 1
+
+    through_proxy(scenario)
+
+
+def test_pipelined_requests_are_answered_in_order() -> None:
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        data = (
+            b"GET /delay/0.2 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
+            b"GET /status/201 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        responses = parse_responses(await raw_exchange(HOST, port, data))
+        assert [r.status for r in responses] == [200, 200, 201, 200]
+        assert responses[1].body == b"hello"
+        assert responses[3].text == "GET /last\n"
+        assert responses[3].header("connection") == "close"
+
+    through_proxy(scenario)
+
+
+def test_head_and_no_content_responses_have_no_body() -> None:
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        async with await ClientConnection.open(HOST, port) as conn:
+            head = await conn.request("HEAD", "/bytes/1000")
+            assert head.status == 200 and head.body == b""
+            assert head.header("content-length") == "1000"
+            empty = await conn.request("GET", "/status/204")
+            assert empty.status == 204 and empty.body == b""
+            after = await conn.request("GET", "/after")
+            assert after.text == "GET /after\n"
+
+    through_proxy(scenario)
+
+
+# -- bodies -------------------------------------------------------------------------------------
+
+
+def test_chunked_bodies_both_ways() -> None:
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        size = 3 * 1024 * 1024 + 7
+        r = await http_request(HOST, port, "POST", "/sha256", body=chunks(size, 65_537))
+        assert r.json() == {"length": size, "sha256": pattern_sha256(size)}
+        received = up.requests[-1]
+        assert received.body_length == size
+        down = await http_request(HOST, port, "GET", f"/chunked/{size}")
+        assert down.header("transfer-encoding") == "chunked"
+        assert down.body == pattern_bytes(size)
+
+    through_proxy(scenario)
+
+
+def test_large_bodies_stream_each_way() -> None:
+    size = 64 * 1024 * 1024
+
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        expected = pattern_sha256(size)
+        up_r = await http_request(
+            HOST,
+            port,
+            "PUT",
+            "/sha256",
+            headers=[("content-length", str(size))],
+            body=chunks(size),
+            time_limit=60,
+        )
+        assert up_r.json() == {"length": size, "sha256": expected}
+        down = await http_request(HOST, port, "GET", f"/bytes/{size}", store_body=False, time_limit=60)
+        assert down.status == 200
+        assert down.body_length == size and down.body_sha256 == expected
+
+    through_proxy(scenario)
+
+
+def test_http10_client_gets_close_delimited_body_for_chunked_upstream() -> None:
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        raw = await raw_exchange(HOST, port, b"GET /chunked/100 HTTP/1.0\r\nHost: a\r\n\r\n")
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert b"transfer-encoding" not in head.lower() and b"connection: close" in head.lower()
+        assert body == pattern_bytes(100)
+
+    through_proxy(scenario)
+
+
+# -- local replies ------------------------------------------------------------------------------
+
+
+async def expect_local(port: int, request: bytes, status: int, reason: str) -> bytes:
+    result = await raw_exchange_detailed(HOST, port, request, read_timeout=5)
+    responses = parse_responses(result.data)
+    assert responses, result
+    assert responses[0].status == status, responses[0]
+    assert responses[0].header("x-pillion-error") == reason
+    assert reason in responses[0].text
+    return result.data
+
+
+def test_no_route_is_404() -> None:
+    def config(address: str) -> Config:
+        return sidecar_config([address], routes=[{"match": {"prefix": "/api/"}, "cluster": "app"}])
+
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        await expect_local(
+            port, b"GET /other HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 404, "no_route"
+        )
+        ok = await http_request(HOST, port, "GET", "/api/x")
+        assert ok.status == 200
+        assert metric(rt, "pillion_local_replies_total", reason="no_route") == 1
+        assert metric(rt, "pillion_http_requests_total", code="404", route="") == 1
+
+    through_proxy(scenario, config)
+
+
+def test_routing_by_exact_path_and_host() -> None:
+    async def main() -> None:
+        async with ScriptableUpstream(name="a") as a, ScriptableUpstream(name="b") as b:
+            cfg = sidecar_config(
+                [a.address],
+                routes=[
+                    {"match": {"path": "/exact"}, "cluster": "b"},
+                    {"match": {"host": "*.example.com", "prefix": "/"}, "cluster": "b"},
+                    {"match": {"prefix": "/"}, "cluster": "app"},
+                ],
+                extra_clusters=[{"name": "b", "endpoints": [b.address]}],
+            )
+            async with running_sidecar(cfg) as rt:
+                port = rt.listeners[0].port
+                for path, host, served_by in [
+                    ("/exact", "x", "b"),
+                    ("/exact/more", "x", "a"),
+                    ("/", "api.example.com:8080", "b"),
+                    ("/", "API.EXAMPLE.COM", "b"),
+                    ("/", "example.com", "a"),
+                ]:
+                    r = await http_request(HOST, port, "GET", path, headers=[("host", host)])
+                    assert r.header("x-upstream") == served_by, (path, host)
+
+    run(main())
+
+
+def test_round_robin_across_endpoints() -> None:
+    async def main() -> None:
+        async with ScriptableUpstream(name="a") as a, ScriptableUpstream(name="b") as b:
+            async with running_sidecar(sidecar_config([a.address, b.address])) as rt:
+                port = rt.listeners[0].port
+                served = [(await http_request(HOST, port, "GET", "/")).header("x-upstream") for _ in range(6)]
+                assert served.count("a") == 3 and served.count("b") == 3
+
+    run(main())
+
+
+def test_malformed_request_is_400_and_the_process_keeps_serving() -> None:
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        for garbage in [b"\x00\x01\x02 nonsense\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"]:
+            result = await raw_exchange_detailed(HOST, port, garbage)
+            responses = parse_responses(result.data)
+            assert responses[0].status == 400
+            assert responses[0].header("x-pillion-error") == "malformed_request"
+            assert result.ending in ("eof", "reset")
+        assert up.requests == []
+        assert (await http_request(HOST, port, "GET", "/still-here")).status == 200
+        assert metric(rt, "pillion_local_replies_total", reason="malformed_request") == 2
+
+    through_proxy(scenario)
+
+
+def test_oversized_headers_are_431() -> None:
+    def config(address: str) -> Config:
+        return sidecar_config(
+            [address], limits={"max_request_headers_size": "4KiB", "max_request_headers": 10}
+        )
+
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        big = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * 5000 + b"\r\n\r\n"
+        await expect_local(port, big, 431, "request_headers_too_large")
+        many = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(11)) + b"\r\n"
+        await expect_local(port, many, 431, "request_headers_too_large")
+        assert up.requests == []
+
+    through_proxy(scenario, config)
+
+
+def test_oversized_body_is_413() -> None:
+    def config(address: str) -> Config:
+        return sidecar_config([address], limits={"max_request_body_size": "1KiB"})
+
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        declared = b"POST /sha256 HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\n\r\n" + b"x" * 2000
+        await expect_local(port, declared, 413, "request_body_too_large")
+        assert up.requests == []
+        chunked = (
+            b"POST /sha256 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"400\r\n"
+            + b"y" * 1024
+            + b"\r\n10\r\n"
+            + b"z" * 16
+            + b"\r\n0\r\n\r\n"
+        )
+        await expect_local(port, chunked, 413, "request_body_too_large")
+        assert (await http_request(HOST, port, "POST", "/echo", body=b"small")).body == b"small"
+
+    through_proxy(scenario, config)
+
+
+def test_upgrade_is_501() -> None:
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        request = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        await expect_local(port, request, 501, "upgrade_not_supported")
+        assert up.requests == []
+
+    through_proxy(scenario)
+
+
+def test_connect_refused_is_502() -> None:
+    async def main() -> None:
+        async with ScriptableUpstream() as up:
+            closed_port = up.port
+        async with running_sidecar(sidecar_config([f"127.0.0.1:{closed_port}"])) as rt:
+            port = rt.listeners[0].port
+            await expect_local(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 502, "upstream_connect_failure")
+            assert metric(rt, "pillion_upstream_connect_failures_total", cluster="app") == 1
+
+    run(main())
+
+
+def test_upstream_reset_is_502() -> None:
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        await expect_local(port, b"GET /reset HTTP/1.1\r\nHost: a\r\n\r\n", 502, "upstream_reset")
+        assert metric(rt, "pillion_upstream_resets_total", cluster="app") == 1
+        # A reset mid-body cannot become a local reply: the client's connection is cut instead.
+        result = await raw_exchange_detailed(HOST, port, b"GET /close-after-head HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert result.data.startswith(b"HTTP/1.1 200")
+        assert result.ending in ("eof", "reset")
+
+    through_proxy(scenario)
+
+
+def test_no_endpoint_is_503() -> None:
+    async def main() -> None:
+        cfg = sidecar_config(["127.0.0.1:9"])
+        empty = cfg.clusters[0].__class__(name="app", endpoints=())
+        cfg = cfg.__class__(
+            **{**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__}, "clusters": (empty,)}
+        )
+        async with running_sidecar(cfg) as rt:
+            await expect_local(rt.listeners[0].port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 503, "no_endpoint")
+
+    run(main())
+
+
+def test_upstream_timeout_is_504() -> None:
+    def config(address: str) -> Config:
+        return sidecar_config(
+            [address], routes=[{"match": {"prefix": "/"}, "cluster": "app", "timeout": "200ms"}]
+        )
+
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with await ClientConnection.open(HOST, port) as conn:
+            r = await conn.request("GET", "/delay/3")
+            assert r.status == 504 and r.header("x-pillion-error") == "upstream_timeout"
+            assert loop.time() - started < 2
+            # The client connection stays usable after a timeout.
+            assert (await conn.request("GET", "/fine")).status == 200
+        assert metric(rt, "pillion_upstream_timeouts_total", cluster="app") == 1
+
+    through_proxy(scenario, config)
+
+
+def test_stale_pooled_connection_is_retried_transparently() -> None:
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        assert (await http_request(HOST, port, "GET", "/first")).status == 200
+        up.close_connections()
+        await asyncio.sleep(0.05)
+        r = await http_request(HOST, port, "GET", "/second")
+        assert r.status == 200 and r.text == "GET /second\n"
+
+    through_proxy(scenario)
+
+
+def test_draining_sends_connection_close() -> None:
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        async with await ClientConnection.open(HOST, port) as conn:
+            assert (await conn.request("GET", "/a")).header("connection") is None
+            pending = asyncio.ensure_future(conn.request("GET", "/delay/0.3"))
+            await asyncio.sleep(0.1)
+            rt.drain()
+            r = await pending
+            assert r.status == 200 and r.header("connection") == "close"
+        ready, reason = await rt.readiness()
+        assert not ready and reason == "draining"
+
+    through_proxy(scenario)

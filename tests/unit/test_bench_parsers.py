@@ -1,0 +1,299 @@
+"""The benchmark harness's pure parts: wrk/hey/Prometheus parsing, generated configs, medians and bars.
+
+The harness lives in bench/ as plain scripts (run as `python bench/run.py`), so its directory is put on
+sys.path here. Nothing in this file starts a server or a load generator except one `sleep`, to check that
+ProcGroup.stop_all() leaves no child behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import loadgen
+import procs
+import report
+import servers
+
+WRK_OUT = """Running 8s test @ http://127.0.0.1:41234/
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.41ms    2.55ms  21.64ms   87.19%
+    Req/Sec    57.66k    42.01k  116.66k    63.33%
+  Latency Distribution
+     50%  240.00us
+     75%    1.52ms
+     90%    4.69ms
+     99%    1.02s
+  172447 requests in 8.02s, 26.31MB read
+  Socket errors: connect 0, read 3, write 0, timeout 2
+  Non-2xx or 3xx responses: 7
+Requests/sec:  21502.57
+Transfer/sec:      3.28MB
+"""
+
+HEY_OUT = """
+Summary:
+  Total:\t2.0037 secs
+  Requests/sec:\t1996.2712
+
+Latency distribution:
+  10% in 0.0001 secs
+  50% in 0.0002 secs
+  99% in 0.0007 secs
+
+Status code distribution:
+  [200]\t3990 responses
+  [502]\t6 responses
+
+Error distribution:
+  [3]\tGet "http://127.0.0.1:1/": dial tcp 127.0.0.1:1: connect: connection refused
+  [1]\tGet "http://127.0.0.1:1/": EOF
+"""
+
+
+def test_wrk_output_is_parsed_with_units_and_errors() -> None:
+    r = loadgen.parse_wrk(WRK_OUT)
+    assert r.requests == 172447
+    assert r.rps == pytest.approx(21502.57)
+    assert r.duration_s == pytest.approx(8.02)
+    assert r.p(50) == pytest.approx(240.0)
+    assert r.p(75) == pytest.approx(1520.0)
+    assert r.p(99) == pytest.approx(1.02e6)
+    assert r.socket_errors == {"connect": 0, "read": 3, "write": 0, "timeout": 2}
+    assert r.non_2xx_3xx == 7
+    assert r.errors == 12
+
+
+def test_clean_wrk_output_has_no_errors_and_garbage_is_rejected() -> None:
+    clean = "\n".join(x for x in WRK_OUT.splitlines() if "errors" not in x and "Non-2xx" not in x)
+    assert loadgen.parse_wrk(clean).errors == 0
+    with pytest.raises(ValueError):
+        loadgen.parse_wrk("unable to connect to 127.0.0.1:1 Connection refused")
+    assert loadgen.to_us("1.50m") == pytest.approx(90e6)
+
+
+def test_hey_output_is_parsed() -> None:
+    r = loadgen.parse_hey(HEY_OUT)
+    assert r.rps == pytest.approx(1996.2712)
+    assert r.p(50) == pytest.approx(200.0)
+    assert r.p(99) == pytest.approx(700.0)
+    assert r.requests == 3996
+    assert r.non_2xx_3xx == 6
+    assert r.errors == 4
+
+
+def test_load_generator_command_lines() -> None:
+    assert loadgen.wrk_argv("http://x/", 32, 8) == ["wrk", "-t1", "-c32", "-d8s", "--latency", "http://x/"]
+    assert loadgen.hey_argv("http://x/", 5, 8, 250) == [
+        "hey",
+        "-z",
+        "5s",
+        "-c",
+        "8",
+        "-q",
+        "250",
+        "http://x/",
+    ]
+
+
+def test_request_counter_is_found_summed_or_reported_missing() -> None:
+    text = (
+        "# HELP pillion_http_requests_total Requests answered.\n"
+        "# TYPE pillion_http_requests_total counter\n"
+        'pillion_http_requests_total{route="a b}",code="200"} 100\n'
+        'pillion_http_requests_total{route="x",code="502"} 5 1700000000\n'
+        "other_requests_total 7\n"
+    )
+    assert loadgen.counter_total(text) == ("pillion_http_requests_total", 105.0)
+    assert loadgen.counter_total("other_requests_total 7\nfoo 1\n") == ("other_requests_total", 7.0)
+    assert loadgen.counter_total("# nothing\nfoo_total 1\n") is None
+
+
+def test_pillion_config_has_the_fixed_shape(tmp_path: Path) -> None:
+    off = yaml.safe_load(servers.pillion_yaml(8000, 9901, 7000, None))
+    assert off == {
+        "service": "bench",
+        "admin": {"address": "127.0.0.1:9901"},
+        "listeners": [
+            {
+                "name": "inbound",
+                "address": "127.0.0.1:8000",
+                "protocol": "http",
+                "routes": [{"match": {"prefix": "/"}, "cluster": "app"}],
+            }
+        ],
+        "clusters": [{"name": "app", "endpoints": ["127.0.0.1:7000"], "connect_timeout": "1s"}],
+        "access_log": {"enabled": False},
+    }
+    log = tmp_path / "a dir" / "access.log"
+    on = yaml.safe_load(servers.pillion_yaml(8000, 9901, 7000, log))
+    assert on["access_log"] == {"enabled": True, "path": str(log)}
+
+
+def test_baseline_proxies_are_configured_comparably(tmp_path: Path) -> None:
+    hap = servers.haproxy_cfg(8000, 7000)
+    for directive in (
+        "nbthread 1",
+        "mode http",
+        "http-reuse always",
+        "option forwardfor",
+        "server app1 127.0.0.1:7000",
+    ):
+        assert directive in hap
+    assert "\n    log " not in hap
+    ngx = servers.nginx_proxy_conf(tmp_path, 8000, 7000)
+    for directive in (
+        "worker_processes 1;",
+        "keepalive 64;",
+        "proxy_http_version 1.1;",
+        'proxy_set_header Connection "";',
+        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "access_log off;",
+        "daemon off;",
+    ):
+        assert directive in ngx
+    up = servers.upstream_conf(tmp_path, 7000)
+    assert "master_process off;" in up and "keepalive_requests 1000000;" in up and "stub_status" in up
+
+
+def _measurement(
+    rnd: int, *, rps: float, cpu_s: float, p99_us: float, hey_p99_us: float, rss_kib: int
+) -> report.Measurement:
+    wrk = loadgen.WrkResult(
+        requests=int(rps * 8), duration_s=8.0, rps=rps, percentiles_us={50: 200.0, 99: p99_us}
+    )
+    hey = loadgen.HeyResult(
+        rps=2000.0, percentiles_us={50: 200.0, 99: hey_p99_us}, status_counts={200: 10000}, errors=0
+    )
+    return report.Measurement(
+        round=rnd,
+        slot=0,
+        wrk=wrk,
+        cpu_s=cpu_s,
+        cpu_schedstat_s=cpu_s,
+        upstream_cpu_s=1.0,
+        rss_kib=rss_kib,
+        pss_kib=None,
+        server_core_busy_pct=99.0,
+        load_core_busy_pct=70.0,
+        outside_pct=1.0,
+        steal_pct=0.0,
+        hey=hey,
+        hey_cpu_s=0.4,
+        counter_name="pillion_http_requests_total",
+        counter_delta=rps * 8,
+    )
+
+
+def _targets(
+    pillion_cpu_s: float, pillion_hey_p99: float, pillion_rss: int
+) -> dict[str, report.TargetReport]:
+    hap = report.TargetReport("haproxy", "HAProxy")
+    ngx = report.TargetReport("nginx", "nginx")
+    pil = report.TargetReport("pillion", "Pillion")
+    for rnd in (1, 2, 3):
+        hap.rounds.append(_measurement(rnd, rps=20000, cpu_s=4.0, p99_us=2000, hey_p99_us=500, rss_kib=15000))
+        ngx.rounds.append(_measurement(rnd, rps=20000, cpu_s=4.4, p99_us=2200, hey_p99_us=500, rss_kib=13000))
+        pil.rounds.append(
+            _measurement(
+                rnd,
+                rps=18000,
+                cpu_s=pillion_cpu_s,
+                p99_us=2300,
+                hey_p99_us=pillion_hey_p99,
+                rss_kib=pillion_rss,
+            )
+        )
+    # one bad round must not move a median
+    hap.rounds[1] = _measurement(2, rps=5000, cpu_s=40.0, p99_us=90000, hey_p99_us=9000, rss_kib=15000)
+    return {"haproxy": hap, "nginx": ngx, "pillion": pil}
+
+
+def test_medians_ratios_and_bars() -> None:
+    targets = _targets(pillion_cpu_s=4.0 * 0.9 * 1.1, pillion_hey_p99=600, pillion_rss=20 * 1024)
+    summaries = {k: report.summarize(t) for k, t in targets.items()}
+    assert summaries["haproxy"]["rps"] == 20000
+    assert summaries["haproxy"]["cpu_us_per_req"] == pytest.approx(25.0)
+    rat = report.ratios(summaries)
+    assert rat["pillion/haproxy"]["cpu_us_per_req"] == pytest.approx(1.1)
+    assert rat["pillion/haproxy"]["hey_p99_us"] == pytest.approx(1.2)
+    assert rat["pillion/haproxy"]["rps"] == pytest.approx(0.9)
+    assert [b.passed for b in report.bars(targets, summaries)] == [True, True, True]
+
+    worse = _targets(pillion_cpu_s=4.0 * 0.9 * 1.2, pillion_hey_p99=700, pillion_rss=31 * 1024)
+    worse_summaries = {k: report.summarize(t) for k, t in worse.items()}
+    assert [b.passed for b in report.bars(worse, worse_summaries)] == [False, False, False]
+
+
+def test_a_failed_pillion_row_fails_every_bar_and_still_renders() -> None:
+    targets = _targets(4.0, 500, 1024)
+    targets["pillion"] = report.TargetReport("pillion", "Pillion", error="boom\n--- log tail ---\nTraceback")
+    summaries = {k: report.summarize(t) for k, t in targets.items()}
+    verdicts = report.bars(targets, summaries)
+    assert not any(b.passed for b in verdicts) and "FAILED" in verdicts[0].detail
+    meta = {
+        "date": "now",
+        "machine": {"nproc": 2, "cpu_model": "x", "kernel": "k"},
+        "versions": {"wrk": "4.1"},
+        "params": {
+            "mode": "quick",
+            "server_cpu": 0,
+            "load_cpu": 1,
+            "rounds": 3,
+            "order": ["haproxy"],
+            "warmup_cmd": "w",
+            "wrk_cmd": "w",
+            "hey_cmd": "h",
+            "hey_total_rps": 2000,
+        },
+    }
+    text = report.render_markdown(meta, targets, summaries, report.ratios(summaries), verdicts)
+    assert "| Pillion |" in text and "**FAILED**" in text and "**FAIL**" in text and "Traceback" in text
+    doc = json.loads(report.to_json(meta, targets, summaries, report.ratios(summaries), verdicts))
+    assert doc["targets"]["pillion"]["failed"] is True
+
+
+def test_pillion_errors_fail_the_bars() -> None:
+    targets = _targets(4.0, 500, 1024)
+    bad = targets["pillion"].rounds[0]
+    targets["pillion"].rounds[0] = report.Measurement(
+        **{
+            **bad.__dict__,
+            "wrk": loadgen.WrkResult(bad.wrk.requests, 8.0, bad.wrk.rps, bad.wrk.percentiles_us, {}, 9),
+        }
+    )
+    summaries = {k: report.summarize(t) for k, t in targets.items()}
+    assert not any(b.passed for b in report.bars(targets, summaries))
+
+
+def test_stop_all_leaves_no_child_and_accounting_reads_proc(tmp_path: Path) -> None:
+    group = procs.ProcGroup()
+    proc = group.spawn("sleeper", ["sleep", "30"], tmp_path / "log", cpu=None)
+    assert proc.alive() and procs.tree(proc.pid) == [proc.pid]
+    group.stop_all()
+    assert not proc.alive()
+    me = procs.cpu_sample(os.getpid())
+    assert me.ticks >= 0 and os.getpid() in me.pids and procs.rss_kib(os.getpid()) > 0
+
+
+def test_log_tail_collapses_repeats_and_shortens_long_lines(tmp_path: Path) -> None:
+    group = procs.ProcGroup()
+    log = tmp_path / "log"
+    proc = group.spawn("true", ["true"], log, cpu=None)
+    proc.popen.wait()
+    log.write_text(
+        "".join(f'{{"ts": "2026-01-01T00:00:0{i}.000Z", "msg": "same"}}\n' for i in range(5))
+        + "x" * 1000
+        + "END\n"
+    )
+    tail = proc.tail()
+    assert "5 times" in tail and tail.endswith("END") and len(tail) < 800
+    group.stop_all()
