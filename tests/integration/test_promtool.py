@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
-
-import pytest
 
 from pillion.telemetry.process import register_process_metrics
 from pillion.telemetry.prometheus import render
 from pillion.telemetry.stats import Registry
+from pillion.testing.tools import require_tool
 
 
 def _promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool is required in CI (Debian package: prometheus)")
-        pytest.skip("promtool not installed")
-    return path
+    return require_tool("promtool")
 
 
 def _full_registry() -> Registry:
