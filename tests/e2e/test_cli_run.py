@@ -13,8 +13,8 @@ import uvloop
 
 from pillion.testing.http import ClientConnection, free_port, http_request
 from pillion.testing.process import ProcessRunner
-from pillion.testing.upstream import ScriptableUpstream, pattern_sha256
 from pillion.testing.tools import require_tool
+from pillion.testing.upstream import ScriptableUpstream, pattern_sha256
 
 HOST = "127.0.0.1"
 PILLION = [sys.executable, "-m", "pillion"]

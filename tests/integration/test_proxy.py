@@ -283,11 +283,14 @@ def test_routing_by_exact_path_and_host() -> None:
 
 def test_round_robin_across_endpoints() -> None:
     async def main() -> None:
-        async with ScriptableUpstream(name="a") as a, ScriptableUpstream(name="b") as b:
-            async with running_sidecar(sidecar_config([a.address, b.address])) as rt:
-                port = rt.listeners[0].port
-                served = [(await http_request(HOST, port, "GET", "/")).header("x-upstream") for _ in range(6)]
-                assert served.count("a") == 3 and served.count("b") == 3
+        async with (
+            ScriptableUpstream(name="a") as a,
+            ScriptableUpstream(name="b") as b,
+            running_sidecar(sidecar_config([a.address, b.address])) as rt,
+        ):
+            port = rt.listeners[0].port
+            served = [(await http_request(HOST, port, "GET", "/")).header("x-upstream") for _ in range(6)]
+            assert served.count("a") == 3 and served.count("b") == 3
 
     run(main())
 

@@ -35,9 +35,9 @@ def test_waits_for_a_port_and_stops_on_exit() -> None:
 
 def test_early_exit_reports_the_stderr_tail() -> None:
     code = "import sys; sys.stderr.write('boom: bad config\\n'); sys.exit(3)"
-    with pytest.raises(ProcessStartError, match=r"(?s)exited with code 3.*boom: bad config"):
-        with ProcessRunner([sys.executable, "-c", code], wait_port=(HOST, free_port())):
-            pass
+    runner = ProcessRunner([sys.executable, "-c", code], wait_port=(HOST, free_port()))
+    with pytest.raises(ProcessStartError, match=r"(?s)exited with code 3.*boom: bad config"), runner:
+        pass
 
 
 def test_readiness_timeout_stops_the_process() -> None:
@@ -52,7 +52,10 @@ def test_readiness_timeout_stops_the_process() -> None:
 
 
 def test_a_process_ignoring_sigterm_is_killed() -> None:
-    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); "
+        "time.sleep(60)"
+    )
     runner = ProcessRunner([sys.executable, "-c", code], stop_timeout=0.3)
     with runner:
         while "up" not in runner.stdout_text():

@@ -321,7 +321,8 @@ def test_pipelined_requests_are_answered_in_order(run: Run) -> None:
             pipeline = (
                 b"GET /delay/0.1 HTTP/1.1\r\nhost: h\r\n\r\n"
                 b"POST /echo HTTP/1.1\r\nhost: h\r\ncontent-length: 5\r\n\r\nfirst"
-                b"POST /echo HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n6\r\nsecond\r\n0\r\n\r\n"
+                b"POST /echo HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n"
+                b"6\r\nsecond\r\n0\r\n\r\n"
                 b"GET /status/404 HTTP/1.1\r\nhost: h\r\nconnection: close\r\n\r\n"
             )
             exchange = await raw_exchange_detailed(HOST, up.port, pipeline)
@@ -416,7 +417,7 @@ def test_expect_continue_is_not_sent_once_the_body_is_in(run: Run) -> None:
             response = await http_request(
                 HOST, up.port, "POST", "/sha256", headers={"expect": "100-continue"}, body=b"abc"
             )
-            # The body normally lands with the head, and then no 100 is due; a split segment may still earn one.
+            # The body normally lands with the head, so no 100 is due; a split segment may still earn one.
             assert response.informational in ([], [100])
             assert response.json()["length"] == 3
 

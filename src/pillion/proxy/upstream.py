@@ -108,8 +108,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def set_reading(self, on: bool) -> None:
         transport = self.transport
-        if transport is None or self.read_paused != (not on):
-            return
+        if transport is None or self.read_paused == (not on):
+            return  # already as asked
         self.read_paused = not on
         if on:
             transport.resume_reading()

@@ -324,7 +324,7 @@ class ClientConnection:
     async def _send(self, head: bytes, body: BodyArg, chunked: bool) -> None:
         writer = self._writer
         if isinstance(body, bytes):
-            # One write for head and body: the request reaches the server in one piece, as most clients send it.
+            # One write for head and body, so the request arrives in one piece as most clients send it.
             if chunked:
                 body = (b"%x\r\n%b\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
             writer.write(head + body)
