@@ -40,10 +40,29 @@ _PR_SET_PDEATHSIG = 1
 _TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[T ][\d:.,]+Z?")
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """preexec_fn: ask the kernel to SIGKILL this child when the harness dies."""
+NICE = 0  # niceness given to every child; run.py sets it from --nice
+
+
+def _child_setup() -> None:  # pragma: no cover - runs in the forked child
+    """preexec_fn: SIGKILL this child when the harness dies; apply NICE (silently kept if not allowed)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    if NICE:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, NICE)
+
+
+def can_nice(value: int) -> bool:
+    """Whether this process may give its children niceness `value` (negative needs CAP_SYS_NICE)."""
+    if value >= 0:
+        return True
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, value)
+    except OSError:
+        return False
+    os.setpriority(os.PRIO_PROCESS, 0, before)
+    return True
 
 
 def free_port() -> int:
@@ -125,7 +144,7 @@ class ProcGroup:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - single-threaded harness
+                preexec_fn=_child_setup,  # noqa: PLW1509 - single-threaded harness
                 env=env,
             )
         proc = Proc(name, popen, log)
@@ -140,7 +159,7 @@ class ProcGroup:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - single-threaded harness
+            preexec_fn=_child_setup,  # noqa: PLW1509 - single-threaded harness
         )
         self._running.append(popen)
         try:
