@@ -40,29 +40,10 @@ _PR_SET_PDEATHSIG = 1
 _TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[T ][\d:.,]+Z?")
 
 
-NICE = 0  # niceness given to every child; run.py sets it from --nice
-
-
 def _child_setup() -> None:  # pragma: no cover - runs in the forked child
-    """preexec_fn: SIGKILL this child when the harness dies; apply NICE (silently kept if not allowed)."""
+    """preexec_fn: ask the kernel to SIGKILL this child when the harness dies."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-    if NICE:
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, 0, NICE)
-
-
-def can_nice(value: int) -> bool:
-    """Whether this process may give its children niceness `value` (negative needs CAP_SYS_NICE)."""
-    if value >= 0:
-        return True
-    before = os.getpriority(os.PRIO_PROCESS, 0)
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, value)
-    except OSError:
-        return False
-    os.setpriority(os.PRIO_PROCESS, 0, before)
-    return True
 
 
 def free_port() -> int:

@@ -293,8 +293,8 @@ def render_markdown(
         "the requests wrk completed; for the direct row the target *is* the upstream. p50/p99 are wrk's at "
         "saturation; p50@2k/p99@2k are hey's at a fixed ~2000 req/s (resolution 0.1 ms). RSS is VmRSS summed "
         "over the target's processes after its run. The busy column is how loaded the server core and the "
-        "load-generator core were: a server core below ~95% means the load generator, not the target, "
-        "was the bottleneck.",
+        "load-generator core were (all processes, including other jobs): a core well below 100% was not the "
+        "bottleneck.",
     ]
 
     out += ["", "## Ratios (Pillion / baseline; below 1.00 = Pillion cheaper/faster, except req/s)", ""]

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-import procs
 from loadgen import counter_total, hey_argv, parse_hey, parse_wrk, wrk_argv
 from procs import (
     CLK_TCK,
@@ -96,7 +95,6 @@ class Settings:
     results: Path
     json_out: Path
     keep_tmp: bool
-    nice: int
 
 
 def parse_args(argv: list[str] | None) -> Settings:
@@ -132,7 +130,6 @@ def parse_args(argv: list[str] | None) -> Settings:
     p.add_argument("--check", action="store_true", help="exit 1 if a bar fails")
     p.add_argument("--results", type=Path, default=BENCH / "RESULTS.md", help="markdown report path")
     p.add_argument("--json", type=Path, default=BENCH / "out" / "results.json", help="JSON results path")
-    p.add_argument("--nice", type=int, default=0, help="niceness of every server and load generator")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory (configs, logs)")
     a = p.parse_args(argv)
     only = tuple(k.strip() for k in a.only.split(",") if k.strip())
@@ -163,7 +160,6 @@ def parse_args(argv: list[str] | None) -> Settings:
         results=a.results,
         json_out=a.json,
         keep_tmp=a.keep_tmp,
-        nice=a.nice,
     )
 
 
@@ -366,6 +362,12 @@ NOTES = [
     "has Pss (pss_mib), which splits shared pages fairly.",
     "All five servers run for the whole benchmark; the idle ones are on the server core too, but idle. CPU "
     "used by anything else (other jobs on a shared machine) is reported in the sanity checks.",
+    "On loopback the kernel's receive processing (softirq) mostly runs in the *sender's* context and, on "
+    "this kernel's tick-based accounting, is charged to whatever process was running: a proxy is charged for "
+    "delivering what it sends, not for what it receives. That is the same for every proxy.",
+    "If neither core is ~100% busy, nothing was saturated: client and server wait on each other's wake-ups "
+    "(cross-core wake-ups are slow in a VM) -- req/s then measures latency as much as capacity, which is "
+    "another reason to compare CPU/request.",
 ]
 
 
@@ -520,7 +522,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     os.sched_setaffinity(0, {s.load_cpu})  # the harness stays off the server core
-    procs.NICE = s.nice if procs.can_nice(s.nice) else 0
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     group = ProcGroup()

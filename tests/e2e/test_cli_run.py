@@ -7,6 +7,8 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import uvloop
@@ -41,6 +43,20 @@ clusters:
 """
     )
     return path, port, admin
+
+
+@asynccontextmanager
+async def running_pillion(
+    tmp_path: Path, *, extra: str = ""
+) -> AsyncIterator[tuple[ScriptableUpstream, subprocess.Popen[bytes], int, int]]:
+    """A scriptable upstream and `pillion run` in front of it, ready: (upstream, process, port, admin)."""
+    async with ScriptableUpstream() as up:
+        cfg, port, admin = write_config(tmp_path, up.address, extra=extra)
+        async with ProcessRunner(
+            [*PILLION, "run", "-c", str(cfg)], wait_url=f"http://{HOST}:{admin}/ready"
+        ) as proc:
+            assert proc.popen is not None
+            yield up, proc.popen, port, admin
 
 
 def rss_kib(pid: int) -> int:
