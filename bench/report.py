@@ -23,6 +23,7 @@ from loadgen import HeyResult, WrkResult
 CPU_BAR = 1.15  # Pillion CPU/request <= 1.15 x HAProxy's
 P99_BAR = 1.20  # Pillion fixed-rate p99 <= 1.2 x HAProxy's
 RSS_BAR_MIB = 30.0  # Pillion VmRSS after the run <= 30 MiB
+NOISY_PCT = 15.0  # CPU used by other processes (% of a core) above which a run is flagged as not quiet
 
 
 @dataclass
@@ -313,6 +314,12 @@ def render_markdown(
 
     out += ["", "## Bar", ""]
     out += [f"- **{'PASS' if b.passed else 'FAIL'}** {b.name}: {b.detail}" for b in verdicts]
+    busy = max((m.outside_pct for t in targets.values() for m in t.rounds), default=0.0)
+    if busy > NOISY_PCT:
+        out.append(
+            f"- ⚠ Measured on a busy machine (up to {busy:.0f}% of a core used by other jobs, see sanity "
+            "checks): the latency verdict in particular is unreliable; CPU/request and RSS hold up better."
+        )
 
     out += ["", "## Sanity checks", ""]
     out += _sanity(targets)
@@ -452,7 +459,7 @@ def _sanity(targets: dict[str, TargetReport]) -> list[str]:
             "- Busiest other processes during measured runs (max % of a core): "
             + "; ".join(f"`{who}` {pct:.0f}%" for who, pct in top)
         )
-    if worst > 15:
+    if worst > NOISY_PCT:
         lines.append(
             f"- ⚠ **The machine was not quiet**: up to {worst:.0f}% of a core went to something else during "
             "a measured run; treat absolute numbers with care (ratios suffer less, see the spread table)."

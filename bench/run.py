@@ -522,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     os.sched_setaffinity(0, {s.load_cpu})  # the harness stays off the server core
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored (`cmd &`)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     group = ProcGroup()
