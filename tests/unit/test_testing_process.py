@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 
 import pytest
 
@@ -58,8 +59,10 @@ def test_a_process_ignoring_sigterm_is_killed() -> None:
     )
     runner = ProcessRunner([sys.executable, "-c", code], stop_timeout=0.3)
     with runner:
-        while "up" not in runner.stdout_text():
-            pass
+        deadline = time.monotonic() + 10
+        while "up" not in runner.stdout_text() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "up" in runner.stdout_text()  # SIGTERM is ignored from here on
     assert runner.returncode == -signal.SIGKILL
 
 
@@ -88,3 +91,8 @@ def test_async_use_keeps_the_loop_running() -> None:
         return runner.returncode
 
     assert asyncio.run(scenario()) == 0
+
+
+def test_a_missing_program_raises_at_start() -> None:
+    with pytest.raises(FileNotFoundError), ProcessRunner(["/nonexistent/pillion-binary"]):
+        pass

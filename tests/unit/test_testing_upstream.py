@@ -519,3 +519,17 @@ def test_restart_reuses_the_port(run: Run) -> None:
             assert (await http_request(HOST, port, "GET", "/")).status == 200
 
     run(scenario())
+
+
+def test_idle_timeout_closes_quiet_keep_alive_connections(run: Run) -> None:
+    async def scenario() -> None:
+        async with ScriptableUpstream(idle_timeout=0.1) as up:
+            async with await ClientConnection.open(HOST, up.port) as conn:
+                assert (await conn.request("GET", "/delay/0.2")).status == 200  # busy is not idle
+                assert (await conn.request("GET", "/")).status == 200
+                await asyncio.sleep(0.3)
+                with pytest.raises(NoResponseError):
+                    await conn.request("GET", "/")
+            assert up.connections_open == 0
+
+    run(scenario())

@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import IO, Self
@@ -37,7 +36,8 @@ import httptools
 POLL_SECONDS = 0.05
 TAIL_BYTES = 4000
 
-_running: weakref.WeakSet[ProcessRunner] = weakref.WeakSet()
+# Strong references: a runner dropped without stop() must still be stopped at exit.
+_running: set[ProcessRunner] = set()
 
 
 class ProcessStartError(RuntimeError):
@@ -80,15 +80,20 @@ class ProcessRunner:
         # The files outlive this method (they are read after the child exits); _finish closes them.
         self._stdout = tempfile.TemporaryFile()  # noqa: SIM115
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
-        self.popen = subprocess.Popen(
-            self.argv,
-            env=self.env,
-            cwd=self.cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=self._stdout,
-            stderr=self._stderr,
-            start_new_session=True,
-        )
+        try:
+            self.popen = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=self._stdout,
+                stderr=self._stderr,
+                start_new_session=True,
+            )
+        except BaseException:
+            self._stdout.close()
+            self._stderr.close()
+            raise
         _running.add(self)
         return self
 
@@ -246,9 +251,11 @@ class ProcessRunner:
 def _read_all(file: IO[bytes] | None) -> str:
     if file is None:
         return ""
-    file.flush()
-    file.seek(0)
-    return file.read().decode("utf-8", errors="replace")
+    # pread, not seek + read: the child shares this file's offset, and moving it would make the child
+    # overwrite its own earlier output.
+    fd = file.fileno()
+    data = os.pread(fd, os.fstat(fd).st_size, 0)
+    return data.decode("utf-8", errors="replace")
 
 
 def _port_open(host: str, port: int) -> bool:

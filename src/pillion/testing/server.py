@@ -303,6 +303,7 @@ class _Connection(asyncio.Protocol):
         self._url = bytearray()
         self._head: list[Header] = []
         self._parsing: ServerRequest | None = None
+        self._in_message = False  # some byte of a request not yet complete has been parsed
         self._stopped_parsing = False
         self._eof = False
         self._lost = False
@@ -376,6 +377,7 @@ class _Connection(asyncio.Protocol):
         self._url.clear()
         self._head = []
         self._parsing = None
+        self._in_message = True
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -413,6 +415,7 @@ class _Connection(asyncio.Protocol):
         if self._parsing is not None:
             self._parsing._finish()
         self._parsing = None
+        self._in_message = False
 
     # used by requests and responses
 
@@ -468,14 +471,21 @@ class _Connection(asyncio.Protocol):
             self._wakeup.set_result(None)
 
     async def _next(self) -> ServerRequest | _BadRequest | None:
+        """The next request in arrival order, or None when the connection is done (EOF, lost, idle)."""
+        idle_timeout = self.server.idle_timeout
         while not self._queue:
             if self._eof or self._lost:
                 return None
             self._wakeup = asyncio.get_running_loop().create_future()
             try:
-                await self._wakeup
+                if idle_timeout is None:
+                    await self._wakeup
+                    continue
+                done, _ = await asyncio.wait([self._wakeup], timeout=idle_timeout)
             finally:
                 self._wakeup = None
+            if not done and not self._queue and not self._in_message:
+                return None  # idle keep-alive connection: close it, as real servers do
         return self._queue.popleft()
 
     async def _serve(self) -> None:
@@ -533,10 +543,19 @@ class _Connection(asyncio.Protocol):
 class HttpServer:
     """Base class: override `handle`. `async with` starts and stops it; `close()` drops every connection."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        name: str | None = None,
+        idle_timeout: float | None = None,
+    ) -> None:
+        """`idle_timeout`: close a keep-alive connection after this many seconds without a request."""
         self.host = host
         self.port = port
         self.name = name or type(self).__name__
+        self.idle_timeout = idle_timeout
         self.connections_accepted = 0
         self._connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None

@@ -18,6 +18,9 @@ one vocabulary serves every way of choosing it:
     /healthz            200 "ok\\n", or 503 while `up.healthy` is False
     anything else       the default answer: 200, "METHOD TARGET\\n", content-length
 
+`ScriptableUpstream(idle_timeout=S)` closes keep-alive connections idle for S seconds, like a real
+server, to exercise a proxy pool's stale-connection handling.
+
 Every answer carries `x-upstream: NAME` (NAME defaults to the address), so a test behind a load
 balancer can tell which endpoint served it. A request's behaviour is, in order of precedence:
 
@@ -139,8 +142,15 @@ class RecordedRequest:
 class ScriptableUpstream(HttpServer):
     """See the module docstring. `async with ScriptableUpstream() as up:`, then aim a proxy at up.address."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, name: str | None = None) -> None:
-        super().__init__(host, port, name=name)
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        name: str | None = None,
+        idle_timeout: float | None = None,
+    ) -> None:
+        super().__init__(host, port, name=name, idle_timeout=idle_timeout)
         self._label = name
         self.requests: list[RecordedRequest] = []
         self.script: deque[str] = deque()
