@@ -68,42 +68,32 @@ def rss_kib(pid: int) -> int:
 
 def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(tmp_path: Path) -> None:
     async def main() -> None:
-        async with ScriptableUpstream() as up:
-            cfg, port, admin = write_config(tmp_path, up.address)
-            async with ProcessRunner(
-                [*PILLION, "run", "-c", str(cfg)], wait_url=f"http://{HOST}:{admin}/ready"
-            ) as proc:
-                assert proc.popen is not None
-                async with await ClientConnection.open(HOST, port) as conn:
-                    in_flight = asyncio.ensure_future(conn.request("GET", "/delay/1"))
-                    await up.wait_for_requests(1)
-                    proc.popen.send_signal(signal.SIGTERM)
-                    r = await in_flight
-                    assert r.status == 200 and r.text == "GET /delay/1\n"
-                    assert r.header("connection") == "close"
-                code = await asyncio.to_thread(proc.popen.wait, 10)
-                assert code == 0
-                # New connections are refused once draining began.
-                try:
-                    await http_request(HOST, port, "GET", "/", time_limit=1)
-                    raise AssertionError("listener still accepting after exit")
-                except OSError:
-                    pass
+        async with running_pillion(tmp_path) as (up, popen, port, _):
+            async with await ClientConnection.open(HOST, port) as conn:
+                in_flight = asyncio.ensure_future(conn.request("GET", "/delay/1"))
+                await up.wait_for_requests(1)
+                popen.send_signal(signal.SIGTERM)
+                r = await in_flight
+                assert r.status == 200 and r.text == "GET /delay/1\n"
+                assert r.header("connection") == "close"
+            code = await asyncio.to_thread(popen.wait, 10)
+            assert code == 0
+            # New connections are refused once draining began.
+            try:
+                await http_request(HOST, port, "GET", "/", time_limit=1)
+                raise AssertionError("listener still accepting after exit")
+            except OSError:
+                pass
 
     uvloop.run(main())
 
 
 def test_quitquitquit_exits_0(tmp_path: Path) -> None:
     async def main() -> None:
-        async with ScriptableUpstream() as up:
-            cfg, _, admin = write_config(tmp_path, up.address)
-            async with ProcessRunner(
-                [*PILLION, "run", "-c", str(cfg)], wait_url=f"http://{HOST}:{admin}/ready"
-            ) as proc:
-                assert proc.popen is not None
-                r = await http_request(HOST, admin, "POST", "/quitquitquit")
-                assert r.status == 200
-                assert await asyncio.to_thread(proc.popen.wait, 10) == 0
+        async with running_pillion(tmp_path) as (_, popen, _, admin):
+            r = await http_request(HOST, admin, "POST", "/quitquitquit")
+            assert r.status == 200
+            assert await asyncio.to_thread(popen.wait, 10) == 0
 
     uvloop.run(main())
 
@@ -112,24 +102,19 @@ def test_300mb_download_keeps_rss_under_80mb(tmp_path: Path) -> None:
     size = 300 * 1000 * 1000
 
     async def main() -> None:
-        async with ScriptableUpstream() as up:
-            cfg, port, admin = write_config(tmp_path, up.address)
-            async with ProcessRunner(
-                [*PILLION, "run", "-c", str(cfg)], wait_url=f"http://{HOST}:{admin}/ready"
-            ) as proc:
-                assert proc.popen is not None
-                pid = proc.popen.pid
-                peak = rss_kib(pid)
-                download = asyncio.ensure_future(
-                    http_request(HOST, port, "GET", f"/bytes/{size}", store_body=False, time_limit=120)
-                )
-                while not download.done():
-                    peak = max(peak, rss_kib(pid))
-                    await asyncio.sleep(0.02)
-                r = download.result()
-                assert r.status == 200 and r.body_length == size and r.body_sha256 == pattern_sha256(size)
+        async with running_pillion(tmp_path) as (_, popen, port, _):
+            pid = popen.pid
+            peak = rss_kib(pid)
+            download = asyncio.ensure_future(
+                http_request(HOST, port, "GET", f"/bytes/{size}", store_body=False, time_limit=120)
+            )
+            while not download.done():
                 peak = max(peak, rss_kib(pid))
-                assert peak < 80 * 1024, f"peak RSS {peak} KiB"
+                await asyncio.sleep(0.02)
+            r = download.result()
+            assert r.status == 200 and r.body_length == size and r.body_sha256 == pattern_sha256(size)
+            peak = max(peak, rss_kib(pid))
+            assert peak < 80 * 1024, f"peak RSS {peak} KiB"
 
     uvloop.run(main())
 
@@ -139,16 +124,11 @@ def test_live_metrics_pass_promtool_and_access_log_is_json(tmp_path: Path) -> No
     log_path = tmp_path / "access.log"
 
     async def main() -> str:
-        async with ScriptableUpstream() as up:
-            extra = f'access_log: {{enabled: true, path: "{log_path}"}}\n'
-            cfg, port, admin = write_config(tmp_path, up.address, extra=extra)
-            async with ProcessRunner(
-                [*PILLION, "run", "-c", str(cfg)], wait_url=f"http://{HOST}:{admin}/ready"
-            ):
-                for path in ("/a", "/status/503", "/b?q=1"):
-                    await http_request(HOST, port, "GET", path, headers=[("x-request-id", f"id{path}")])
-                metrics = (await http_request(HOST, admin, "GET", "/metrics")).text
-        return metrics
+        extra = f'access_log: {{enabled: true, path: "{log_path}"}}\n'
+        async with running_pillion(tmp_path, extra=extra) as (_, _, port, admin):
+            for path in ("/a", "/status/503", "/b?q=1"):
+                await http_request(HOST, port, "GET", path, headers=[("x-request-id", f"id{path}")])
+            return (await http_request(HOST, admin, "GET", "/metrics")).text
 
     metrics = uvloop.run(main())
     assert (

@@ -109,7 +109,6 @@ class Exchange:
         "body_in",
         "body_out",
         "error",
-        "has_body",
         "head",
         "host",
         "http10",
@@ -142,7 +141,6 @@ class Exchange:
         self.keep_alive = True
         self.is_head = False
         self.http10 = False
-        self.has_body = False
         self.body_chunked = False
         self.body_in = 0
         self.body_out = 0
@@ -392,10 +390,8 @@ class DownstreamConnection(asyncio.Protocol):
         )
         if ex.body_chunked:
             head.append(b"transfer-encoding: chunked\r\n")
-            ex.has_body = True
             ex.replayable = False
         elif length > 0:
-            ex.has_body = True
             ex.replayable = False
             if listener.max_body_size and length > listener.max_body_size:
                 ex.local = "request_body_too_large"

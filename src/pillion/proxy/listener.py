@@ -21,6 +21,7 @@ from pillion.proxy.stats import ProxyStats
 if TYPE_CHECKING:
     from pillion.proxy.cluster import Cluster
     from pillion.telemetry.access_log import AccessLog
+    from pillion.telemetry.stats import Counter
 
 log = logging.getLogger("pillion.listener")
 
@@ -55,7 +56,7 @@ class HttpListener:
         self.access_log = access_log
         self._access_log_errors = stats.access_log_errors
         self._local_replies = stats.local_replies
-        self._local_by_reason: dict[str, object] = {}
+        self._local_by_reason: dict[str, Counter] = {}
         self.active = stats.downstream_active.labels(self.name)
         self.accepted = stats.downstream_total.labels(self.name)
         self.connections: set[DownstreamConnection] = set()
@@ -109,7 +110,7 @@ class HttpListener:
         counter = self._local_by_reason.get(reason)
         if counter is None:
             counter = self._local_by_reason[reason] = self._local_replies.labels(self.name, reason)
-        counter.value += 1  # type: ignore[attr-defined]
+        counter.value += 1
 
     def log_access(self, ex: Exchange, elapsed: float) -> None:
         assert self.access_log is not None
