@@ -1,0 +1,120 @@
+"""The data plane's own Python cost per request, with no sockets: `python bench/hotpath.py`.
+
+A real Runtime (listener, router, cluster, stats) is built from a config; its downstream and upstream
+protocol objects are driven with fake transports that only collect what is written. Each iteration
+feeds one request (the bytes wrk sends) and one upstream response (the bytes the benchmark's nginx
+upstream sends) and checks what came out, so the number is the per-request Python work of the real
+code path: parse, route, pool, forward, frame, count. It complements `make bench`, which measures the
+whole process (Python plus syscalls plus scheduling) against HAProxy and nginx.
+
+`--profile` runs the same loop under cProfile and prints the top functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import time
+from typing import Any
+
+from pillion.proxy.downstream import DownstreamConnection
+from pillion.proxy.upstream import UpstreamConnection
+from pillion.runtime.runtime import Runtime
+from pillion.testing.sidecar import sidecar_config
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18081\r\n\r\n"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Tue, 24 Nov 2026 13:48:39 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 12\r\nConnection: keep-alive\r\n\r\nhello world\n"
+)
+
+
+class FakeTransport:
+    """Collects writes; enough of asyncio.Transport for the proxy's protocols."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.written.append(b"".join(data))
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+
+def setup() -> tuple[DownstreamConnection, UpstreamConnection, FakeTransport, FakeTransport]:
+    runtime = Runtime(sidecar_config(["127.0.0.1:1"]))
+    listener = runtime.listeners[0]
+    endpoint = runtime.clusters["app"].endpoints[0]
+    down = DownstreamConnection(listener)
+    down_t, up_t = FakeTransport(), FakeTransport()
+    down.connection_made(down_t)  # type: ignore[arg-type]
+    up = UpstreamConnection(endpoint)
+    up.connection_made(up_t)  # type: ignore[arg-type]
+    endpoint.give_back(up, 0.0)
+    return down, up, down_t, up_t
+
+
+def run(n: int) -> float:
+    down, up, down_t, up_t = setup()
+    feed_down, feed_up = down.data_received, up.data_received
+    # One checked round trip, so a broken path cannot report a fast number.
+    feed_down(REQUEST)
+    feed_up(RESPONSE)
+    assert up_t.written and up_t.written[-1].startswith(b"GET / HTTP/1.1\r\n"), up_t.written
+    assert down_t.written and down_t.written[-1].endswith(b"\r\n\r\nhello world\n"), down_t.written
+    start = time.perf_counter()
+    for _ in range(n):
+        feed_down(REQUEST)
+        feed_up(RESPONSE)
+        if len(down_t.written) > 1000:
+            down_t.written.clear()
+            up_t.written.clear()
+    elapsed = time.perf_counter() - start
+    assert down.listener.router.routes[0].by_code[200].value == n + 1
+    return elapsed / n * 1e6
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.runcall(run, args.n)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        return
+    results = sorted(run(args.n) for _ in range(args.rounds))
+    print(f"hot path: {results[len(results) // 2]:.2f} µs/request (median of {args.rounds}; {results})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=100_000, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    import uvloop
+
+    uvloop.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()

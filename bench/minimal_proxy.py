@@ -1,0 +1,118 @@
+"""The calibration row: the smallest uvloop + httptools keep-alive reverse proxy that serves the benchmark.
+
+`python bench/minimal_proxy.py LISTEN_PORT UPSTREAM_PORT` (127.0.0.1 both). It is what the issue means by
+"a minimal uvloop + httptools proxy": parse the request head, copy its fields, add X-Forwarded-For, send it
+on a pooled upstream connection, copy the response head and body back. No routing, limits, timeouts,
+hop-by-hop handling, request ids, metrics or error handling; requests with bodies are not supported.
+It exists so `make bench` can show how much of Pillion's cost is the Python runtime and how much is ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import cast
+
+import httptools
+import uvloop
+
+HOST = "127.0.0.1"
+
+
+class Upstream(asyncio.Protocol):
+    def __init__(self, down: Downstream) -> None:
+        self.down = down
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.out: list[bytes] = []
+        self.phrase = b""
+        self.done = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def on_status(self, phrase: bytes) -> None:
+        self.phrase = phrase
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        out = [b"HTTP/1.1 %d %b\r\n" % (self.parser.get_status_code(), self.phrase)]
+        for name, value in self.headers:
+            out += (name, b": ", value, b"\r\n")
+        out.append(b"\r\n")
+        self.headers = []
+        self.out = [b"".join(out)]
+
+    def on_body(self, body: bytes) -> None:
+        self.out.append(body)
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+    def data_received(self, data: bytes) -> None:
+        self.done = False
+        self.parser.feed_data(data)
+        self.down.transport.writelines(self.out)
+        self.out = []
+        if self.done:
+            POOL.append(self)
+
+
+class Downstream(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.parser = httptools.HttpRequestParser(self)
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.url = b""
+        self.request = b""
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        head = [self.parser.get_method(), b" ", self.url, b" HTTP/1.1\r\n"]
+        for name, value in self.headers:
+            head += (name, b": ", value, b"\r\n")
+        head.append(b"x-forwarded-for: 127.0.0.1\r\n\r\n")
+        self.headers = []
+        self.url = b""
+        self.request = b"".join(head)
+
+    def on_message_complete(self) -> None:
+        if POOL:
+            up = POOL.pop()
+            up.down = self
+            up.transport.write(self.request)
+        else:
+            self.transport.pause_reading()
+            TASKS.add(asyncio.ensure_future(self._connect(self.request)))
+
+    async def _connect(self, request: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        _, up = await loop.create_connection(lambda: Upstream(self), HOST, UPSTREAM_PORT)
+        up.transport.write(request)
+        self.transport.resume_reading()
+        TASKS.clear()  # the few connect tasks only need to live until they ran
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+
+POOL: list[Upstream] = []
+TASKS: set[asyncio.Future[None]] = set()
+UPSTREAM_PORT = 0
+
+
+async def serve(port: int) -> None:
+    server = await asyncio.get_running_loop().create_server(Downstream, HOST, port, backlog=1024)
+    await server.serve_forever()
+
+
+if __name__ == "__main__":
+    UPSTREAM_PORT = int(sys.argv[2])
+    uvloop.run(serve(int(sys.argv[1])))
