@@ -13,11 +13,13 @@ whole process (Python plus syscalls plus scheduling) against HAProxy and nginx.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import pstats
 import time
 from typing import Any
 
+from pillion.proxy.deadlines import Deadlines
 from pillion.proxy.downstream import DownstreamConnection
 from pillion.proxy.upstream import UpstreamConnection
 from pillion.runtime.runtime import Runtime
@@ -65,6 +67,9 @@ class FakeTransport:
 def setup() -> tuple[DownstreamConnection, UpstreamConnection, FakeTransport, FakeTransport]:
     runtime = Runtime(sidecar_config(["127.0.0.1:1"]))
     listener = runtime.listeners[0]
+    listener.deadlines = Deadlines(
+        asyncio.get_running_loop(), DownstreamConnection.timed_out
+    )  # start() would
     endpoint = runtime.clusters["app"].endpoints[0]
     down = DownstreamConnection(listener)
     down_t, up_t = FakeTransport(), FakeTransport()
@@ -102,7 +107,9 @@ async def main_async(args: argparse.Namespace) -> None:
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
         return
     results = sorted(run(args.n) for _ in range(args.rounds))
-    print(f"hot path: {results[len(results) // 2]:.2f} µs/request (median of {args.rounds}; {results})")
+    # The minimum is the figure least disturbed by whatever else the machine runs.
+    shown = ", ".join(f"{r:.2f}" for r in results)
+    print(f"hot path: {results[0]:.2f} µs/request (best of {args.rounds}: {shown})")
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from random import getrandbits
 from time import perf_counter
 from typing import TYPE_CHECKING, cast
 
@@ -39,6 +38,7 @@ from pillion.http.headers import (
     connection_tokens,
 )
 from pillion.http.local_reply import local_reply, status_of
+from pillion.http.request_id import request_id as new_request_id
 
 log = logging.getLogger("pillion.downstream")
 
@@ -78,19 +78,6 @@ class _Rejected(Exception):
         self.reason = reason
 
 
-def _request_id() -> bytes:
-    """A random UUID (version 4) in its usual text form.
-
-    Request ids correlate logs; they need to be unique, not unpredictable, so the process PRNG serves
-    (os.urandom would cost a syscall per request)."""
-    h = b"%032x" % (getrandbits(128) & _UUID4_MASK | _UUID4_BITS)
-    return h[:8] + b"-" + h[8:12] + b"-" + h[12:16] + b"-" + h[16:20] + b"-" + h[20:]
-
-
-_UUID4_MASK = ~((0xF000 << 64) | (0xC000 << 48))
-_UUID4_BITS = (0x4000 << 64) | (0x8000 << 48)
-
-
 def _drop_named(parts: list[bytes], start: int, named: set[bytes]) -> list[bytes]:
     """Remove the fields a Connection header named from a head being built as (name, ": ", value, CRLF)
     quads after `start` leading parts. Rare, so done as a second pass instead of in the copy loop."""
@@ -125,7 +112,6 @@ class Exchange:
         "start",
         "status",
         "target",
-        "timer",
         "upstream",
         "upstream_address",
     )
@@ -153,7 +139,6 @@ class Exchange:
         self.route: RouteEntry | None = None
         self.upstream: UpstreamConnection | None = None
         self.upstream_address = ""
-        self.timer: asyncio.TimerHandle | None = None
 
 
 class DownstreamConnection(asyncio.Protocol):
@@ -176,6 +161,7 @@ class DownstreamConnection(asyncio.Protocol):
         "response_chunked",
         "response_started",
         "started_at",
+        "timer",
         "transport",
         "url",
         "write_paused",
@@ -203,6 +189,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.head_size = 0
         self.started_at = 0.0  # loop time a request head began; 0 when none is being read
         self.last_active = self.loop.time()
+        self.timer: set[DownstreamConnection] | None = None  # the current request's route-timeout bucket
 
     # -- connection lifecycle ---------------------------------------------------------------------
 
@@ -216,8 +203,6 @@ class DownstreamConnection(asyncio.Protocol):
         self.closed = True
         ex = self.current
         if ex is not None:
-            if ex.timer is not None:
-                ex.timer.cancel()
             upstream = ex.upstream
             if upstream is not None:
                 ex.upstream = None
@@ -381,7 +366,7 @@ class DownstreamConnection(asyncio.Protocol):
         if named is not None and (named - {b"close", b"keep-alive"}):
             head = _drop_named(head, 4, named)
         if request_id is None:
-            request_id = _request_id()
+            request_id = new_request_id()
             head += (b"x-request-id: ", request_id, _CRLF)
         head += (
             b"x-forwarded-for: ",
@@ -509,11 +494,18 @@ class DownstreamConnection(asyncio.Protocol):
     def _arm_timeout(self, ex: Exchange) -> None:
         route = ex.route
         if route is not None and route.timeout > 0 and not self.response_started:
-            ex.timer = self.loop.call_later(route.timeout, self._timed_out, ex)
+            self.timer = self.listener.deadlines.add(route.timeout, self)
 
-    def _timed_out(self, ex: Exchange) -> None:
-        ex.timer = None
-        if ex is not self.current or self.response_started:
+    def _cancel_timeout(self) -> None:
+        if self.timer is not None:
+            self.timer.discard(self)
+            self.timer = None
+
+    def timed_out(self) -> None:
+        """The current request's route timeout passed with no response head."""
+        self.timer = None
+        ex = self.current
+        if ex is None or self.response_started:
             return
         if ex.route is not None:
             ex.route.cluster.timeouts.value += 1
@@ -534,9 +526,9 @@ class DownstreamConnection(asyncio.Protocol):
     ) -> None:
         ex = self.current
         assert ex is not None
-        if ex.timer is not None:
-            ex.timer.cancel()
-            ex.timer = None
+        if self.timer is not None:
+            self.timer.discard(self)
+            self.timer = None
         self.response_started = True
         ex.status = status
         close = not ex.keep_alive or self.must_close or self.listener.draining
@@ -639,9 +631,7 @@ class DownstreamConnection(asyncio.Protocol):
             self.response_complete(conn, keep=False)
             return
         ex.upstream = None
-        if ex.timer is not None:
-            ex.timer.cancel()
-            ex.timer = None
+        self._cancel_timeout()
         if not self.response_started and conn.reused and ex.replayable and not ex.retried:
             # A pooled connection the app had already closed: the request never reached it, so it
             # is safe to send again on a fresh connection (no body, so nothing was consumed).
@@ -659,9 +649,6 @@ class DownstreamConnection(asyncio.Protocol):
     # -- ending an exchange -----------------------------------------------------------------------
 
     def _reply_locally(self, ex: Exchange, reason: str) -> None:
-        if ex.timer is not None:
-            ex.timer.cancel()
-            ex.timer = None
         # Keep the connection only if the request was read to its end and nothing is amiss.
         close = not (ex.keep_alive and ex.request_done) or self.must_close or self.listener.draining
         if close:
@@ -709,6 +696,10 @@ class DownstreamConnection(asyncio.Protocol):
             self._resume(_PIPELINED)
 
     def _record(self, ex: Exchange) -> None:
+        """Count and log an exchange that ended, however it ended."""
+        if self.timer is not None:
+            self.timer.discard(self)
+            self.timer = None
         elapsed = perf_counter() - ex.start
         route = ex.route
         listener = self.listener

@@ -14,6 +14,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from pillion.config.model import Listener as ListenerConfig
+from pillion.proxy.deadlines import Deadlines
 from pillion.proxy.downstream import DownstreamConnection, Exchange
 from pillion.proxy.router import Router, RouteStats, compile_route
 from pillion.proxy.stats import ProxyStats
@@ -62,6 +63,7 @@ class HttpListener:
         self.connections: set[DownstreamConnection] = set()
         self.draining = False
         self.server: asyncio.Server | None = None
+        self.deadlines: Deadlines[DownstreamConnection]  # route timeouts; needs the loop, so made in start()
 
     @property
     def bound(self) -> bool:
@@ -75,6 +77,7 @@ class HttpListener:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self.deadlines = Deadlines(loop, DownstreamConnection.timed_out)
         address = self.config.address
         self.server = await loop.create_server(
             lambda: DownstreamConnection(self),

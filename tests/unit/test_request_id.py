@@ -1,0 +1,17 @@
+import re
+
+from pillion.http.request_id import request_id
+
+UUID4 = re.compile(rb"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+def test_ids_are_uuid4_shaped_and_distinct() -> None:
+    ids = [request_id() for _ in range(10_000)]
+    assert all(UUID4.match(i) for i in ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_counter_wraps_within_twelve_hex_digits() -> None:
+    first = request_id()
+    assert len(first) == 36
+    assert first[:24] == request_id()[:24]  # one process, one prefix
