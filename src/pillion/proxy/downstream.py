@@ -485,7 +485,10 @@ class DownstreamConnection(asyncio.Protocol):
         if ex.pending:
             head += ex.pending
             ex.pending = []
-        transport.write(b"".join(head))
+        if ex.replayable:  # no body to follow: the head can wait for the pass's other requests
+            self.listener.batch.write(transport, b"".join(head))
+        else:
+            transport.write(b"".join(head))
         if self.write_paused:
             conn.set_reading(False)
         if ex.request_done:

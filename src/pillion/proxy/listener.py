@@ -14,6 +14,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from pillion.config.model import Listener as ListenerConfig
+from pillion.proxy.batch import WriteBatch
 from pillion.proxy.deadlines import Deadlines
 from pillion.proxy.downstream import DownstreamConnection, Exchange
 from pillion.proxy.router import Router, RouteStats, compile_route
@@ -63,7 +64,9 @@ class HttpListener:
         self.connections: set[DownstreamConnection] = set()
         self.draining = False
         self.server: asyncio.Server | None = None
-        self.deadlines: Deadlines[DownstreamConnection]  # route timeouts; needs the loop, so made in start()
+        # Both need the running loop, so they are made in start().
+        self.deadlines: Deadlines[DownstreamConnection]  # route timeouts
+        self.batch: WriteBatch  # upstream requests written once per loop pass
 
     @property
     def bound(self) -> bool:
@@ -78,6 +81,7 @@ class HttpListener:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.deadlines = Deadlines(loop, DownstreamConnection.timed_out)
+        self.batch = WriteBatch(loop)
         address = self.config.address
         self.server = await loop.create_server(
             lambda: DownstreamConnection(self),
