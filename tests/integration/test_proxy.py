@@ -225,6 +225,37 @@ def test_http10_client_gets_close_delimited_body_for_chunked_upstream() -> None:
     through_proxy(scenario)
 
 
+def test_http10_keep_alive_client_is_answered_in_kind() -> None:
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        raw = await raw_exchange(
+            HOST,
+            port,
+            b"GET /chunked/10 HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+            read_timeout=1,
+        )
+        head, _, body = raw.partition(b"\r\n\r\n")
+        # Still HTTP/1.0 although the Connection header made llhttp call it keep-alive: no chunking.
+        assert b"transfer-encoding" not in head.lower() and b"connection: close" in head.lower()
+        assert body == pattern_bytes(10)
+
+    through_proxy(scenario)
+
+
+def test_every_connection_header_names_fields_to_drop() -> None:
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        r = await http_request(
+            HOST,
+            port,
+            "GET",
+            "/headers",
+            headers=[("Connection", "x-a"), ("Connection", "x-b"), ("X-A", "1"), ("X-B", "2"), ("X-C", "3")],
+        )
+        seen = {k.lower() for k, _ in r.json()["headers"]}
+        assert "x-a" not in seen and "x-b" not in seen and "x-c" in seen
+
+    through_proxy(scenario)
+
+
 # -- local replies ------------------------------------------------------------------------------
 
 

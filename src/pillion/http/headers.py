@@ -45,3 +45,16 @@ SPECIAL: frozenset[bytes] = HOP_BY_HOP | {
 def connection_tokens(value: bytes) -> set[bytes]:
     """The field names listed in a `Connection` header value, lower-cased (`close` and `keep-alive` too)."""
     return {t.strip().lower() for t in value.split(b",") if t.strip()}
+
+
+_PLAIN = frozenset((b"close", b"keep-alive"))
+
+
+def named_fields(value: bytes) -> set[bytes] | None:
+    """The fields a `Connection` header value names for removal (lower-cased), other than the
+    connection options `close` and `keep-alive`; None when there are none (the usual case)."""
+    low = value.lower()
+    if low in _PLAIN:
+        return None
+    named = connection_tokens(low) - _PLAIN
+    return named or None

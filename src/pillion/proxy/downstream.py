@@ -35,7 +35,7 @@ from pillion.http.headers import (
     X_FORWARDED_FOR,
     X_FORWARDED_PROTO,
     X_REQUEST_ID,
-    connection_tokens,
+    named_fields,
 )
 from pillion.http.local_reply import local_reply, status_of
 from pillion.http.request_id import request_id as new_request_id
@@ -332,13 +332,13 @@ class DownstreamConnection(asyncio.Protocol):
         ex.target = url
         ex.keep_alive = parser.should_keep_alive()
         ex.is_head = method == b"HEAD"
-        ex.http10 = parser.get_http_version() == "1.0"
         listener = self.listener
 
         head = [method, b" ", url, b" HTTP/1.1\r\n"]
         xff = request_id = None
         host = b""
         named: set[bytes] | None = None
+        has_connection = False
         length = -1
         for name, value in headers:
             lname = name.lower()
@@ -358,13 +358,19 @@ class DownstreamConnection(asyncio.Protocol):
                     ex.body_chunked = True
                     continue
                 elif lname == CONNECTION:
-                    named = connection_tokens(value)
+                    has_connection = True
+                    more = named_fields(value)
+                    if more is not None:
+                        named = more if named is None else named | more
                     continue
                 elif lname in HOP_BY_HOP:
                     continue
             head += (name, b": ", value, _CRLF)
-        if named is not None and (named - {b"close", b"keep-alive"}):
+        if named is not None:
             head = _drop_named(head, 4, named)
+        # llhttp keeps an HTTP/1.0 connection alive only when a Connection header asks for it, so a
+        # kept-alive request without one is HTTP/1.1, and the (costly) version string is not needed.
+        ex.http10 = (has_connection or not ex.keep_alive) and parser.get_http_version() == "1.0"
         if request_id is None:
             request_id = new_request_id()
             head += (b"x-request-id: ", request_id, _CRLF)
@@ -545,12 +551,14 @@ class DownstreamConnection(asyncio.Protocol):
                     if lname == b"transfer-encoding":
                         chunked = True
                     elif lname == CONNECTION:
-                        named = connection_tokens(value)
+                        more = named_fields(value)
+                        if more is not None:
+                            named = more if named is None else named | more
                     continue
                 if lname == CONTENT_LENGTH:
                     has_length = True
             out += (name, b": ", value, _CRLF)
-        if named is not None and (named - {b"close", b"keep-alive"}):
+        if named is not None:
             out = _drop_named(out, 1, named)
         body_allowed = not ex.is_head and status not in (204, 304)
         self.response_chunked = False
