@@ -90,14 +90,15 @@ class Downstream(asyncio.Protocol):
             up.transport.write(self.request)
         else:
             self.transport.pause_reading()
-            TASKS.add(asyncio.ensure_future(self._connect(self.request)))
+            task = asyncio.ensure_future(self._connect(self.request))
+            TASKS.add(task)
+            task.add_done_callback(TASKS.discard)
 
     async def _connect(self, request: bytes) -> None:
         loop = asyncio.get_running_loop()
         _, up = await loop.create_connection(lambda: Upstream(self), HOST, UPSTREAM_PORT)
         up.transport.write(request)
         self.transport.resume_reading()
-        TASKS.clear()  # the few connect tasks only need to live until they ran
 
     def data_received(self, data: bytes) -> None:
         self.parser.feed_data(data)

@@ -4,10 +4,14 @@ Theory of operation: the harness records one `Measurement` per target per round 
 then a hey run at a fixed rate, plus /proc accounting and sanity counters). Every headline number is the
 median over rounds of that per-round value -- rounds visit the targets in a rotated order, so slow drifts
 of the machine (thermal, a neighbour's job) fall on every target alike and the median discards a round
-that went wrong. Ratios are Pillion's median over the baseline's median; for CPU/request, latency and RSS
-lower is better (a ratio below 1 means Pillion is cheaper/faster), for req/s higher is better. The bars
-are evaluated on the "pillion" row (metrics on, access log off) against the "haproxy" row; a Pillion row
-that FAILED or saw errors fails every bar. Nothing here runs a process: it is pure data -> text.
+that went wrong. Ratios are Pillion's median over the baseline's median (baselines: HAProxy, nginx and
+the "minimal" uvloop + httptools calibration proxy); for CPU/request, latency and RSS lower is better (a
+ratio below 1 means Pillion is cheaper/faster), for req/s higher is better. The bars are evaluated on the
+"pillion" row (metrics on, access log off) against the "haproxy" row; a Pillion row that FAILED or saw
+errors fails every bar. The minimal row never decides a bar: the Bar section only adds an informational
+"minimal proxy / HAProxy" CPU line (`floor_line`), the floor that Python on this runtime sets, and a
+missing or FAILED minimal row just leaves "-" in its places. Nothing here runs a process: it is pure
+data -> text.
 """
 
 from __future__ import annotations
@@ -140,15 +144,27 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+RATIO_PAIRS: tuple[tuple[str, str], ...] = (
+    ("pillion", "haproxy"),
+    ("pillion", "nginx"),
+    ("pillion", "minimal"),
+    ("pillion-log", "haproxy"),
+    ("pillion-log", "nginx"),
+    ("pillion-log", "minimal"),
+    ("minimal", "haproxy"),  # in results.json and the Bar section's informational line, not the table
+)
+TABLE_PAIRS: tuple[str, ...] = tuple(f"{a}/{b}" for a, b in RATIO_PAIRS if a != "minimal")
+
+
 def ratios(summaries: dict[str, dict[str, float | None]]) -> dict[str, dict[str, float | None]]:
-    """'pillion/haproxy' -> metric -> ratio, for both Pillion rows against both baselines."""
+    """'pillion/haproxy' -> metric -> ratio, for both Pillion rows against every baseline present, and
+    'minimal/haproxy' (the calibration proxy against HAProxy)."""
     out: dict[str, dict[str, float | None]] = {}
-    for p in ("pillion", "pillion-log"):
-        for base in ("haproxy", "nginx"):
-            if p in summaries and base in summaries:
-                out[f"{p}/{base}"] = {
-                    m: ratio(summaries[p].get(m), summaries[base].get(m)) for m in RATIO_METRICS
-                }
+    for a, base in RATIO_PAIRS:
+        if a in summaries and base in summaries:
+            out[f"{a}/{base}"] = {
+                m: ratio(summaries[a].get(m), summaries[base].get(m)) for m in RATIO_METRICS
+            }
     return out
 
 
@@ -207,6 +223,48 @@ def bars(targets: dict[str, TargetReport], summaries: dict[str, dict[str, float 
         )
     )
     return out
+
+
+def floor_line(targets: dict[str, TargetReport], summaries: dict[str, dict[str, float | None]]) -> str | None:
+    """The informational (never PASS/FAIL) "minimal proxy / HAProxy" CPU line; None without a minimal row.
+
+    Pillion / HAProxy factors exactly into (Pillion / minimal) x (minimal / HAProxy): the second factor is
+    what the Python runtime (uvloop + httptools + asyncio callbacks) costs before Pillion does anything.
+    """
+    mini = targets.get("minimal")
+    if mini is None:
+        return None
+    name = "minimal proxy / HAProxy CPU/request (informational, not a bar)"
+    if not mini.usable:
+        return f"{name}: - (minimal row {'FAILED' if mini.error is not None else 'has no data'})"
+    hap = targets.get("haproxy")
+    if hap is None or not hap.usable:
+        return f"{name}: - (no HAProxy data)"
+    m, h = summaries.get("minimal", {}), summaries.get("haproxy", {})
+    cpu = ratio(m.get("cpu_us_per_req"), h.get("cpu_us_per_req"))
+    hey = ratio(m.get("hey_cpu_us_per_req"), h.get("hey_cpu_us_per_req"))
+    text = (
+        f"{name}: {fmt_num(m.get('cpu_us_per_req'))} vs {fmt_num(h.get('cpu_us_per_req'))} µs/req "
+        f"= {fmt_ratio(cpu)} (wrk); @2k: {fmt_num(m.get('hey_cpu_us_per_req'))} vs "
+        f"{fmt_num(h.get('hey_cpu_us_per_req'))} µs/req = {fmt_ratio(hey)}"
+    )
+    pill = targets.get("pillion")
+    if pill is not None and pill.usable:
+        p = summaries.get("pillion", {})
+        whole = ratio(p.get("cpu_us_per_req"), h.get("cpu_us_per_req"))
+        own = ratio(p.get("cpu_us_per_req"), m.get("cpu_us_per_req"))
+        if whole is not None and own is not None:
+            text += (
+                f". Pillion / HAProxy {fmt_ratio(whole)} = Pillion / minimal {fmt_ratio(own)} "
+                f"x minimal / HAProxy {fmt_ratio(cpu)}"
+            )
+    text += (
+        ". This is how far the floor itself, the smallest uvloop + httptools proxy, is from HAProxy; "
+        "only Pillion / minimal is Pillion's own work"
+    )
+    if mini.errors:
+        text += f" (⚠ the minimal row saw {mini.errors} errors/non-2xx responses)"
+    return text
 
 
 # ---- formatting -------------------------------------------------------------------------------------
@@ -299,11 +357,7 @@ def render_markdown(
     ]
 
     out += ["", "## Ratios (Pillion / baseline; below 1.00 = Pillion cheaper/faster, except req/s)", ""]
-    pairs = [
-        k
-        for k in ("pillion/haproxy", "pillion/nginx", "pillion-log/haproxy", "pillion-log/nginx")
-        if k in rat
-    ]
+    pairs = [k for k in TABLE_PAIRS if k in rat]
     if pairs and any(v is not None for k in pairs for v in rat[k].values()):
         out += _table(
             ["Metric", *pairs],
@@ -314,6 +368,9 @@ def render_markdown(
 
     out += ["", "## Bar", ""]
     out += [f"- **{'PASS' if b.passed else 'FAIL'}** {b.name}: {b.detail}" for b in verdicts]
+    floor = floor_line(targets, summaries)
+    if floor is not None:
+        out.append(f"- **INFO** {floor}.")
     busy = max((m.outside_pct for t in targets.values() for m in t.rounds), default=0.0)
     if busy > NOISY_PCT:
         out.append(
@@ -362,11 +419,16 @@ def render_markdown(
         f"- Servers (upstream and the proxy under test) pinned to core {params['server_cpu']} "
         f"(`taskset -c {params['server_cpu']}`); wrk, hey and the harness on core {params['load_cpu']}. "
         "All single-process/single-threaded (HAProxy `nbthread 1`, nginx `worker_processes 1`, upstream "
-        "nginx `master_process off`), keep-alive on both sides, access logs off except the Pillion "
-        "access-log row.",
+        "nginx `master_process off`, the minimal proxy and Pillion one event loop), keep-alive on both "
+        "sides, access logs off except the Pillion access-log row.",
         '- Upstream: nginx `return 200 "hello world\\n"` (12-byte body), keepalive_requests 1000000.',
         "- All servers idle but running while another target is measured.",
     ]
+    if "minimal_cmd" in params:
+        out.append(
+            f"- Minimal proxy (calibration): `{params['minimal_cmd']}` (bench/minimal_proxy.py: parse, copy "
+            "the head, add X-Forwarded-For, pooled keep-alive upstream; nothing else)."
+        )
     out += ["", "## Versions", ""]
     out += [f"- {name}: `{ver}`" for name, ver in meta["versions"].items()]
     out += ["", "## Notes", ""]
@@ -507,5 +569,6 @@ def to_json(
         },
         "ratios": rat,
         "bars": [asdict(b) for b in verdicts],
+        "floor": floor_line(targets, summaries),
     }
     return json.dumps(doc, indent=2, default=str) + "\n"

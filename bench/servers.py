@@ -1,9 +1,10 @@
-"""The servers under test: one upstream and four reverse proxies in front of it, all started as children.
+"""The servers under test: one upstream and five reverse proxies in front of it, all started as children.
 
 Theory of operation: each server gets a directory of its own under the run's temporary directory, holding
 its generated configuration, its log (stdout+stderr) and, for nginx, its pid and temp paths -- nothing
 touches /etc, /var or /run. Ports are picked free at start. Every server runs in the foreground
-(`daemon off`, `haproxy -db`, `pillion run`) pinned with `taskset` to the server core, single-threaded:
+(`daemon off`, `haproxy -db`, `pillion run`, the calibration script) pinned with `taskset` to the server
+core, single-threaded:
 
   * upstream  -- nginx, `master_process off` (one process), `return 200 "hello world\\n"` on `/`, an echo of
     the X-Forwarded-For it received on `/__xff`, and `stub_status` on `/__status` so the harness can count
@@ -12,6 +13,11 @@ touches /etc, /var or /run. Ports are picked free at start. Every server runs in
     no `log` line.
   * nginx     -- master + `worker_processes 1`, `upstream { keepalive 64; }`, HTTP/1.1 to the upstream with
     `Connection ""`, X-Forwarded-For added, `access_log off`.
+  * minimal   -- bench/minimal_proxy.py run by the harness's own interpreter (the project venv, which has
+    uvloop and httptools): the smallest uvloop + httptools keep-alive proxy, X-Forwarded-For added, no
+    config, no log. It is the calibration row: about the floor for a Python proxy on this runtime,
+    so the report can split Pillion's cost into the runtime's share and Pillion's own. Ready when GET /
+    answers through it.
   * pillion   -- `pillion run -c bench.yaml`, metrics on (always), access log off; `pillion-log` is the same
     with the access log written to a file. Readiness is the admin server's `GET /ready`.
 
@@ -34,12 +40,14 @@ from procs import Proc, ProcGroup, free_port, http_get, wait_http
 
 HOST = "127.0.0.1"
 BODY = b"hello world\n"
+MINIMAL_PROXY = Path(__file__).resolve().parent / "minimal_proxy.py"
 
 # Stable keys (JSON, --only) and the labels the report prints.
 LABELS: dict[str, str] = {
     "upstream": "upstream (direct)",
     "haproxy": "HAProxy",
     "nginx": "nginx",
+    "minimal": "minimal uvloop+httptools proxy (calibration)",
     "pillion": "Pillion (metrics on, access log off)",
     "pillion-log": "Pillion (access log on)",
 }
@@ -260,6 +268,28 @@ def start_nginx(group: ProcGroup, tmp: Path, cpu: int, upstream_port: int, timeo
         group,
         target,
         argv=argv,
+        log=root / "stdout.log",
+        cpu=cpu,
+        ready_port=target.port,
+        ready_path="/",
+        timeout=timeout,
+    )
+
+
+def minimal_argv(python: str, port: int, upstream_port: int) -> list[str]:
+    return [python, str(MINIMAL_PROXY), str(port), str(upstream_port)]
+
+
+def start_minimal(
+    group: ProcGroup, tmp: Path, cpu: int, upstream_port: int, timeout: float, *, python: str
+) -> Target:
+    """The calibration proxy; `python` must have uvloop and httptools (the harness passes sys.executable)."""
+    root = _dir(tmp, "minimal")
+    target = Target("minimal", free_port())
+    return _start(
+        group,
+        target,
+        argv=minimal_argv(python, target.port, upstream_port),
         log=root / "stdout.log",
         cpu=cpu,
         ready_port=target.port,

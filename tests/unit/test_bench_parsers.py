@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import loadgen
 import procs
 import report
+import run
 import servers
 
 WRK_OUT = """Running 8s test @ http://127.0.0.1:41234/
@@ -233,13 +234,8 @@ def test_medians_ratios_and_bars() -> None:
     assert [b.passed for b in report.bars(worse, worse_summaries)] == [False, False, False]
 
 
-def test_a_failed_pillion_row_fails_every_bar_and_still_renders() -> None:
-    targets = _targets(4.0, 500, 1024)
-    targets["pillion"] = report.TargetReport("pillion", "Pillion", error="boom\n--- log tail ---\nTraceback")
-    summaries = {k: report.summarize(t) for k, t in targets.items()}
-    verdicts = report.bars(targets, summaries)
-    assert not any(b.passed for b in verdicts) and "FAILED" in verdicts[0].detail
-    meta = {
+def _meta() -> dict[str, object]:
+    return {
         "date": "now",
         "machine": {"nproc": 2, "cpu_model": "x", "kernel": "k"},
         "versions": {"wrk": "4.1"},
@@ -255,10 +251,91 @@ def test_a_failed_pillion_row_fails_every_bar_and_still_renders() -> None:
             "hey_total_rps": 2000,
         },
     }
+
+
+def test_a_failed_pillion_row_fails_every_bar_and_still_renders() -> None:
+    targets = _targets(4.0, 500, 1024)
+    targets["pillion"] = report.TargetReport("pillion", "Pillion", error="boom\n--- log tail ---\nTraceback")
+    summaries = {k: report.summarize(t) for k, t in targets.items()}
+    verdicts = report.bars(targets, summaries)
+    assert not any(b.passed for b in verdicts) and "FAILED" in verdicts[0].detail
+    meta = _meta()
     text = report.render_markdown(meta, targets, summaries, report.ratios(summaries), verdicts)
     assert "| Pillion |" in text and "**FAILED**" in text and "**FAIL**" in text and "Traceback" in text
     doc = json.loads(report.to_json(meta, targets, summaries, report.ratios(summaries), verdicts))
     assert doc["targets"]["pillion"]["failed"] is True
+
+
+def _with_minimal(cpu_s: float) -> dict[str, report.TargetReport]:
+    targets = _targets(pillion_cpu_s=8.0, pillion_hey_p99=600, pillion_rss=20 * 1024)
+    mini = report.TargetReport("minimal", "minimal uvloop+httptools proxy (calibration)")
+    for rnd in (1, 2, 3):
+        mini.rounds.append(
+            _measurement(rnd, rps=19000, cpu_s=cpu_s, p99_us=2100, hey_p99_us=500, rss_kib=9000)
+        )
+    return {
+        "haproxy": targets["haproxy"],
+        "nginx": targets["nginx"],
+        "minimal": mini,
+        "pillion": targets["pillion"],
+    }
+
+
+def test_the_minimal_row_gets_ratio_columns_and_an_informational_line_but_no_bar() -> None:
+    targets = _with_minimal(cpu_s=5.0)
+    summaries = {k: report.summarize(t) for k, t in targets.items()}
+    rat = report.ratios(summaries)
+    # pillion 8.0 s / 144k req = 55.6 us; minimal 5.0 s / 152k req = 32.9 us; haproxy 25 us
+    assert rat["pillion/minimal"]["cpu_us_per_req"] == pytest.approx((8.0 / 144000) / (5.0 / 152000))
+    assert rat["minimal/haproxy"]["cpu_us_per_req"] == pytest.approx((5.0 / 152000) / 25e-6)
+    verdicts = report.bars(targets, summaries)
+    assert verdicts == report.bars(_targets(8.0, 600, 20 * 1024), summaries)  # the bars ignore minimal
+    floor = report.floor_line(targets, summaries)
+    assert floor is not None and "32.9 vs 25.0 µs/req = 1.32x" in floor
+    assert "Pillion / HAProxy 2.22x = Pillion / minimal 1.69x x minimal / HAProxy 1.32x" in floor
+    text = report.render_markdown(_meta(), targets, summaries, rat, verdicts)
+    header = next(line for line in text.splitlines() if line.startswith("| Metric |"))
+    assert header == "| Metric | pillion/haproxy | pillion/nginx | pillion/minimal |"
+    assert "minimal/haproxy" not in header
+    assert f"- **INFO** {floor}." in text
+    assert text.count("- **PASS**") + text.count("- **FAIL**") == 3
+    doc = json.loads(report.to_json(_meta(), targets, summaries, rat, verdicts))
+    assert doc["floor"] == floor and "minimal/haproxy" in doc["ratios"]
+
+
+def test_a_missing_or_failed_minimal_row_does_not_break_the_report() -> None:
+    without = _targets(pillion_cpu_s=8.0, pillion_hey_p99=600, pillion_rss=20 * 1024)
+    summaries = {k: report.summarize(t) for k, t in without.items()}
+    rat = report.ratios(summaries)
+    assert "pillion/minimal" not in rat and report.floor_line(without, summaries) is None
+    text = report.render_markdown(_meta(), without, summaries, rat, report.bars(without, summaries))
+    assert "pillion/minimal" not in text and "**INFO**" not in text
+
+    failed = _with_minimal(cpu_s=5.0)
+    failed["minimal"] = report.TargetReport(
+        "minimal", "minimal", error="exited\n--- log tail ---\nImportError"
+    )
+    summaries = {k: report.summarize(t) for k, t in failed.items()}
+    rat = report.ratios(summaries)
+    assert set(rat["pillion/minimal"].values()) == {None}
+    verdicts = report.bars(failed, summaries)
+    assert verdicts == report.bars(without, summaries)
+    floor = report.floor_line(failed, summaries)
+    assert floor is not None and "- (minimal row FAILED)" in floor
+    text = report.render_markdown(_meta(), failed, summaries, rat, verdicts)
+    assert "| pillion/minimal |" in text and "ImportError" in text and f"- **INFO** {floor}." in text
+    json.loads(report.to_json(_meta(), failed, summaries, rat, verdicts))
+
+
+def test_minimal_target_is_a_default_target_started_with_the_given_python() -> None:
+    keys = list(servers.LABELS)
+    assert keys.index("nginx") + 1 == keys.index("minimal") == keys.index("pillion") - 1
+    assert "minimal" in servers.TARGET_KEYS
+    argv = servers.minimal_argv("/venv/bin/python", 8000, 7000)
+    assert argv[0] == "/venv/bin/python" and argv[2:] == ["8000", "7000"]
+    assert Path(argv[1]).name == "minimal_proxy.py" and Path(argv[1]).is_file()
+    assert "minimal" in run.parse_args([]).only
+    assert run.parse_args(["--only", "minimal,haproxy"]).only == ("upstream", "haproxy", "minimal")
 
 
 def test_pillion_errors_fail_the_bars() -> None:
