@@ -74,7 +74,7 @@ def setup() -> tuple[DownstreamConnection, UpstreamConnection, FakeTransport, Fa
     runtime = Runtime(sidecar_config(["127.0.0.1:1"]))
     listener = runtime.listeners[0]
     listener.deadlines = Deadlines(asyncio.get_running_loop(), DownstreamConnection.timed_out)
-    # The loop never runs between requests here, so the batch is flushed by hand after each request, as
+    # The loop never runs between requests here, so the batch is flushed by hand after each read, as
     # the loop would once per pass (the loop's own call_soon is left out: it is paid once per pass).
     listener.batch = WriteBatch(_NoLoop())  # type: ignore[arg-type]
     endpoint = runtime.clusters["app"].endpoints[0]
@@ -94,6 +94,7 @@ def run(n: int) -> float:
     feed_down(REQUEST)
     flush()
     feed_up(RESPONSE)
+    flush()
     assert up_t.written and up_t.written[-1].startswith(b"GET / HTTP/1.1\r\n"), up_t.written
     assert down_t.written and down_t.written[-1].endswith(b"\r\n\r\nhello world\n"), down_t.written
     start = time.perf_counter()
@@ -101,6 +102,7 @@ def run(n: int) -> float:
         feed_down(REQUEST)
         flush()
         feed_up(RESPONSE)
+        flush()
         if len(down_t.written) > 1000:
             down_t.written.clear()
             up_t.written.clear()

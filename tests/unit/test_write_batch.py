@@ -5,32 +5,27 @@ import uvloop
 from pillion.proxy.batch import WriteBatch
 
 
-class _Transport:
-    def __init__(self, closing: bool = False) -> None:
-        self.written: list[bytes] = []
-        self.closing = closing
+class _Sender:
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name = name
+        self.log = log
 
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def is_closing(self) -> bool:
-        return self.closing
+    def send_pending(self) -> None:
+        self.log.append(self.name)
 
 
-def test_writes_wait_for_the_end_of_the_loop_pass_and_keep_their_order() -> None:
+def test_senders_run_at_the_end_of_the_loop_pass_in_order() -> None:
     async def main() -> None:
+        log: list[str] = []
         batch = WriteBatch(asyncio.get_running_loop())
-        a, b, gone = _Transport(), _Transport(), _Transport(closing=True)
-        batch.write(a, b"1")  # type: ignore[arg-type]
-        batch.write(b, b"2")  # type: ignore[arg-type]
-        batch.write(gone, b"x")  # type: ignore[arg-type]
-        batch.write(a, b"3")  # type: ignore[arg-type]
-        assert a.written == [] and b.written == []
+        batch.add(_Sender("a", log))
+        batch.add(_Sender("b", log))
+        assert log == []  # nothing leaves while the pass's callbacks run
         await asyncio.sleep(0)
-        assert a.written == [b"1", b"3"] and b.written == [b"2"]
-        assert gone.written == []  # a transport closed meanwhile is skipped, not written to
-        batch.write(b, b"4")  # type: ignore[arg-type]
+        assert log == ["a", "b"]
+        batch.add(_Sender("c", log))
+        batch.flush()  # early: the loop's own call then finds nothing
         await asyncio.sleep(0)
-        assert b.written == [b"2", b"4"]
+        assert log == ["a", "b", "c"]
 
     uvloop.run(main())

@@ -157,6 +157,7 @@ class DownstreamConnection(asyncio.Protocol):
         "parser",
         "paused",
         "queue",
+        "queued",
         "reading",
         "response_chunked",
         "response_started",
@@ -183,7 +184,8 @@ class DownstreamConnection(asyncio.Protocol):
         self.response_started = False
         self.response_chunked = False
         self.close_delimited = False
-        self.out: list[bytes] | None = None  # response bytes held back to go out in one write
+        self.out: list[bytes] | None = None  # bytes for the client, sent at the end of the loop pass
+        self.queued = False  # registered with the listener's WriteBatch for this pass
         self.headers: list[tuple[bytes, bytes]] = []
         self.url = b""
         self.head_size = 0
@@ -221,7 +223,13 @@ class DownstreamConnection(asyncio.Protocol):
     def close_if_idle(self) -> None:
         """Draining: close now if nothing is in flight, else after the current response."""
         self.must_close = True
-        if self.idle() and self.transport is not None:
+        if self.idle():
+            self.close()
+
+    def close(self) -> None:
+        """Close once what is held for the client has been written."""
+        self.send_pending()
+        if self.transport is not None:
             self.transport.close()
 
     def pause_writing(self) -> None:
@@ -492,7 +500,8 @@ class DownstreamConnection(asyncio.Protocol):
             head += ex.pending
             ex.pending = []
         if ex.replayable:  # no body to follow: the head can wait for the pass's other requests
-            self.listener.batch.write(transport, b"".join(head))
+            conn.pending = b"".join(head)
+            self.listener.batch.add(conn)
         else:
             transport.write(b"".join(head))
         if self.write_paused:
@@ -527,8 +536,7 @@ class DownstreamConnection(asyncio.Protocol):
     # -- response side: called by the upstream connection -----------------------------------------
 
     def interim_response(self, status: int, phrase: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(b"HTTP/1.1 %d %b\r\n\r\n" % (status, phrase))
+        self._emit(b"HTTP/1.1 %d %b\r\n\r\n" % (status, phrase))
 
     def response_head(
         self, status: int, phrase: bytes, headers: list[tuple[bytes, bytes]], keep: bool
@@ -578,8 +586,8 @@ class DownstreamConnection(asyncio.Protocol):
             out.append(b"connection: keep-alive\r\n\r\n")
         else:
             out.append(_CRLF)
-        # Held until the upstream's read is fully parsed: a small response then leaves in one write.
-        self.out = [b"".join(out)]
+        # Held until the end of the loop pass: a small response then leaves in one write.
+        self._emit(b"".join(out))
 
     def response_body(self, body: bytes) -> None:
         ex = self.current
@@ -593,13 +601,28 @@ class DownstreamConnection(asyncio.Protocol):
         else:
             out.append(body)
 
+    def _emit(self, data: bytes) -> None:
+        out = self.out
+        if out is None:
+            self.out = [data]
+        else:
+            out.append(data)
+
     def flush(self) -> None:
-        """Send what the last upstream read produced (called once per upstream read)."""
+        """Have what is held for the client sent at the end of this loop pass (once per upstream read)."""
+        if self.out is not None and not self.queued:
+            self.queued = True
+            self.listener.batch.add(self)
+
+    def send_pending(self) -> None:
+        """Write what is held for the client, in one call (the WriteBatch calls this)."""
+        self.queued = False
         out = self.out
         if out is not None:
             self.out = None
-            if self.transport is not None:
-                self.transport.writelines(out) if len(out) > 1 else self.transport.write(out[0])
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.writelines(out) if len(out) > 1 else transport.write(out[0])
 
     def response_body_end(self) -> None:
         if self.out is None:
@@ -667,8 +690,8 @@ class DownstreamConnection(asyncio.Protocol):
         ex.status = status_of(reason)
         ex.error = reason
         self.listener.count_local_reply(reason)
-        if self.transport is not None:
-            self.transport.write(local_reply(reason, close=close, head_only=ex.is_head))
+        self._emit(local_reply(reason, close=close, head_only=ex.is_head))
+        self.flush()
         self._finish(ex)
 
     def _abort_current(self, reason: str) -> None:
@@ -693,8 +716,7 @@ class DownstreamConnection(asyncio.Protocol):
         if self.must_close or not ex.keep_alive:
             self.current = None
             self.queue.clear()
-            if self.transport is not None:
-                self.transport.close()
+            self.close()
             return
         if self.queue:
             nxt = self.queue.popleft()

@@ -66,7 +66,7 @@ class HttpListener:
         self.server: asyncio.Server | None = None
         # Both need the running loop, so they are made in start().
         self.deadlines: Deadlines[DownstreamConnection]  # route timeouts
-        self.batch: WriteBatch  # upstream requests written once per loop pass
+        self.batch: WriteBatch  # writes to both sides, sent once per loop pass
 
     @property
     def bound(self) -> bool:
@@ -144,10 +144,9 @@ class HttpListener:
         for conn in list(self.connections):
             if conn.started_at and conn.started_at < head_limit:
                 log.debug("request head timeout", extra={"listener": self.name})
-                if conn.transport is not None:
-                    conn.transport.close()
-            elif conn.idle() and conn.last_active < idle_limit and conn.transport is not None:
-                conn.transport.close()
+                conn.close()
+            elif conn.idle() and conn.last_active < idle_limit:
+                conn.close()
 
     def view(self) -> dict[str, object]:
         return {

@@ -34,6 +34,7 @@ class UpstreamConnection(asyncio.Protocol):
         "headers",
         "idle_since",
         "parser",
+        "pending",
         "phrase",
         "read_paused",
         "reused",
@@ -52,6 +53,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.read_paused = False
         self.expect_no_body = False
+        self.pending: bytes | None = None  # a request head waiting for the end of the loop pass
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -87,6 +89,14 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.abort()
 
     # -- request side ----------------------------------------------------------------------------
+
+    def send_pending(self) -> None:
+        data = self.pending
+        if data is not None:
+            self.pending = None
+            transport = self.transport
+            if transport is not None and not transport.is_closing():  # not aborted meanwhile
+                transport.write(data)
 
     def pause_writing(self) -> None:
         if self.down is not None:
