@@ -2,7 +2,7 @@ import asyncio
 
 import uvloop
 
-from pillion.proxy.deadlines import Deadlines
+from pillion.proxy.deadlines import MIN_SLOT_MS, Deadlines, slot_width_ms
 
 
 def _run(coro: object) -> None:
@@ -17,13 +17,13 @@ def test_fires_after_the_delay_and_never_early() -> None:
         def expire(item: str) -> None:
             fired[item] = loop.time()
 
-        d: Deadlines[str] = Deadlines(loop, expire, 0.01)
+        d: Deadlines[str] = Deadlines(loop, expire)
         start = loop.time()
         d.add(0.05, "a")
         d.add(0.02, "b")
         await asyncio.sleep(0.15)
         assert set(fired) == {"a", "b"}
-        assert 0.05 <= fired["a"] - start < 0.05 + 0.01 + 0.05  # resolution plus scheduling slack
+        assert 0.05 <= fired["a"] - start < 0.05 + MIN_SLOT_MS / 1000 + 0.05  # slot plus scheduling slack
         assert 0.02 <= fired["b"] - start < fired["a"] - start
         assert len(d) == 0
 
@@ -34,9 +34,9 @@ def test_discarded_items_do_not_fire_and_share_buckets() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         fired: list[int] = []
-        d: Deadlines[int] = Deadlines(loop, fired.append, 0.05)
+        d: Deadlines[int] = Deadlines(loop, fired.append)
         buckets = [d.add(0.01, i) for i in range(100)]
-        assert len({id(b) for b in buckets}) <= 2  # one timer for many deadlines
+        assert d.buckets <= 2  # one timer for many deadlines
         for i in range(0, 100, 2):
             buckets[i].discard(i)
         assert len(d) == 50
@@ -57,10 +57,28 @@ def test_an_expiry_may_cancel_a_later_one_in_the_same_bucket() -> None:
             other = "b" if item == "a" else "a"
             buckets[other].discard(other)
 
-        d: Deadlines[str] = Deadlines(loop, expire, 0.05)
+        d: Deadlines[str] = Deadlines(loop, expire)
         buckets["a"] = d.add(0.01, "a")
         buckets["b"] = d.add(0.01, "b")
         await asyncio.sleep(0.12)
         assert len(fired) == 1
+
+    _run(main())
+
+
+def test_slots_widen_with_the_delay_so_long_timeouts_keep_few_buckets() -> None:
+    assert slot_width_ms(0.01) == MIN_SLOT_MS
+    assert slot_width_ms(1.0) == 16  # <= 1000/32
+    assert slot_width_ms(15.0) == 256  # <= 15000/32
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        d: Deadlines[int] = Deadlines(loop, lambda item: None)
+        for i in range(200):  # requests arriving over ~1 s, each with a 15 s timeout
+            d.add(15.0, i)
+            if i % 20 == 0:
+                await asyncio.sleep(0.1)
+        assert d.buckets <= 6
+        assert len(d) == 200
 
     _run(main())

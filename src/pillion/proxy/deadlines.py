@@ -1,10 +1,13 @@
 """Coarse deadlines for many short-lived waits, at the cost of a set insert each.
 
 A request's route timeout is armed for nearly every request and almost never fires. A loop timer per
-request (create, then cancel) costs more than the rest of routing it; here a deadline is put in the
-bucket of its `resolution`-wide time slot, and one loop timer per non-empty slot fires the whole bucket.
-Cancelling is removing the item from its bucket. A deadline fires up to `resolution` late, never early.
-Nothing is scheduled while nothing waits, so an idle sidecar stays asleep.
+request (create, then cancel) costs more than the rest of routing it; here a deadline goes into the
+bucket of a time slot, and one loop timer per bucket fires it. Cancelling is removing the item from its
+bucket. Nothing is scheduled while nothing waits, so an idle sidecar stays asleep.
+
+Slots are wider for longer delays (a power of two of milliseconds, at most 1/32 of the delay, at least
+`MIN_SLOT_MS`): a deadline fires late by at most that width, never early, and under steady load each
+distinct delay keeps about 32-64 buckets alive rather than one per few milliseconds of the delay.
 """
 
 from __future__ import annotations
@@ -15,33 +18,42 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-RESOLUTION = 0.004  # seconds: timeouts are configured in tens of milliseconds and up
+MIN_SLOT_MS = 4  # timeouts are configured in tens of milliseconds and up
+
+
+def slot_width_ms(delay: float) -> int:
+    """The bucket width for a delay: the largest power of two of ms up to delay/32, at least MIN_SLOT_MS."""
+    width = MIN_SLOT_MS
+    while width * 2 <= delay * 1000 / 32:
+        width *= 2
+    return width
 
 
 class Deadlines(Generic[T]):
-    __slots__ = ("_buckets", "_expire", "_loop", "_resolution")
+    __slots__ = ("_buckets", "_expire", "_loop", "_widths")
 
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, expire: Callable[[T], None], resolution: float = RESOLUTION
-    ) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, expire: Callable[[T], None]) -> None:
         self._loop = loop
         self._expire = expire
-        self._resolution = resolution
-        self._buckets: dict[int, set[T]] = {}
+        self._buckets: dict[int, set[T]] = {}  # by firing time, in ms of loop time
+        self._widths: dict[float, int] = {}  # slot width by delay: routes have few distinct timeouts
 
     def add(self, delay: float, item: T) -> set[T]:
         """Call `expire(item)` once `delay` seconds have passed, unless it is removed from the returned
         bucket first (`bucket.discard(item)`)."""
-        slot = int((self._loop.time() + delay) / self._resolution) + 1
-        bucket = self._buckets.get(slot)
+        width = self._widths.get(delay)
+        if width is None:
+            width = self._widths[delay] = slot_width_ms(delay)
+        fire = (int((self._loop.time() + delay) * 1000) // width + 1) * width
+        bucket = self._buckets.get(fire)
         if bucket is None:
-            bucket = self._buckets[slot] = set()
-            self._loop.call_at(slot * self._resolution, self._fire, slot)
+            bucket = self._buckets[fire] = set()
+            self._loop.call_at(fire / 1000, self._fire, fire)
         bucket.add(item)
         return bucket
 
-    def _fire(self, slot: int) -> None:
-        bucket = self._buckets.pop(slot)
+    def _fire(self, fire: int) -> None:
+        bucket = self._buckets.pop(fire)
         expire = self._expire
         for item in list(bucket):
             if item in bucket:  # an earlier expiry may have cancelled a later one
@@ -50,3 +62,8 @@ class Deadlines(Generic[T]):
 
     def __len__(self) -> int:
         return sum(len(b) for b in self._buckets.values())
+
+    @property
+    def buckets(self) -> int:
+        """Buckets alive (for tests: the memory this costs is bounded)."""
+        return len(self._buckets)
