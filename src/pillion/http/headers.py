@@ -50,11 +50,14 @@ def connection_tokens(value: bytes) -> set[bytes]:
 _PLAIN = frozenset((b"close", b"keep-alive"))
 
 
-def named_fields(value: bytes) -> set[bytes] | None:
-    """The fields a `Connection` header value names for removal (lower-cased), other than the
-    connection options `close` and `keep-alive`; None when there are none (the usual case)."""
+def named_fields(value: bytes, named: set[bytes] | None = None) -> set[bytes] | None:
+    """`named` plus the fields a `Connection` header value names for removal (lower-cased), other than
+    the connection options `close` and `keep-alive`; None while there are none (the usual case). A
+    message may carry several Connection headers: pass each one's value with the result so far."""
     low = value.lower()
     if low in _PLAIN:
-        return None
-    named = connection_tokens(low) - _PLAIN
-    return named or None
+        return named
+    more = connection_tokens(low) - _PLAIN
+    if not more:
+        return named
+    return more if named is None else named | more

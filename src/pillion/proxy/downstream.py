@@ -367,9 +367,7 @@ class DownstreamConnection(asyncio.Protocol):
                     continue
                 elif lname == CONNECTION:
                     has_connection = True
-                    more = named_fields(value)
-                    if more is not None:
-                        named = more if named is None else named | more
+                    named = named_fields(value, named)
                     continue
                 elif lname in HOP_BY_HOP:
                     continue
@@ -543,9 +541,7 @@ class DownstreamConnection(asyncio.Protocol):
     ) -> None:
         ex = self.current
         assert ex is not None
-        if self.timer is not None:
-            self.timer.discard(self)
-            self.timer = None
+        self._cancel_timeout()
         self.response_started = True
         ex.status = status
         close = not ex.keep_alive or self.must_close or self.listener.draining
@@ -559,9 +555,7 @@ class DownstreamConnection(asyncio.Protocol):
                     if lname == b"transfer-encoding":
                         chunked = True
                     elif lname == CONNECTION:
-                        more = named_fields(value)
-                        if more is not None:
-                            named = more if named is None else named | more
+                        named = named_fields(value, named)
                     continue
                 if lname == CONTENT_LENGTH:
                     has_length = True
@@ -730,9 +724,7 @@ class DownstreamConnection(asyncio.Protocol):
 
     def _record(self, ex: Exchange) -> None:
         """Count and log an exchange that ended, however it ended."""
-        if self.timer is not None:
-            self.timer.discard(self)
-            self.timer = None
+        self._cancel_timeout()
         elapsed = perf_counter() - ex.start
         route = ex.route
         listener = self.listener
