@@ -367,6 +367,78 @@ def test_oversized_body_is_413() -> None:
     through_proxy(scenario, config)
 
 
+async def _upload(port: int, head: bytes, chunks: int, pause: float = 0.0) -> tuple[bytes, str, str]:
+    """Send `head`, then `chunks` x 64 KiB while reading: (bytes read, how sending ended, how reading did)."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    writer.write(head)
+    received = bytearray()
+
+    async def send() -> str:
+        try:
+            for _ in range(chunks):
+                writer.write(b"x" * 65536)
+                await writer.drain()
+                if pause:
+                    await asyncio.sleep(pause)
+        except OSError as exc:
+            return type(exc).__name__
+        return "sent"
+
+    async def receive() -> str:
+        try:
+            while data := await reader.read(65536):
+                received.extend(data)
+        except OSError as exc:
+            return type(exc).__name__
+        return "eof"
+
+    try:
+        sent, read = await asyncio.wait_for(asyncio.gather(send(), receive()), 10)
+    finally:
+        writer.close()
+    return bytes(received), sent, read
+
+
+def test_413_during_an_upload_is_delivered_with_a_clean_close() -> None:
+    def config(address: str) -> Config:
+        return sidecar_config([address], limits={"max_request_body_size": "1KiB"})
+
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        head = b"POST /sha256 HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % (8 << 20)
+        for _ in range(3):
+            data, sent, read = await _upload(port, head, 128)
+            assert data.startswith(b"HTTP/1.1 413 ")
+            # Lingering close: the reply and a FIN, the rest of the upload read and discarded; closing
+            # at once would answer the client's next bytes with a reset.
+            assert (sent, read) == ("sent", "eof")
+        assert up.requests == []
+        for _ in range(50):
+            if not rt.listeners[0].connections:
+                break
+            await asyncio.sleep(0.02)
+        assert not rt.listeners[0].connections  # the client's close ended the lingering
+
+    through_proxy(scenario, config)
+
+
+def test_lingering_after_an_early_reply_is_bounded() -> None:
+    def config(address: str) -> Config:
+        return sidecar_config([address], limits={"max_request_body_size": "1KiB"})
+
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        head = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % (1 << 30)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        # A client that keeps trickling its body and never closes: the sidecar ends it.
+        data, sent, _read = await _upload(port, head, 1000, pause=0.05)
+        took = loop.time() - start
+        assert data.startswith(b"HTTP/1.1 413 ")
+        assert sent != "sent"  # cut off long before the 1000 chunks (50 s) were sent
+        assert 1.5 < took < 5.0  # LINGER_SECONDS (2 s) plus up to one housekeeping sweep
+
+    through_proxy(scenario, config)
+
+
 def test_upgrade_is_501() -> None:
     async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
         request = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"

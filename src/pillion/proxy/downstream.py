@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from pillion.proxy.router import RouteEntry
     from pillion.proxy.upstream import UpstreamConnection
 
+LINGER_SECONDS = 2.0  # how long a half-closed connection discards what the client still sends
+
 # Reasons to stop reading from the client, one bit each.
 _PIPELINED = 1  # a request is queued behind the current one
 _UPSTREAM_FULL = 2  # the upstream's send buffer is full
@@ -150,6 +152,7 @@ class DownstreamConnection(asyncio.Protocol):
         "head_size",
         "headers",
         "last_active",
+        "lingering",
         "listener",
         "loop",
         "must_close",
@@ -192,6 +195,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.started_at = 0.0  # loop time a request head began; 0 when none is being read
         self.last_active = self.loop.time()
         self.timer: set[DownstreamConnection] | None = None  # the current request's route-timeout bucket
+        self.lingering = False  # answered and half-closed; reading only to discard (see _linger)
 
     # -- connection lifecycle ---------------------------------------------------------------------
 
@@ -232,6 +236,23 @@ class DownstreamConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def _linger(self) -> None:
+        """Close after answering a request that was not read to its end (413, a framing error).
+
+        Closing at once would make the kernel answer the client's next bytes with a reset, which can
+        destroy the reply before the client reads it. So, like nginx's lingering close, send the reply
+        and a FIN, then read and discard until the client closes or `LINGER_SECONDS` pass (the
+        listener's sweep ends it then)."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or not transport.can_write_eof():
+            self.close()
+            return
+        self.send_pending()
+        self.lingering = True
+        self.last_active = self.loop.time()
+        transport.write_eof()
+        transport.resume_reading()
+
     def pause_writing(self) -> None:
         self.write_paused = True
         ex = self.current
@@ -265,6 +286,8 @@ class DownstreamConnection(asyncio.Protocol):
     # -- request parsing: httptools callbacks ------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return  # the rest of a request already answered: discarded
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade:
@@ -710,7 +733,10 @@ class DownstreamConnection(asyncio.Protocol):
         if self.must_close or not ex.keep_alive:
             self.current = None
             self.queue.clear()
-            self.close()
+            if ex.request_done:
+                self.close()
+            else:
+                self._linger()
             return
         if self.queue:
             nxt = self.queue.popleft()

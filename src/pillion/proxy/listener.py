@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from pillion.config.model import Listener as ListenerConfig
 from pillion.proxy.batch import WriteBatch
 from pillion.proxy.deadlines import Deadlines
-from pillion.proxy.downstream import DownstreamConnection, Exchange
+from pillion.proxy.downstream import LINGER_SECONDS, DownstreamConnection, Exchange
 from pillion.proxy.router import Router, RouteStats, compile_route
 from pillion.proxy.stats import ProxyStats
 
@@ -138,11 +138,16 @@ class HttpListener:
         )
 
     def sweep(self, now: float) -> None:
-        """Close connections idle past idle_timeout or stuck in a request head past headers_timeout."""
+        """Close connections idle past idle_timeout, stuck in a request head past headers_timeout, or
+        lingering after an early reply for longer than LINGER_SECONDS."""
         idle_limit = now - self.idle_timeout
         head_limit = now - self.headers_timeout
+        linger_limit = now - LINGER_SECONDS
         for conn in list(self.connections):
-            if conn.started_at and conn.started_at < head_limit:
+            if conn.lingering:
+                if conn.last_active < linger_limit:
+                    conn.close()
+            elif conn.started_at and conn.started_at < head_limit:
                 log.debug("request head timeout", extra={"listener": self.name})
                 conn.close()
             elif conn.idle() and conn.last_active < idle_limit:
