@@ -439,6 +439,20 @@ def test_lingering_after_an_early_reply_is_bounded() -> None:
     through_proxy(scenario, config)
 
 
+def test_an_early_answer_during_an_upload_does_not_buffer_the_rest() -> None:
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        head = b"POST /early HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % (64 << 20)
+        data, sent, read = await _upload(port, head, 1024)
+        response = parse_responses(data)[0]
+        assert response.status == 200 and response.body == b"early\n"
+        assert response.header("connection") == "close"  # the rest of the upload cannot be reused
+        assert (sent, read) == ("sent", "eof")
+        # The 64 MiB after the answer were discarded as they came, not held for a request that is over.
+        assert all(c.reading is None or not c.reading.pending for c in rt.listeners[0].connections)
+
+    through_proxy(scenario)
+
+
 def test_upgrade_is_501() -> None:
     async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
         request = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"

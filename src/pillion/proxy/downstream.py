@@ -567,7 +567,9 @@ class DownstreamConnection(asyncio.Protocol):
         self._cancel_timeout()
         self.response_started = True
         ex.status = status
-        close = not ex.keep_alive or self.must_close or self.listener.draining
+        # A response that starts before its request was read to the end (the app answered early, or
+        # streams both ways) ends the connection: the rest of the request is read only to be dropped.
+        close = not ex.keep_alive or self.must_close or self.listener.draining or not ex.request_done
         out = [_status_line(status, phrase)]
         has_length = chunked = False
         named: set[bytes] | None = None

@@ -14,6 +14,7 @@ one vocabulary serves every way of choosing it:
     /reset              no answer: the connection is dropped with a TCP RST as soon as the head is parsed
     /close-after-head   a head promising content-length 100, then 10 bytes, then FIN
     /close              the default answer with `connection: close`, then FIN
+    /early              200 "early\n" as soon as the head is parsed; the body is read (and dropped) after
     /response-headers?k=v&...   200 "ok\\n" carrying the query's pairs as response headers
     /healthz            200 "ok\\n", or 503 while `up.healthy` is False
     anything else       the default answer: 200, "METHOD TARGET\\n", content-length
@@ -253,6 +254,9 @@ class ScriptableUpstream(HttpServer):
                     response.close()
                 case ["close"]:
                     await self._default(request, response, [("connection", "close")])
+                case ["early"]:
+                    await response.send(200, b"early\n")
+                    await request.discard()
                 case ["response-headers"]:
                     await request.discard()
                     extra: list[HeaderLike] = list(parse_qsl(query, keep_blank_values=True))
