@@ -42,11 +42,6 @@ SPECIAL: frozenset[bytes] = HOP_BY_HOP | {
 }
 
 
-def connection_tokens(value: bytes) -> set[bytes]:
-    """The field names listed in a `Connection` header value, lower-cased (`close` and `keep-alive` too)."""
-    return {t.strip().lower() for t in value.split(b",") if t.strip()}
-
-
 _PLAIN = frozenset((b"close", b"keep-alive"))
 
 
@@ -57,7 +52,7 @@ def named_fields(value: bytes, named: set[bytes] | None = None) -> set[bytes] | 
     low = value.lower()
     if low in _PLAIN:
         return named
-    more = connection_tokens(low) - _PLAIN
+    more = {t.strip() for t in low.split(b",")} - _PLAIN - {b""}
     if not more:
         return named
     return more if named is None else named | more

@@ -643,17 +643,11 @@ class DownstreamConnection(asyncio.Protocol):
             if transport is not None and not transport.is_closing():
                 transport.writelines(out) if len(out) > 1 else transport.write(out[0])
 
-    def response_body_end(self) -> None:
-        if self.out is None:
-            self.out = [_LAST_CHUNK]
-        else:
-            self.out.append(_LAST_CHUNK)
-
     def response_complete(self, conn: UpstreamConnection, keep: bool) -> None:
         ex = self.current
         assert ex is not None
         if self.response_chunked:
-            self.response_body_end()
+            self._emit(_LAST_CHUNK)
         self.flush()
         ex.upstream = None
         if keep and ex.request_done and not self.close_delimited:
