@@ -13,6 +13,7 @@ from pillion.config import (
     Address,
     Config,
     ConfigError,
+    Endpoint,
     config_to_dict,
     load_config,
     load_config_text,
@@ -88,7 +89,7 @@ def test_example_file_loads() -> None:
     assert inbound.routes[0].match.prefix == "/"
     assert inbound.routes[0].cluster == "app"
     assert inbound.routes[0].name == "route0"
-    assert cfg.clusters[0].endpoints == (Address("127.0.0.1", 8080),)
+    assert cfg.clusters[0].endpoints == (Endpoint(address=Address("127.0.0.1", 8080)),)
     assert cfg.clusters[0].connect_timeout == 1.0
 
 
@@ -107,7 +108,7 @@ def test_full_config_values() -> None:
     assert limits.idle_timeout == 60.0
     assert cfg.listeners[1].address == Address("::1", 15001)
     assert cfg.listeners[1].limits.max_request_headers == 100  # default
-    assert cfg.clusters[1].endpoints == (Address("::1", 9000),)
+    assert cfg.clusters[1].endpoints == (Endpoint(address=Address("::1", 9000)),)
     assert cfg.access_log.enabled is True
     assert cfg.log_level == "debug"
 
@@ -128,7 +129,15 @@ def test_dump_notation() -> None:
     assert dumped["listeners"][1]["address"] == "[::1]:15001"
     assert dumped["clusters"][0]["connect_timeout"] == "250ms"
     assert dumped["admin"]["ready_check"]["timeout"] == "500ms"
-    assert dumped["listeners"][1]["routes"][0]["match"] == {"prefix": None, "path": None, "host": None}
+    assert dumped["listeners"][1]["routes"][0]["match"] == {
+        "prefix": None,
+        "path": None,
+        "regex": None,
+        "host": None,
+        "methods": [],
+        "headers": [],
+        "query": [],
+    }
 
 
 def test_minimal_config_gets_defaults() -> None:
@@ -178,8 +187,9 @@ def test_port_zero_never_collides() -> None:
         (
             "service: s\nclusters: [{name: a, endpoints: [127.0.0.1:1], zzz: 1}]\n",
             [
-                "clusters[0].zzz: unknown key; expected one of: name, endpoints, connect_timeout, "
-                "max_idle_connections, idle_timeout"
+                "clusters[0].zzz: unknown key; expected one of: name, endpoints, lb, hash_on, "
+                "dns_refresh, connect_timeout, max_idle_connections, idle_timeout, circuit_breaker, "
+                "retry_budget, outlier_detection, health_check, no_healthy_endpoint"
             ],
         ),
         ("admin: {}\n", ["service: missing required key"]),
@@ -211,8 +221,8 @@ def test_port_zero_never_collides() -> None:
             ],
         ),
         (
-            "service: s\nlisteners: [{name: in, address: 0.0.0.0:1, protocol: tcp}]\n",
-            ["listeners[0].protocol: must be one of 'http', got string 'tcp'"],
+            "service: s\nlisteners: [{name: in, address: 0.0.0.0:1, protocol: udp}]\n",
+            ["listeners[0].protocol: must be one of 'http', 'tcp', got string 'udp'"],
         ),
         (
             "service: s\nclusters: [{name: a, endpoints: [127.0.0.1:1], connect_timeout: 1 sec}]\n",
@@ -300,7 +310,7 @@ PAYMENTS = (
             "service: s\nlisteners:\n"
             + listener("[{match: {prefix: /a, path: /b}, cluster: app}]")
             + CLUSTERS,
-            ["listeners[0].routes[0].match: set 'prefix' or 'path', not both"],
+            ["listeners[0].routes[0].match: set one of 'prefix', 'path' and 'regex'"],
         ),
         (
             "service: s\nlisteners:\n" + listener("[{match: {prefix: api}, cluster: app}]") + CLUSTERS,
@@ -385,12 +395,11 @@ def test_all_errors_are_collected() -> None:
     """
     assert errors_of(text) == [
         "bogus: unknown key; expected one of: service, admin, listeners, clusters, drain_timeout, "
-        "access_log, log_level",
+        "access_log, log_level, watch",
         "listeners[0].address: invalid address '0.0.0.0:70000': port 70000 is out of range 0-65535",
         "listeners[0].routes[0].timeout: invalid duration 'soon': expected a number with an optional unit "
         "(us, ms, s, m, h), e.g. '250ms' or '2s'",
         "listeners[0].routes[1].clustr: unknown key; did you mean 'cluster'?",
-        "listeners[0].routes[1].cluster: missing required key",
         "clusters[0].max_idle_connections: expected an integer, got string 'many'",
         "log_level: must be one of 'debug', 'info', 'warning', 'error', got string 'loud'",
     ]
@@ -441,7 +450,7 @@ def test_env_substitution() -> None:
     assert type(cfg.service) is str  # the substitution marker does not leak into the model
     assert cfg.listeners[0].address == Address("0.0.0.0", 15006)
     assert cfg.listeners[0].routes[0].match.prefix == "/cost$/"
-    assert cfg.clusters[0].endpoints == (Address("app.local", 8080),)
+    assert cfg.clusters[0].endpoints == (Endpoint(address=Address("app.local", 8080)),)
     assert cfg.clusters[0].max_idle_connections == 4
     assert cfg.access_log.enabled is True
 
@@ -449,7 +458,7 @@ def test_env_substitution() -> None:
 def test_env_defaults_apply_to_unset_and_empty() -> None:
     cfg = load(ENV_CONFIG, {"PORT": "1", "SERVICE": "", "APP_HOST": ""})
     assert cfg.service == "orders"
-    assert cfg.clusters[0].endpoints == (Address("127.0.0.1", 8080),)
+    assert cfg.clusters[0].endpoints == (Endpoint(address=Address("127.0.0.1", 8080)),)
     assert cfg.clusters[0].max_idle_connections == 16
     assert cfg.access_log.enabled is False
 
@@ -463,8 +472,9 @@ def test_env_errors_are_collected_with_other_errors() -> None:
     assert errors_of(text) == [
         "service: environment variable 'NAME' is not set",
         "clusters[0].endpoints[0]: environment variable 'HOST' is not set",
-        "clusters[0].bogus: unknown key; expected one of: name, endpoints, connect_timeout, "
-        "max_idle_connections, idle_timeout",
+        "clusters[0].bogus: unknown key; expected one of: name, endpoints, lb, hash_on, "
+        "dns_refresh, connect_timeout, max_idle_connections, idle_timeout, circuit_breaker, "
+        "retry_budget, outlier_detection, health_check, no_healthy_endpoint",
         "clusters[0].endpoints[1]: invalid address 'x:': port '' is not a number",
     ]
 

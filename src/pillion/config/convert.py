@@ -15,13 +15,22 @@ integers are rejected here once, for all of them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 from pillion.config.address import parse_address
 from pillion.config.env import UNRESOLVED, Expanded
 from pillion.config.errors import at, child, describe, item, suggest
-from pillion.config.introspect import is_record, is_required, literal_of, optional_of, record_fields, tuple_of
+from pillion.config.introspect import (
+    is_record,
+    is_required,
+    literal_of,
+    optional_of,
+    record_fields,
+    short_form_of,
+    tuple_of,
+)
 from pillion.config.model import Address, Duration, Size
 from pillion.config.units import parse_duration, parse_size
 
@@ -60,6 +69,12 @@ def _convert(tp: Any, value: object, path: str, errors: list[str]) -> Any:
 
 
 def _convert_record(cls: type[Any], value: object, path: str, errors: list[str]) -> Any:
+    short = short_form_of(cls)
+    if short is not None and not isinstance(value, dict):
+        # Written as just one field's value (an endpoint as its address): problems are named here.
+        hint = next(h for f, h in record_fields(cls) if f.name == short)
+        converted = _convert(hint, value, path, errors)
+        return _INVALID if converted is _INVALID else cls(**{short: converted})
     if not isinstance(value, dict):
         errors.append(at(path, f"expected a mapping, got {describe(value)}"))
         return _INVALID
@@ -122,6 +137,19 @@ def _to_int(value: object) -> int:
     return value
 
 
+def _to_float(value: object) -> float:
+    if isinstance(value, Expanded):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"expected a number, got {describe(value)}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {describe(value)}")
+    if value < 0 or math.isnan(value):
+        raise ValueError(f"must not be negative, got {value}")
+    return float(value)
+
+
 def _to_bool(value: object) -> bool:
     if isinstance(value, Expanded) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
@@ -147,6 +175,7 @@ def _to_address(value: object) -> Address:
 _SCALARS: dict[Any, Callable[[object], Any]] = {
     str: _to_str,
     int: _to_int,
+    float: _to_float,
     bool: _to_bool,
     Duration: _to_duration,
     Size: _to_size,

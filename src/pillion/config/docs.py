@@ -23,6 +23,7 @@ from pillion.config.introspect import (
     literal_of,
     optional_of,
     record_fields,
+    short_form_of,
     tuple_of,
 )
 from pillion.config.model import Address, Config, Duration, Size
@@ -150,13 +151,19 @@ def _type_name(hint: Any) -> str:
     if choices is not None:
         return "one of " + ", ".join(f"`{c}`" for c in choices)
     if is_record(hint):
-        return f"[{hint.__name__}](#{hint.__name__.lower()})"
+        link = f"[{hint.__name__}](#{hint.__name__.lower()})"
+        short = short_form_of(hint)
+        if short is not None:
+            short_type = next(h for f, h in record_fields(hint) if f.name == short)
+            return f"{_type_name(short_type)} or {link}"
+        return link
     names = {
         Duration: "duration",
         Size: "size",
         Address: "address",
         str: "string",
         int: "integer",
+        float: "number",
         bool: "boolean",
     }
     if hint not in names:

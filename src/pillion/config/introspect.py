@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Any, Literal, get_args, get_origin
 
-from pillion.config.model import Address
+from pillion.config.model import Address, Endpoint
 
 Field = dataclasses.Field[Any]
 
@@ -35,6 +35,15 @@ def record_fields(cls: type[Any]) -> tuple[tuple[Field, Any], ...]:
 def is_record(tp: Any) -> bool:
     """A dataclass written as a mapping (Address is a dataclass too, but written as a string)."""
     return isinstance(tp, type) and dataclasses.is_dataclass(tp) and tp is not Address
+
+
+# Records that may also be written as just their first field's value (`127.0.0.1:8080` for an endpoint).
+_SHORT_FORMS: dict[type[Any], str] = {Endpoint: "address"}
+
+
+def short_form_of(tp: Any) -> str | None:
+    """The field a bare value stands for, when record `tp` has a short form."""
+    return _SHORT_FORMS.get(tp)
 
 
 def optional_of(tp: Any) -> Any | None:

@@ -45,30 +45,182 @@ class Address:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ValueMatch:
+    """A condition on one request header or query parameter. Give at most one of `exact`, `regex` and
+    `present`; with none, the name must be present."""
+
+    name: str = field_doc("Header name (case-insensitive) or query parameter name (case-sensitive).")
+    exact: str | None = field_doc("The value equals this string.", None)
+    regex: str | None = field_doc(
+        "The whole value matches this regular expression (Python `re` syntax).", None
+    )
+    present: bool | None = field_doc("`true`: the name must occur; `false`: it must not.", None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RouteMatch:
     """What a request must look like to take a route. All given conditions must hold."""
 
     prefix: str | None = field_doc("The path starts with this string (`/` matches everything).", None)
     path: str | None = field_doc("The path (without query string) equals this string exactly.", None)
+    regex: str | None = field_doc(
+        "The whole path (without query string) matches this regular expression (Python `re` syntax).", None
+    )
     host: str | None = field_doc(
-        "The Host header (port ignored, case-insensitive) equals this name, or ends with the suffix of a "
-        "`*.example.com` wildcard.",
+        "The Host header (case-insensitive) equals this name, or ends with the suffix of a `*.example.com` "
+        "wildcard. Without a port the Host header's port is ignored; with one (`api:8080`) it must match.",
         None,
+    )
+    methods: tuple[str, ...] = field_doc(
+        "The method is one of these (upper case); empty means any.", factory=tuple
+    )
+    headers: tuple[ValueMatch, ...] = field_doc(
+        "Conditions on request headers; all must hold.", factory=tuple
+    )
+    query: tuple[ValueMatch, ...] = field_doc("Conditions on query parameters; all must hold.", factory=tuple)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WeightedCluster:
+    """One side of a traffic split."""
+
+    cluster: str = field_doc("A name from `clusters`.")
+    weight: int = field_doc("Relative share of requests; `10` and `90` send 10% and 90%.")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Redirect:
+    """Answer with a redirect instead of proxying. Unset parts keep the request's own."""
+
+    status: Literal[301, 302, 303, 307, 308] = field_doc("Redirect status code.", 302)
+    scheme: str | None = field_doc("New scheme (`https`).", None)
+    host: str | None = field_doc("New host (with port if needed).", None)
+    path: str | None = field_doc("New path; replaces the whole path.", None)
+    prefix: str | None = field_doc("Replace the part of the path the route's `match.prefix` matched.", None)
+    strip_query: bool = field_doc("Drop the query string.", False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DirectResponse:
+    """Answer with a fixed response instead of proxying (maintenance pages, health stubs, blocks)."""
+
+    status: int = field_doc("Status code, 200-599.")
+    body: str = field_doc(
+        "Response body, sent as `text/plain; charset=utf-8` unless `content_type` says.", ""
+    )
+    content_type: str = field_doc("The response's content-type.", "text/plain; charset=utf-8")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Header:
+    """A header field to add."""
+
+    name: str = field_doc("Field name.")
+    value: str = field_doc("Field value.")
+    replace: bool = field_doc("Remove any field of that name first (else the field is appended).", True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backoff:
+    """Waits between retries: full jitter over an exponential ceiling, `base * 2^n` capped at `max`."""
+
+    base: Duration = field_doc("Ceiling of the first wait.", Duration(0.025))
+    max: Duration = field_doc("Largest ceiling.", Duration(0.25))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """When and how often a failed try is sent again (to another endpoint when there is one)."""
+
+    attempts: int = field_doc("Retries after the first try (so `2` means up to 3 tries).", 2)
+    on: tuple[str, ...] = field_doc(
+        "What is retried: `5xx`, `gateway-error` (502, 503, 504), `connect-failure`, `reset` (the connection "
+        "failed before a response head), `retriable-4xx` (409), `per-try-timeout`, or status codes (`503`).",
+        factory=lambda: ("connect-failure", "reset", "gateway-error"),
+    )
+    per_try_timeout: Duration = field_doc(
+        "Time one try may take to produce a response head; past it the try is abandoned (and retried if "
+        "`per-try-timeout` is in `on`). `0` means only the route `timeout` applies.",
+        Duration(0.0),
+    )
+    backoff: Backoff = field_doc("Waits between tries.", factory=Backoff)
+    buffer: Size = field_doc(
+        "Request bodies up to this size are kept so they can be replayed; a longer body makes the request "
+        "not retriable.",
+        Size(64 * 1024),
+    )
+    non_idempotent: bool = field_doc(
+        "Also retry POST and PATCH after a response or reset. Connect failures are always retriable, since "
+        "nothing reached the app.",
+        False,
     )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimit:
+    """A token bucket: `burst` requests at once, refilled at `requests_per_second`; over it, 429."""
+
+    requests_per_second: float = field_doc("Refill rate.")
+    burst: int = field_doc("Bucket size; `0` means `requests_per_second` rounded up.", 0)
+    key: Literal["route", "client_address", "header"] = field_doc(
+        "One bucket for the route, one per client address, or one per value of `header`.", "route"
+    )
+    header: str | None = field_doc("The header whose value picks the bucket when `key` is `header`.", None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FaultDelay:
+    """Hold some requests before proxying them."""
+
+    percent: float = field_doc("Share of requests delayed, 0-100.")
+    duration: Duration = field_doc("How long.")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FaultAbort:
+    """Answer some requests with an error instead of proxying them."""
+
+    percent: float = field_doc("Share of requests aborted, 0-100.")
+    status: int = field_doc("Status code of the local reply, 200-599.", 503)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fault:
+    """Deliberate failures, to test how the app copes (delays are applied before aborts)."""
+
+    delay: FaultDelay | None = field_doc("Delay injection.", None)
+    abort: FaultAbort | None = field_doc("Abort injection.", None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Route:
-    """One routing rule of a listener. Routes are tried in order; the first match wins."""
+    """One routing rule of a listener. Routes are tried in order; the first match wins. A route has exactly
+    one action: `cluster`, `split`, `redirect` or `direct_response`."""
 
     match: RouteMatch = field_doc("The conditions a request must meet.", factory=RouteMatch)
-    cluster: str = field_doc("The cluster that serves matching requests (a name from `clusters`).")
+    cluster: str | None = field_doc(
+        "The cluster that serves matching requests (a name from `clusters`).", None
+    )
+    split: tuple[WeightedCluster, ...] = field_doc(
+        "Share requests between clusters by weight (canaries).", factory=tuple
+    )
+    redirect: Redirect | None = field_doc("Answer with a redirect.", None)
+    direct_response: DirectResponse | None = field_doc("Answer with a fixed response.", None)
     name: str = field_doc("Label for metrics and logs; defaults to `route<index>` within its listener.", "")
     timeout: Duration = field_doc(
-        "Time from the end of the request until the whole upstream response head has arrived; past it the "
-        "client gets 504. `0` disables.",
+        "Time from the end of the request until the whole upstream response head has arrived, retries "
+        "included; past it the client gets 504. `0` disables.",
         Duration(15.0),
     )
+    retries: RetryPolicy | None = field_doc("Retry failed tries; none when unset.", None)
+    prefix_rewrite: str | None = field_doc("Replace the matched `match.prefix` of the path with this.", None)
+    host_rewrite: str | None = field_doc("Send this as the Host header upstream.", None)
+    request_headers_add: tuple[Header, ...] = field_doc("Fields added to the request.", factory=tuple)
+    request_headers_remove: tuple[str, ...] = field_doc("Fields removed from the request.", factory=tuple)
+    response_headers_add: tuple[Header, ...] = field_doc("Fields added to the response.", factory=tuple)
+    response_headers_remove: tuple[str, ...] = field_doc("Fields removed from the response.", factory=tuple)
+    rate_limit: RateLimit | None = field_doc("Local rate limit; over it the client gets 429.", None)
+    fault: Fault | None = field_doc("Fault injection.", None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,9 +252,89 @@ class Listener:
 
     name: str = field_doc("Unique name; a label on every metric of this listener.")
     address: Address = field_doc("Where to listen, `host:port`.")
-    protocol: Literal["http"] = field_doc("Wire protocol. `http` is HTTP/1.1 (and 1.0).", "http")
-    routes: tuple[Route, ...] = field_doc("Routing rules, tried in order; no match gives 404.", factory=tuple)
+    protocol: Literal["http", "tcp"] = field_doc(
+        "`http`: HTTP/1.1 (and 1.0) with routes. `tcp`: bytes forwarded both ways to `cluster`.", "http"
+    )
+    routes: tuple[Route, ...] = field_doc(
+        "Routing rules (http), tried in order; no match gives 404.", factory=tuple
+    )
+    cluster: str | None = field_doc(
+        "Where a `tcp` listener forwards connections (a name from `clusters`).", None
+    )
+    max_connections: int = field_doc(
+        "Most client connections open at once; more are closed as soon as they are accepted (and counted). "
+        "`0` means no limit.",
+        0,
+    )
     limits: Limits = field_doc("Request size and time limits.", factory=Limits)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """An upstream address and its weight. `host:port` alone is short for weight 1."""
+
+    address: Address = field_doc(
+        "`host:port`. A host name is resolved when the config loads and again every `dns_refresh`; each "
+        "address it resolves to is an endpoint."
+    )
+    weight: int = field_doc("Relative share of requests, 1-1000.", 1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HashPolicy:
+    """What `ring_hash` hashes so that the same client keeps reaching the same endpoint."""
+
+    header: str | None = field_doc("Hash this request header's value.", None)
+    cookie: str | None = field_doc("Hash this cookie's value.", None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CircuitBreaker:
+    """Limits that make a cluster fail fast (503, `x-pillion-error: overflow`) instead of queueing."""
+
+    max_connections: int = field_doc("Most open connections to the cluster's endpoints.", 1024)
+    max_pending: int = field_doc(
+        "Most requests waiting for a connection (being opened, or freed at `max_connections`).", 1024
+    )
+    max_requests: int = field_doc("Most requests in flight to the cluster.", 1024)
+    max_retries: int = field_doc("Most retries in flight to the cluster.", 3)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryBudget:
+    """Caps retries so they cannot amplify an outage (Linkerd's budget): over a sliding `ttl`, retries may
+    be at most `ratio` of requests plus `min_per_second`."""
+
+    ratio: float = field_doc("Retries allowed per request, on top of the floor.", 0.2)
+    min_per_second: float = field_doc("Retries always allowed per second.", 10.0)
+    ttl: Duration = field_doc("The window requests and retries are counted over.", Duration(10.0))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutlierDetection:
+    """Eject endpoints that keep failing: out for `base_ejection` times the times ejected, then back."""
+
+    consecutive_5xx: int = field_doc("Eject after this many 5xx answers (or resets) in a row; `0` off.", 5)
+    consecutive_gateway_errors: int = field_doc(
+        "Eject after this many 502/503/504 answers, connect failures or resets in a row; `0` off.", 0
+    )
+    base_ejection: Duration = field_doc("Time out for a first ejection.", Duration(30.0))
+    max_ejection_percent: int = field_doc(
+        "Most endpoints ejected at once, in percent; one endpoint may always be ejected.", 10
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthCheck:
+    """Active checks of every endpoint; an unhealthy endpoint gets no requests."""
+
+    path: str | None = field_doc(
+        "HTTP GET this path (2xx is healthy); unset means a TCP connect check.", None
+    )
+    interval: Duration = field_doc("Time between checks of an endpoint.", Duration(5.0))
+    timeout: Duration = field_doc("Time a check may take.", Duration(1.0))
+    healthy_threshold: int = field_doc("Passes in a row that make an unhealthy endpoint healthy.", 2)
+    unhealthy_threshold: int = field_doc("Failures in a row that make a healthy endpoint unhealthy.", 3)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,7 +342,18 @@ class Cluster:
     """A named group of upstream endpoints that serve the same thing."""
 
     name: str = field_doc("Unique name; routes refer to it and metrics carry it.")
-    endpoints: tuple[Address, ...] = field_doc("Upstream addresses, `host:port`; chosen round robin.")
+    endpoints: tuple[Endpoint, ...] = field_doc("Upstream endpoints: `host:port` or `{address, weight}`.")
+    lb: Literal["round_robin", "least_request", "random", "ring_hash"] = field_doc(
+        "How an endpoint is chosen: weighted round robin; the less loaded of two random picks; weighted "
+        "random; or a consistent hash of `hash_on` (sticky sessions).",
+        "round_robin",
+    )
+    hash_on: HashPolicy = field_doc(
+        "What `ring_hash` hashes; the client address when unset.", factory=HashPolicy
+    )
+    dns_refresh: Duration = field_doc(
+        "How often host names among the endpoints are resolved again.", Duration(5.0)
+    )
     connect_timeout: Duration = field_doc(
         "Time allowed to open a TCP connection to an endpoint; past it the client gets 504.", Duration(1.0)
     )
@@ -121,6 +364,15 @@ class Cluster:
         "An idle pooled upstream connection is closed after this long. Keep it below the app's own "
         "keep-alive timeout.",
         Duration(30.0),
+    )
+    circuit_breaker: CircuitBreaker = field_doc("Fail-fast limits.", factory=CircuitBreaker)
+    retry_budget: RetryBudget = field_doc("Cap on retries to this cluster.", factory=RetryBudget)
+    outlier_detection: OutlierDetection | None = field_doc("Passive ejection of failing endpoints.", None)
+    health_check: HealthCheck | None = field_doc("Active health checks.", None)
+    no_healthy_endpoint: Literal["fail", "panic"] = field_doc(
+        "When every endpoint is unhealthy or ejected: `fail` answers 503 `no_healthy_endpoint`; `panic` "
+        "sends to all endpoints as if healthy.",
+        "fail",
     )
 
 
@@ -167,3 +419,6 @@ class Config:
     )
     access_log: AccessLog = field_doc("Per-request log.", factory=AccessLog)
     log_level: Literal["debug", "info", "warning", "error"] = field_doc("Process log threshold.", "info")
+    watch: bool = field_doc(
+        "Reload when the config file changes, as on SIGHUP (checked every second).", False
+    )

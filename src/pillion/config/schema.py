@@ -23,6 +23,7 @@ from pillion.config.introspect import (
     literal_of,
     optional_of,
     record_fields,
+    short_form_of,
     tuple_of,
 )
 from pillion.config.model import Address, Config, Duration, Size
@@ -87,13 +88,20 @@ def _type_schema(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
         if tp.__name__ not in defs:
             defs[tp.__name__] = {}  # reserve the name first, in case of recursion
             defs[tp.__name__] = _record_schema(tp, defs)
-        return {"$ref": f"#/$defs/{tp.__name__}"}
+        ref = {"$ref": f"#/$defs/{tp.__name__}"}
+        short = short_form_of(tp)
+        if short is not None:
+            short_type = next(h for f, h in record_fields(tp) if f.name == short)
+            return {"anyOf": [_type_schema(short_type, defs), ref]}
+        return ref
     if tp in _SCALAR_REFS:
         return {"$ref": f"#/$defs/{_SCALAR_REFS[tp]}"}
     if tp is str:
         return {"type": "string"}
     if tp is int:
         return {"anyOf": [{"type": "integer", "minimum": 0}, _ENV]}
+    if tp is float:
+        return {"anyOf": [{"type": "number", "minimum": 0}, _ENV]}
     if tp is bool:
         return {"anyOf": [{"type": "boolean"}, _ENV]}
     raise TypeError(f"unsupported type {tp!r} in the config model")

@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from pillion.config.errors import at, child, item, suggest
-from pillion.config.model import Address, Config, Listener, Route
+from pillion.config.model import Address, Cluster, Config, Listener, Route, ValueMatch
 
 # Metric-label and DNS-label friendly: letters, digits, `.`, `-`, `_`; alphanumeric at both ends.
 _NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
 _NAME_RULE = "use letters, digits, '.', '-' or '_', starting and ending with a letter or digit, at most 63"
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::"}
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: header names and methods
 
 
 def check(cfg: Config) -> tuple[Config, list[str]]:
@@ -33,6 +34,7 @@ def check(cfg: Config) -> tuple[Config, list[str]]:
             errors.append(at(child(path, "endpoints"), "a cluster needs at least one endpoint"))
         if cluster.connect_timeout <= 0:
             errors.append(at(child(path, "connect_timeout"), "must be greater than 0"))
+        _check_cluster(cluster, path, errors)
     listeners = tuple(
         _check_listener(listener, item("listeners", i), clusters, errors)
         for i, listener in enumerate(cfg.listeners)
@@ -60,20 +62,167 @@ def _check_listener(listener: Listener, path: str, clusters: Sequence[str], erro
     )
     _check_name(listener.name, child(path, "name"), errors)
     _unique([r.name for r in routes], child(path, "routes"), "route", errors)
+    if listener.protocol == "tcp":
+        if listener.cluster is None:
+            errors.append(at(child(path, "cluster"), "a tcp listener needs a cluster"))
+        else:
+            _check_reference(listener.cluster, child(path, "cluster"), clusters, errors)
+        if listener.routes:
+            errors.append(at(child(path, "routes"), "a tcp listener has no routes (use 'cluster')"))
+    elif listener.cluster is not None:
+        errors.append(at(child(path, "cluster"), "only tcp listeners take a cluster; http ones use 'routes'"))
     return replace(listener, routes=routes)
 
 
+def _check_cluster(cluster: Cluster, path: str, errors: list[str]) -> None:
+    for i, endpoint in enumerate(cluster.endpoints):
+        if not 1 <= endpoint.weight <= 1000:
+            errors.append(at(child(item(child(path, "endpoints"), i), "weight"), "must be 1-1000"))
+    if cluster.lb == "ring_hash":
+        h = cluster.hash_on
+        if h.header is not None and h.cookie is not None:
+            errors.append(at(child(path, "hash_on"), "set 'header' or 'cookie', not both"))
+    if cluster.dns_refresh <= 0:
+        errors.append(at(child(path, "dns_refresh"), "must be greater than 0"))
+    od = cluster.outlier_detection
+    if od is not None:
+        od_path = child(path, "outlier_detection")
+        if od.max_ejection_percent > 100:
+            errors.append(at(child(od_path, "max_ejection_percent"), "must be 0-100"))
+        if od.base_ejection <= 0:
+            errors.append(at(child(od_path, "base_ejection"), "must be greater than 0"))
+    hc = cluster.health_check
+    if hc is not None:
+        hc_path = child(path, "health_check")
+        if hc.path is not None:
+            _check_path(hc.path, child(hc_path, "path"), errors)
+        for name in ("interval", "timeout"):
+            if getattr(hc, name) <= 0:
+                errors.append(at(child(hc_path, name), "must be greater than 0"))
+        for name in ("healthy_threshold", "unhealthy_threshold"):
+            if getattr(hc, name) < 1:
+                errors.append(at(child(hc_path, name), "must be at least 1"))
+    if cluster.retry_budget.ttl <= 0:
+        errors.append(at(child(child(path, "retry_budget"), "ttl"), "must be greater than 0"))
+
+
+def _check_regex(pattern: str | None, path: str, errors: list[str]) -> None:
+    if pattern is None:
+        return
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        errors.append(at(path, f"invalid regular expression {pattern!r}: {exc}"))
+
+
+def _check_value_matches(matches: Sequence[ValueMatch], path: str, errors: list[str]) -> None:
+    for i, m in enumerate(matches):
+        p = item(path, i)
+        if sum(x is not None for x in (m.exact, m.regex, m.present)) > 1:
+            errors.append(at(p, "set at most one of 'exact', 'regex' and 'present'"))
+        if not m.name:
+            errors.append(at(child(p, "name"), "must not be empty"))
+        _check_regex(m.regex, child(p, "regex"), errors)
+
+
+_STATUS_WORDS = ("5xx", "gateway-error", "connect-failure", "reset", "retriable-4xx", "per-try-timeout")
+
+
+def _check_action(route: Route, path: str, clusters: Sequence[str], errors: list[str]) -> None:
+    actions = [
+        name
+        for name, present in (
+            ("cluster", route.cluster is not None),
+            ("split", bool(route.split)),
+            ("redirect", route.redirect is not None),
+            ("direct_response", route.direct_response is not None),
+        )
+        if present
+    ]
+    if len(actions) != 1:
+        found = ", ".join(repr(a) for a in actions) if actions else "none"
+        problem = (
+            f"a route needs exactly one of 'cluster', 'split', 'redirect', 'direct_response' (found {found})"
+        )
+        errors.append(at(path, problem))
+    if route.cluster is not None:
+        _check_reference(route.cluster, child(path, "cluster"), clusters, errors)
+    for i, side in enumerate(route.split):
+        _check_reference(side.cluster, child(item(child(path, "split"), i), "cluster"), clusters, errors)
+    if route.split and sum(side.weight for side in route.split) == 0:
+        errors.append(at(child(path, "split"), "the weights must not all be 0"))
+    direct = route.direct_response
+    if direct is not None and not 200 <= direct.status <= 599:
+        errors.append(at(child(child(path, "direct_response"), "status"), "must be 200-599"))
+    redirect = route.redirect
+    if redirect is not None:
+        r_path = child(path, "redirect")
+        if redirect.path is not None and redirect.prefix is not None:
+            errors.append(at(r_path, "set 'path' or 'prefix', not both"))
+        if redirect.prefix is not None and route.match.prefix is None:
+            errors.append(at(child(r_path, "prefix"), "needs the route's 'match.prefix'"))
+    if route.prefix_rewrite is not None and route.match.prefix is None:
+        errors.append(at(child(path, "prefix_rewrite"), "needs the route's 'match.prefix'"))
+
+
+def _check_policies(route: Route, path: str, errors: list[str]) -> None:
+    retries = route.retries
+    if retries is not None:
+        r_path = child(path, "retries")
+        for i, cond in enumerate(retries.on):
+            if cond not in _STATUS_WORDS and not (cond.isdigit() and 100 <= int(cond) <= 599):
+                allowed = ", ".join(_STATUS_WORDS)
+                errors.append(
+                    at(
+                        item(child(r_path, "on"), i),
+                        f"unknown condition {cond!r}; use {allowed} or a status code",
+                    )
+                )
+        if retries.backoff.base <= 0 or retries.backoff.max < retries.backoff.base:
+            errors.append(at(child(r_path, "backoff"), "needs 0 < base <= max"))
+    limit = route.rate_limit
+    if limit is not None:
+        l_path = child(path, "rate_limit")
+        if limit.requests_per_second <= 0:
+            errors.append(at(child(l_path, "requests_per_second"), "must be greater than 0"))
+        if (limit.key == "header") != (limit.header is not None):
+            errors.append(at(child(l_path, "header"), "set exactly when 'key' is 'header'"))
+    fault = route.fault
+    if fault is not None:
+        f_path = child(path, "fault")
+        for name, part in (("delay", fault.delay), ("abort", fault.abort)):
+            if part is not None and part.percent > 100:
+                errors.append(at(child(child(f_path, name), "percent"), "must be 0-100"))
+        if fault.abort is not None and not 200 <= fault.abort.status <= 599:
+            errors.append(at(child(child(f_path, "abort"), "status"), "must be 200-599"))
+    for name in ("request_headers_add", "response_headers_add"):
+        for i, header in enumerate(getattr(route, name)):
+            if not _TOKEN.fullmatch(header.name) or any(c in header.value for c in "\r\n\0"):
+                errors.append(
+                    at(item(child(path, name), i), f"invalid header {header.name!r}: {header.value!r}")
+                )
+
+
 def _check_route(route: Route, path: str, index: int, clusters: Sequence[str], errors: list[str]) -> Route:
-    _check_reference(route.cluster, child(path, "cluster"), clusters, errors)
+    _check_action(route, path, clusters, errors)
+    _check_policies(route, path, errors)
     match, match_path = route.match, child(path, "match")
-    if match.prefix is not None and match.path is not None:
-        errors.append(at(match_path, "set 'prefix' or 'path', not both"))
+    if sum(x is not None for x in (match.prefix, match.path, match.regex)) > 1:
+        errors.append(at(match_path, "set one of 'prefix', 'path' and 'regex'"))
+    _check_regex(match.regex, child(match_path, "regex"), errors)
+    _check_value_matches(match.headers, child(match_path, "headers"), errors)
+    _check_value_matches(match.query, child(match_path, "query"), errors)
+    for i, method in enumerate(match.methods):
+        if not _TOKEN.fullmatch(method) or method != method.upper():
+            errors.append(
+                at(item(child(match_path, "methods"), i), f"invalid method {method!r} (upper case)")
+            )
     if match.prefix is not None:
         _check_path(match.prefix, child(match_path, "prefix"), errors)
     if match.path is not None:
         _check_path(match.path, child(match_path, "path"), errors)
     if match.host is not None:
-        host = match.host.removeprefix("*.")
+        host = match.host.removeprefix("*.").rsplit(":", 1)[0] if "]" not in match.host else match.host
         if not host or "*" in host:
             problem = f"invalid host {match.host!r}: '*.' is allowed only as a prefix"
             errors.append(at(child(match_path, "host"), problem))

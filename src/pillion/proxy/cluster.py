@@ -129,7 +129,7 @@ class Cluster:
         self.opened = stats.upstream_total.labels(self.name)
         self.timeouts = stats.upstream_timeouts.labels(self.name)
         self.resets = stats.upstream_resets.labels(self.name)
-        self.endpoints = [Endpoint(self, a, stats) for a in config.endpoints]
+        self.endpoints = [Endpoint(self, e.address, stats) for e in config.endpoints]
         self._next = 0
 
     def pick(self) -> Endpoint | None:

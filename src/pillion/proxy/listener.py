@@ -46,6 +46,7 @@ class HttpListener:
         self.idle_timeout = float(limits.idle_timeout)
         routes = []
         for route in config.routes:
+            assert route.cluster is not None
             cluster = clusters[route.cluster]
             labels = (self.name, route.name, cluster.name)
             routes.append(
