@@ -418,6 +418,11 @@ def test_stop_is_idempotent_and_cancels_probes_in_flight(run: Run) -> None:
             assert checks(cluster.stats, "app", endpoint.label) == (0, 0)
             assert len(up.requests) == 1
 
+            checker.start()  # a stopped checker starts again
+            await up.wait_for_requests(2)
+            checker.stop()
+            await checker.wait_closed()
+
     run(main())
 
 

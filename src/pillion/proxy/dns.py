@@ -123,7 +123,7 @@ class DnsRefresher:
 
     def start(self) -> None:
         """Re-resolve every `interval` in one background task (none when every entry is an IP literal)."""
-        if self._task is None and self._to_resolve:
+        if (self._task is None or self._task.done()) and self._to_resolve:
             self._task = spawn(self._run(), name=f"dns {self.cluster_name}")
 
     def stop(self) -> None:

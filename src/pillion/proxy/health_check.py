@@ -122,7 +122,7 @@ class HealthChecker:
 
     def start(self) -> None:
         """Run the first round now, then one every `interval`, in one background task."""
-        if self._task is None:
+        if self._task is None or self._task.done():
             self._task = spawn(self._run(), name=f"health check {self.cluster.name}")
 
     def stop(self) -> None:
