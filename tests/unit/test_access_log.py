@@ -61,6 +61,7 @@ def test_fields(tmp_path: Path) -> None:
         "cluster": "backend",
         "request_id": "req-1",
         "error": "",
+        "flags": "",
     }
     assert second["status"] == 503 and second["error"] == "upstream connect timeout"
     assert second["upstream"] == "" and second["bytes_sent"] == 0

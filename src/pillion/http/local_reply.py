@@ -22,25 +22,64 @@ REASONS: dict[str, int] = {
     "upstream_reset": 502,
     "upstream_protocol_error": 502,
     "no_endpoint": 503,
+    "no_healthy_endpoint": 503,
+    "overflow": 503,
     "draining": 503,
+    "rate_limited": 429,
     "upstream_connect_timeout": 504,
     "upstream_timeout": 504,
+}
+
+
+# Envoy-style response flags for the access log, per reason (reasons not listed have none).
+FLAGS: dict[str, str] = {
+    "no_route": "NR",
+    "upstream_connect_failure": "UF",
+    "upstream_connect_timeout": "UF",
+    "upstream_reset": "UR",
+    "upstream_protocol_error": "UPE",
+    "no_endpoint": "UH",
+    "no_healthy_endpoint": "UH",
+    "overflow": "UO",
+    "upstream_timeout": "UT",
+    "rate_limited": "RL",
+    "fault_injected": "FI",
+    "client_disconnected": "DC",
 }
 
 
 @lru_cache(maxsize=64)
 def local_reply(reason: str, *, close: bool, head_only: bool = False) -> bytes:
     """The full response bytes for a local reply with this reason."""
-    status = REASONS[reason]
-    phrase = HTTPStatus(status).phrase
-    body = f"{status} {phrase}: {reason}\n".encode()
+    return build_reply(REASONS[reason], reason, close=close, head_only=head_only)
+
+
+def build_reply(
+    status: int,
+    reason: str | None,
+    *,
+    close: bool,
+    head_only: bool = False,
+    extra: bytes = b"",
+    body: bytes | None = None,
+    content_type: str = "text/plain; charset=utf-8",
+) -> bytes:
+    """A complete response: `x-pillion-error: reason` when `reason` is given (an error decided here),
+    `extra` header lines (each ending in CRLF), and `body` (else a one-line text naming the reason)."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Unknown"
+    if body is None:
+        body = f"{status} {phrase}: {reason}\n".encode() if reason else b""
     head = (
         f"HTTP/1.1 {status} {phrase}\r\n"
-        f"content-type: text/plain; charset=utf-8\r\n"
+        f"content-type: {content_type}\r\n"
         f"content-length: {len(body)}\r\n"
-        f"x-pillion-error: {reason}\r\n"
-        f"{'connection: close' if close else 'connection: keep-alive'}\r\n\r\n"
+        + (f"x-pillion-error: {reason}\r\n" if reason else "")
+        + f"{'connection: close' if close else 'connection: keep-alive'}\r\n"
     ).encode()
+    head += extra + b"\r\n"
     return head if head_only else head + body
 
 

@@ -1,9 +1,23 @@
-"""Clusters and endpoints: who can serve a request, and the warm connections to them.
+"""Clusters and endpoints: who can serve a request, how healthy they are, and the warm connections to them.
 
-A Cluster owns its Endpoints and picks one round robin. Each Endpoint keeps a LIFO stack of idle
-keep-alive connections (the most recently used is the most likely still open on the app's side) and
-opens new ones on demand, reporting the result to a waiter through a callback, because the requests
-that wait are callback-driven protocol objects rather than coroutines.
+Theory of operation. A Cluster owns its Endpoints and a balancer over the *eligible* ones: healthy (active
+health checks) and not ejected (outlier detection). Eligibility changes rarely, so the balancer is rebuilt
+then and picking stays a cheap call. When no endpoint is eligible the cluster either fails (503
+`no_healthy_endpoint`) or, in `panic`, balances over all of them.
+
+Each Endpoint keeps a LIFO stack of idle keep-alive connections (the most recently used is the most
+likely still open on the app's side) and opens new ones on demand, reporting the result through a
+callback, because the requests that wait are callback-driven protocol objects, not coroutines.
+
+The circuit breaker is four counters checked where a request would add to them: requests in flight,
+connections (open or opening), requests waiting for a connection, retries in flight. Past a limit the
+request fails fast with 503 `overflow`. At `max_connections` a request waits (within `max_pending`) for
+a connection another request gives back.
+
+Outlier detection is passive: every response head and connection failure is reported to its endpoint,
+which counts consecutive failures and asks the cluster to eject it (for `base_ejection` x times ejected,
+at most `max_ejection_percent` of the endpoints, at least one). The Runtime's once-a-second tick returns
+endpoints whose ejection ran out.
 """
 
 from __future__ import annotations
@@ -11,37 +25,114 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from pillion.config.model import Address
 from pillion.config.model import Cluster as ClusterConfig
+from pillion.proxy.balancer import Balancer, hash_key, make_balancer
+from pillion.proxy.retry_budget import RetryBudget
 from pillion.proxy.stats import ProxyStats
 from pillion.runtime.tasks import spawn
 
 if TYPE_CHECKING:
     from pillion.proxy.upstream import UpstreamConnection
+    from pillion.telemetry.stats import Counter
 
 log = logging.getLogger("pillion.cluster")
 
 # (connection, None) on success, (None, reason) on failure; reasons are local-reply reasons.
 ConnectCallback = Callable[["UpstreamConnection | None", str | None], None]
 
+MAX_EJECTION_SECONDS = 300.0  # Envoy's default max_ejection_time: a flapping endpoint still comes back
+
 
 class Endpoint:
-    """One upstream address and its pool of idle connections."""
+    """One upstream address, its health, and its pool of idle connections."""
 
-    __slots__ = ("address", "cluster", "connect_failures", "host", "idle", "label", "port", "requests")
+    __slots__ = (
+        "active",
+        "address",
+        "by_class",
+        "cluster",
+        "connect_failures",
+        "consecutive_5xx",
+        "consecutive_gateway",
+        "ejected",
+        "ejected_gauge",
+        "ejected_until",
+        "ejections",
+        "healthy",
+        "host",
+        "idle",
+        "label",
+        "port",
+        "requests",
+        "times_ejected",
+        "weight",
+    )
 
-    def __init__(self, cluster: Cluster, address: Address, stats: ProxyStats) -> None:
+    def __init__(self, cluster: Cluster, address: Address, weight: int, stats: ProxyStats) -> None:
         self.cluster = cluster
         self.address = address
         self.host = address.host
         self.port = address.port
+        self.weight = weight
         self.label = str(address)
         self.idle: list[UpstreamConnection] = []
-        self.requests = 0  # sent to this endpoint, for /clusters
-        self.connect_failures = stats.connect_failures.labels(cluster.name, self.label)
+        self.requests = 0  # tries sent to this endpoint, for /clusters
+        self.active = 0  # requests in flight here, for least_request
+        self.healthy = True  # as far as active health checks know
+        self.ejected = False
+        self.ejected_until = 0.0
+        self.times_ejected = 0
+        self.consecutive_5xx = 0
+        self.consecutive_gateway = 0
+        name = cluster.name
+        self.connect_failures = stats.connect_failures.labels(name, self.label)
+        self.ejections = stats.ejections.labels(name, self.label)
+        self.ejected_gauge = stats.ejected.labels(name, self.label)
+        family = stats.endpoint_requests
+        self.by_class: list[Counter] = [family.labels(name, self.label, f"{c}xx") for c in range(6)]
+
+    # -- outcomes, for outlier detection -----------------------------------------------------------
+
+    def responded(self, status: int) -> None:
+        """A response head arrived from this endpoint."""
+        self.by_class[status // 100 if status < 600 else 5].value += 1
+        if status < 500:
+            self.consecutive_5xx = self.consecutive_gateway = 0
+            return
+        od = self.cluster.outlier
+        if od is None:
+            return
+        self.consecutive_5xx += 1
+        if status in (502, 503, 504):
+            self.consecutive_gateway += 1
+        else:
+            self.consecutive_gateway = 0
+        self._check_ejection()
+
+    def failed(self) -> None:
+        """A connection to this endpoint failed to open, or broke before a response head."""
+        if self.cluster.outlier is None:
+            return
+        self.consecutive_5xx += 1
+        self.consecutive_gateway += 1
+        self._check_ejection()
+
+    def _check_ejection(self) -> None:
+        od = self.cluster.outlier
+        assert od is not None
+        if self.ejected:
+            return
+        if (od.consecutive_5xx and self.consecutive_5xx >= od.consecutive_5xx) or (
+            od.consecutive_gateway_errors and self.consecutive_gateway >= od.consecutive_gateway_errors
+        ):
+            self.cluster.eject(self)
+
+    # -- the idle pool -------------------------------------------------------------------------------
 
     def take_idle(self) -> UpstreamConnection | None:
         idle = self.idle
@@ -52,7 +143,10 @@ class Endpoint:
         return None
 
     def give_back(self, conn: UpstreamConnection, now: float) -> None:
-        if len(self.idle) < self.cluster.max_idle:
+        cluster = self.cluster
+        if cluster.waiters:
+            cluster.hand_over(conn)
+        elif len(self.idle) < cluster.max_idle and not cluster.retired:
             conn.idle_since = now
             self.idle.append(conn)
         else:
@@ -70,6 +164,10 @@ class Endpoint:
             self.idle.remove(conn)
             conn.close()
 
+    def close_idle(self) -> None:
+        while self.idle:
+            self.idle.pop().close()
+
     def connect(self, on_done: ConnectCallback) -> None:
         """Open a new connection in the background; `on_done` hears the outcome exactly once."""
         spawn(self._connect(on_done), name=f"connect {self.cluster.name} {self.label}")
@@ -83,71 +181,264 @@ class Endpoint:
             async with asyncio.timeout(cluster.connect_timeout):
                 _, conn = await loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port)
         except TimeoutError:
-            self.connect_failures.value += 1
-            on_done(None, "upstream_connect_timeout")
+            reason = "upstream_connect_timeout"
         except OSError as exc:
-            self.connect_failures.value += 1
             log.debug("connect failed", extra={"endpoint": self.label, "error": str(exc)})
-            on_done(None, "upstream_connect_failure")
+            reason = "upstream_connect_failure"
         else:
             on_done(conn, None)
+            return
+        self.connect_failures.value += 1
+        cluster.connections -= 1
+        self.failed()
+        on_done(None, reason)
 
     def view(self) -> dict[str, object]:
         return {
             "address": self.label,
-            "state": "healthy",
+            "weight": self.weight,
+            "state": "ejected" if self.ejected else "healthy" if self.healthy else "unhealthy",
+            "health_check": "healthy" if self.healthy else "unhealthy",
+            "ejected": self.ejected,
+            "times_ejected": self.times_ejected,
             "requests": self.requests,
+            "active_requests": self.active,
             "idle_connections": len(self.idle),
             "connect_failures": self.connect_failures.value,
+            "consecutive_5xx": self.consecutive_5xx,
         }
 
 
 class Cluster:
-    """A named set of endpoints serving the same thing, chosen round robin."""
+    """A named set of endpoints serving the same thing, with its balancer, limits and health."""
 
     __slots__ = (
-        "_next",
         "active",
+        "balancer",
+        "budget",
         "config",
         "connect_timeout",
+        "connections",
+        "eligible",
         "endpoints",
+        "hash_cookie",
+        "hash_header",
+        "hashed",
         "idle_timeout",
+        "limits",
         "max_idle",
         "name",
         "opened",
+        "outlier",
+        "overflow",
+        "panic",
+        "pending",
+        "requests",
         "resets",
+        "retired",
+        "retries",
+        "retries_active",
+        "retries_refused",
+        "stats",
         "timeouts",
+        "waiters",
     )
 
     def __init__(self, config: ClusterConfig, stats: ProxyStats) -> None:
         self.config = config
+        self.stats = stats
         self.name = config.name
         self.connect_timeout = float(config.connect_timeout)
         self.idle_timeout = float(config.idle_timeout)
         self.max_idle = config.max_idle_connections
+        self.limits = config.circuit_breaker
+        self.outlier = config.outlier_detection
+        self.panic = config.no_healthy_endpoint == "panic"
+        self.hashed = config.lb == "ring_hash"  # only then is a per-request key computed
+        self.hash_header = (config.hash_on.header or "").lower().encode()
+        self.hash_cookie = (config.hash_on.cookie or "").encode()
+        self.budget = RetryBudget(config.retry_budget)
         self.active = stats.upstream_active.labels(self.name)
         self.opened = stats.upstream_total.labels(self.name)
         self.timeouts = stats.upstream_timeouts.labels(self.name)
         self.resets = stats.upstream_resets.labels(self.name)
-        self.endpoints = [Endpoint(self, e.address, stats) for e in config.endpoints]
-        self._next = 0
+        self.retries = stats.retries.labels(self.name)
+        self.retries_refused: dict[str, Counter] = {}
+        self.overflow: dict[str, Counter] = {}
+        self.requests = 0  # in flight, for max_requests
+        self.connections = 0  # open or opening, for max_connections
+        self.pending = 0  # waiting for a connection, for max_pending
+        self.retries_active = 0  # for max_retries
+        self.waiters: deque[ConnectCallback] = deque()  # requests waiting at max_connections
+        self.retired = False  # replaced by a reload: connections given back are closed
+        self.endpoints = [Endpoint(self, e.address, e.weight, stats) for e in config.endpoints]
+        self.eligible: list[Endpoint] = []
+        self.balancer: Balancer[Endpoint] = make_balancer(config.lb, [])
+        self.rebuild()
 
-    def pick(self) -> Endpoint | None:
-        endpoints = self.endpoints
-        if not endpoints:
-            return None
-        i = self._next
-        self._next = (i + 1) % len(endpoints)
-        return endpoints[i]
+    # -- choosing an endpoint -------------------------------------------------------------------------
 
-    def expire_idle(self, now: float) -> None:
+    def rebuild(self) -> None:
+        """Rebuild the balancer after the endpoint set or an endpoint's eligibility changed."""
+        eligible = [e for e in self.endpoints if e.healthy and not e.ejected]
+        if not eligible and self.panic:
+            eligible = list(self.endpoints)
+        self.eligible = eligible
+        self.balancer = make_balancer(self.config.lb, eligible)
+
+    def pick(self, key: int = 0, avoid: Endpoint | None = None) -> Endpoint | None:
+        """An endpoint for the next try; a retry passes the endpoint that failed, to go elsewhere."""
+        endpoint = self.balancer.pick(key)
+        if avoid is not None and endpoint is avoid and len(self.eligible) > 1:
+            for i in range(1, 4):  # bounded: a hash ring may land on the same endpoint again
+                endpoint = self.balancer.pick(key + i * 0x9E3779B9)
+                if endpoint is not avoid:
+                    break
+        return endpoint
+
+    def hash_of(self, headers: list[tuple[bytes, bytes]], client_ip: bytes) -> int:
+        """The ring-hash key of a request: its `hash_on` header or cookie, else the client address."""
+        value = b""
+        if self.hash_header:
+            value = next((v for n, v in headers if n.lower() == self.hash_header), b"")
+        elif self.hash_cookie:
+            prefix = self.hash_cookie + b"="
+            for n, v in headers:
+                if n.lower() == b"cookie":
+                    for part in v.split(b";"):
+                        cookie = part.strip()
+                        if cookie.startswith(prefix):
+                            value = cookie[len(prefix) :]
+                            break
+        return hash_key(value or client_ip)
+
+    def unavailable_reason(self) -> str:
+        return "no_healthy_endpoint" if self.endpoints else "no_endpoint"
+
+    def health_changed(self, endpoint: Endpoint) -> None:
+        self.rebuild()
+
+    # -- circuit breaking -----------------------------------------------------------------------------
+
+    def count_overflow(self, limit: str) -> None:
+        counter = self.overflow.get(limit)
+        if counter is None:
+            counter = self.overflow[limit] = self.stats.overflows.labels(self.name, limit)
+        counter.value += 1
+
+    def count_retry_refused(self, why: str) -> None:
+        counter = self.retries_refused.get(why)
+        if counter is None:
+            counter = self.retries_refused[why] = self.stats.retries_refused.labels(self.name, why)
+        counter.value += 1
+
+    def open_or_wait(self, endpoint: Endpoint, on_done: ConnectCallback) -> bool:
+        """Open a connection to `endpoint`, or wait for one at max_connections. False when over a limit
+        (the caller answers `overflow`)."""
+        limits = self.limits
+        if self.pending >= limits.max_pending:
+            self.count_overflow("pending")
+            return False
+        self.pending += 1
+
+        def done(conn: UpstreamConnection | None, reason: str | None) -> None:
+            self.pending -= 1
+            on_done(conn, reason)
+
+        if self.connections >= limits.max_connections:
+            self.waiters.append(done)
+        else:
+            self.connections += 1
+            endpoint.connect(done)
+        return True
+
+    def hand_over(self, conn: UpstreamConnection) -> None:
+        """A connection came free while requests wait at max_connections: the first waiter gets it."""
+        waiter = self.waiters.popleft()
+        asyncio.get_running_loop().call_soon(waiter, conn, None)
+
+    def connection_closed(self) -> None:
+        self.connections -= 1
+        if self.waiters and self.connections < self.limits.max_connections:
+            endpoint = self.pick()
+            waiter = self.waiters.popleft()
+            if endpoint is None:
+                waiter(None, self.unavailable_reason())
+            else:
+                self.connections += 1
+                endpoint.connect(waiter)
+
+    # -- outlier detection ----------------------------------------------------------------------------
+
+    def eject(self, endpoint: Endpoint) -> None:
+        od = self.outlier
+        assert od is not None
+        ejected = sum(e.ejected for e in self.endpoints)
+        if ejected and (ejected + 1) * 100 > od.max_ejection_percent * len(self.endpoints):
+            return  # over the limit; the first ejection is always allowed
+        endpoint.times_ejected += 1
+        seconds = min(
+            float(od.base_ejection) * endpoint.times_ejected, max(MAX_EJECTION_SECONDS, od.base_ejection)
+        )
+        endpoint.ejected = True
+        endpoint.ejected_until = asyncio.get_running_loop().time() + seconds
+        endpoint.ejections.value += 1
+        endpoint.ejected_gauge.value = 1
+        endpoint.close_idle()
+        log.warning(
+            "endpoint ejected",
+            extra={"cluster": self.name, "endpoint": endpoint.label, "seconds": seconds},
+        )
+        self.rebuild()
+
+    def tick(self, now: float) -> None:
+        """Once a second: return endpoints whose ejection ran out, close idle connections past their time."""
+        returned = False
         for endpoint in self.endpoints:
             endpoint.expire_idle(now)
+            if endpoint.ejected and endpoint.ejected_until <= now:
+                endpoint.ejected = False
+                endpoint.ejected_until = 0.0
+                endpoint.consecutive_5xx = endpoint.consecutive_gateway = 0
+                endpoint.ejected_gauge.value = 0
+                returned = True
+                log.info("endpoint returned", extra={"cluster": self.name, "endpoint": endpoint.label})
+        if returned:
+            self.rebuild()
+
+    # -- membership ---------------------------------------------------------------------------------
+
+    def set_endpoints(self, addresses: Sequence[tuple[str, int, int]]) -> None:
+        """A new endpoint list (DNS): endpoints still present keep their pools and state."""
+        by_key = {(e.host, e.port): e for e in self.endpoints}
+        endpoints = []
+        for host, port, weight in addresses:
+            endpoint = by_key.pop((host, port), None)
+            if endpoint is None:
+                endpoint = Endpoint(self, Address(host, port), weight, self.stats)
+            endpoint.weight = weight
+            endpoints.append(endpoint)
+        for gone in by_key.values():
+            gone.close_idle()
+        self.endpoints = endpoints
+        self.rebuild()
 
     def close_idle(self) -> None:
         for endpoint in self.endpoints:
-            while endpoint.idle:
-                endpoint.idle.pop().close()
+            endpoint.close_idle()
+
+    def retire(self) -> None:
+        """Replaced by a reload: no new requests come here; connections close as they come free."""
+        self.retired = True
+        self.close_idle()
 
     def view(self) -> dict[str, object]:
-        return {"name": self.name, "endpoints": [e.view() for e in self.endpoints]}
+        return {
+            "name": self.name,
+            "lb": self.config.lb,
+            "requests_active": self.requests,
+            "connections": self.connections,
+            "pending": self.pending,
+            "retries_active": self.retries_active,
+            "endpoints": [e.view() for e in self.endpoints],
+        }

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
+from pillion.filters.rate_limit import retry_after
 from pillion.http.headers import (
     CONNECTION,
     CONTENT_LENGTH,
@@ -37,12 +38,14 @@ from pillion.http.headers import (
     X_REQUEST_ID,
     named_fields,
 )
-from pillion.http.local_reply import local_reply, status_of
+from pillion.http.local_reply import build_reply, local_reply, status_of
 from pillion.http.request_id import request_id as new_request_id
+from pillion.proxy.upstream import DISCARD
 
 log = logging.getLogger("pillion.downstream")
 
 if TYPE_CHECKING:
+    from pillion.proxy.cluster import Cluster, Endpoint
     from pillion.proxy.listener import HttpListener
     from pillion.proxy.router import RouteEntry
     from pillion.proxy.upstream import UpstreamConnection
@@ -97,23 +100,33 @@ class Exchange:
         "body_chunked",
         "body_in",
         "body_out",
+        "cluster",
+        "endpoint",
         "error",
+        "fields_end",
+        "flags",
         "head",
+        "headers",
         "host",
         "http10",
+        "in_retry",
         "is_head",
         "keep_alive",
         "local",
         "method",
         "pending",
+        "replay",
+        "replay_size",
         "replayable",
         "request_done",
         "request_id",
         "retried",
         "route",
+        "sent",
         "start",
         "status",
         "target",
+        "tries",
         "upstream",
         "upstream_address",
     )
@@ -141,6 +154,16 @@ class Exchange:
         self.route: RouteEntry | None = None
         self.upstream: UpstreamConnection | None = None
         self.upstream_address = ""
+        self.headers: list[tuple[bytes, bytes]] = []  # as received, for matching and hashing
+        self.fields_end = 0  # end of the copied fields in `head`; Pillion's own fields follow
+        self.cluster: Cluster | None = None  # counted in this cluster's requests in flight
+        self.endpoint: Endpoint | None = None  # serving the current try
+        self.sent = False  # the current try's head was written upstream
+        self.tries = 0  # retries made
+        self.in_retry = False  # counted in the cluster's retries in flight
+        self.replay: list[bytes] | None = None  # body bytes kept for a retry (retry routes only)
+        self.replay_size = 0
+        self.flags = ""  # access-log response flags decided along the way (URX)
 
 
 class DownstreamConnection(asyncio.Protocol):
@@ -167,6 +190,7 @@ class DownstreamConnection(asyncio.Protocol):
         "started_at",
         "timer",
         "transport",
+        "try_timer",
         "url",
         "write_paused",
     )
@@ -195,6 +219,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.started_at = 0.0  # loop time a request head began; 0 when none is being read
         self.last_active = self.loop.time()
         self.timer: set[DownstreamConnection] | None = None  # the current request's route-timeout bucket
+        self.try_timer: set[DownstreamConnection] | None = None  # the current try's per-try timeout
         self.lingering = False  # answered and half-closed; reading only to discard (see _linger)
 
     # -- connection lifecycle ---------------------------------------------------------------------
@@ -397,6 +422,8 @@ class DownstreamConnection(asyncio.Protocol):
             head += (name, b": ", value, _CRLF)
         if named is not None:
             head = _drop_named(head, 4, named)
+        ex.fields_end = len(head)
+        ex.headers = headers
         # llhttp keeps an HTTP/1.0 connection alive only when a Connection header asks for it, so a
         # kept-alive request without one is HTTP/1.1, and the (costly) version string is not needed.
         ex.http10 = (has_connection or not ex.keep_alive) and parser.get_http_version() == "1.0"
@@ -436,7 +463,18 @@ class DownstreamConnection(asyncio.Protocol):
         limit = self.listener.max_body_size
         if limit and ex.body_in > limit:
             raise _Rejected("request_body_too_large")
-        data = b"%x\r\n%b\r\n" % (len(body), body) if ex.body_chunked else body
+        self._body_out(ex, b"%x\r\n%b\r\n" % (len(body), body) if ex.body_chunked else body)
+
+    def _body_out(self, ex: Exchange, data: bytes) -> None:
+        """Request body bytes: to the upstream if the exchange is sending, else held; kept for replay."""
+        replay = ex.replay
+        if replay is not None:
+            ex.replay_size += len(data)
+            route = ex.route
+            if route is not None and route.retry is not None and ex.replay_size > route.retry.buffer:
+                ex.replay = None  # too long to keep: this request will not be retried
+            else:
+                replay.append(data)
         upstream = ex.upstream
         if upstream is not None and ex is self.current:
             assert upstream.transport is not None
@@ -454,12 +492,7 @@ class DownstreamConnection(asyncio.Protocol):
         if ex.local is not None:
             return
         if ex.body_chunked:
-            upstream = ex.upstream
-            if upstream is not None and ex is self.current:
-                assert upstream.transport is not None
-                upstream.transport.write(_LAST_CHUNK)
-            else:
-                ex.pending.append(_LAST_CHUNK)
+            self._body_out(ex, _LAST_CHUNK)
         if ex.upstream is not None and ex is self.current:
             self._arm_timeout(ex)
 
@@ -474,27 +507,150 @@ class DownstreamConnection(asyncio.Protocol):
         if route is None:
             self._reply_locally(ex, "no_route")
             return
+        if route.variants:
+            route = route.pick_variant()
         ex.route = route
+        if route.policies and not self._apply_policies(ex, route):
+            return
+        self._send_first(ex, route)
+
+    def _send_first(self, ex: Exchange, route: RouteEntry) -> None:
+        cluster = route.cluster
+        assert cluster is not None
+        if cluster.requests >= cluster.limits.max_requests:
+            cluster.count_overflow("requests")
+            self._reply_locally(ex, "overflow")
+            return
+        cluster.requests += 1
+        ex.cluster = cluster
+        if route.retry is not None:
+            cluster.budget.request(self.loop.time())
+            if not ex.replayable:  # keep the body for a replay (up to the policy's buffer)
+                ex.replay = list(ex.pending)
+                ex.replay_size = sum(map(len, ex.pending))
         self._send_upstream(ex)
+
+    def _apply_policies(self, ex: Exchange, route: RouteEntry, *, delayed: bool = False) -> bool:
+        """Rate limit, fault injection, local actions and request edits; False when answered here (or
+        held by an injected delay, after which `_after_delay` carries on)."""
+        limiter = route.rate_limiter
+        if limiter is not None and not delayed:
+            wait = limiter.check(self._limit_key(ex, route))
+            if wait:
+                route.count_filtered("rate_limited")
+                self._reply_locally(ex, "rate_limited", extra=b"retry-after: " + retry_after(wait) + _CRLF)
+                return False
+        fault = route.fault
+        if fault is not None and not delayed:
+            delay, abort = fault.decide()
+            if delay:
+                route.count_filtered("fault_delayed")
+                ex.flags = "DI"
+                self._pause(_CONNECTING)
+                self.loop.call_later(delay, self._after_delay, ex, abort)
+                return False
+            if abort:
+                route.count_filtered("fault_aborted")
+                self._reply_locally(ex, "fault_injected", status=abort)
+                return False
+        if route.direct is not None:
+            d = route.direct
+            self._reply_locally(ex, "", status=d.status, body=d.body.encode(), content_type=d.content_type)
+            return False
+        if route.redirect is not None:
+            location = self._redirect_location(ex, route)
+            self._reply_locally(ex, "", status=route.redirect.status, extra=b"location: " + location + _CRLF)
+            return False
+        self._edit_request(ex, route)
+        return True
+
+    def _after_delay(self, ex: Exchange, abort: int) -> None:
+        self._resume(_CONNECTING)
+        if ex is not self.current or self.closed:
+            return
+        route = ex.route
+        assert route is not None
+        if abort:
+            route.count_filtered("fault_aborted")
+            self._reply_locally(ex, "fault_injected", status=abort)
+        elif self._apply_policies(ex, route, delayed=True):
+            self._send_first(ex, route)
+
+    def _limit_key(self, ex: Exchange, route: RouteEntry) -> bytes:
+        if route.rate_key == "client_address":
+            return self.client_ip
+        if route.rate_key == "header":
+            name = route.rate_header
+            for n, v in ex.headers:
+                if n.lower() == name:
+                    return v
+            return b""
+        return b""
+
+    def _redirect_location(self, ex: Exchange, route: RouteEntry) -> bytes:
+        r = route.redirect
+        assert r is not None
+        q = ex.target.find(b"?")
+        path, query = (ex.target, b"") if q < 0 else (ex.target[:q], ex.target[q:])
+        if r.path is not None:
+            path = r.path.encode()
+        elif r.prefix is not None and route.prefix is not None:
+            path = r.prefix.encode() + path[len(route.prefix) :]
+        if r.strip_query:
+            query = b""
+        if r.scheme is None and r.host is None:
+            return path + query
+        host = r.host.encode() if r.host is not None else ex.host
+        return (r.scheme or "http").encode() + b"://" + host + path + query
+
+    def _edit_request(self, ex: Exchange, route: RouteEntry) -> None:
+        head = ex.head
+        if route.prefix_rewrite is not None and route.prefix is not None:
+            head[2] = route.prefix_rewrite + head[2][len(route.prefix) :]
+        if route.host_rewrite is not None:
+            for i in range(4, ex.fields_end, 4):
+                if head[i].lower() == HOST:
+                    head[i + 2] = route.host_rewrite
+                    break
+            else:
+                head[4:4] = [b"host", b": ", route.host_rewrite, _CRLF]
+                ex.fields_end += 4
+            ex.host = route.host_rewrite
+        if route.request_edit is not None:
+            size = len(head)
+            ex.head = route.request_edit.apply(head, 4, ex.fields_end)
+            ex.fields_end += len(ex.head) - size
 
     def _send_upstream(self, ex: Exchange) -> None:
         route = ex.route
         assert route is not None
-        endpoint = route.cluster.pick()
+        cluster = route.cluster
+        assert cluster is not None
+        previous = ex.endpoint
+        endpoint = cluster.pick(
+            cluster.hash_of(ex.headers, self.client_ip) if cluster.hashed else 0, previous
+        )
+        if previous is not None:
+            previous.active -= 1
+        ex.endpoint = endpoint
         if endpoint is None:
-            self._reply_locally(ex, "no_endpoint")
+            self._reply_locally(ex, cluster.unavailable_reason())
             return
+        endpoint.active += 1
         ex.upstream_address = endpoint.label
         endpoint.requests += 1
         if not ex.host:
-            ex.head.insert(4, b"host: " + endpoint.label.encode() + _CRLF)
+            ex.head[4:4] = (b"host", b": ", endpoint.label.encode(), _CRLF)
+            ex.fields_end += 4
             ex.host = b"-"
         conn = endpoint.take_idle()
         if conn is not None:
             self._attach(ex, conn)
-        else:
-            self._pause(_CONNECTING)
-            endpoint.connect(lambda c, reason: self._connected(ex, c, reason))
+            return
+        self._pause(_CONNECTING)
+        if not cluster.open_or_wait(endpoint, lambda c, reason: self._connected(ex, c, reason)):
+            self._resume(_CONNECTING)
+            self._reply_locally(ex, "overflow")
 
     def _connected(self, ex: Exchange, conn: UpstreamConnection | None, reason: str | None) -> None:
         self._resume(_CONNECTING)
@@ -504,27 +660,43 @@ class DownstreamConnection(asyncio.Protocol):
             return
         if conn is None:
             assert reason is not None
+            route = ex.route
+            retry = route.retry if route is not None else None
+            if retry is not None and retry.connect_failure and self._retry(ex, reached_app=False):
+                return
             self._reply_locally(ex, reason)
             return
         self._attach(ex, conn)
 
     def _attach(self, ex: Exchange, conn: UpstreamConnection) -> None:
         ex.upstream = conn
+        ex.sent = True
+        if ex.endpoint is not conn.endpoint:  # handed over at max_connections from another endpoint
+            if ex.endpoint is not None:
+                ex.endpoint.active -= 1
+            ex.endpoint = conn.endpoint
+            conn.endpoint.active += 1
+            ex.upstream_address = conn.endpoint.label
         conn.down = self
         conn.headers = []
         conn.expect_no_body = ex.is_head
         transport = conn.transport
         assert transport is not None
+        # The head list is kept intact (a retry sends it again): the blank line and any held body
+        # bytes are appended for the join and taken off again.
         head = ex.head
+        size = len(head)
         head.append(_CRLF)
         if ex.pending:
             head += ex.pending
             ex.pending = []
+        data = b"".join(head)
+        del head[size:]
         if ex.replayable:  # no body to follow: the head can wait for the pass's other requests
-            conn.pending = b"".join(head)
+            conn.pending = data
             self.listener.batch.add(conn)
         else:
-            transport.write(b"".join(head))
+            transport.write(data)
         if self.write_paused:
             conn.set_reading(False)
         if ex.request_done:
@@ -532,27 +704,100 @@ class DownstreamConnection(asyncio.Protocol):
 
     def _arm_timeout(self, ex: Exchange) -> None:
         route = ex.route
-        if route is not None and route.timeout > 0 and not self.response_started:
+        if route is None or self.response_started:
+            return
+        if route.timeout > 0 and self.timer is None:  # armed once: it covers every try
             self.timer = self.listener.deadlines.add(route.timeout, self)
+        retry = route.retry
+        if retry is not None and retry.per_try_timeout > 0:
+            self._cancel_try_timeout()
+            self.try_timer = self.listener.try_deadlines.add(retry.per_try_timeout, self)
 
     def _cancel_timeout(self) -> None:
         if self.timer is not None:
             self.timer.discard(self)
             self.timer = None
+        if self.try_timer is not None:
+            self._cancel_try_timeout()
+
+    def _cancel_try_timeout(self) -> None:
+        if self.try_timer is not None:
+            self.try_timer.discard(self)
+            self.try_timer = None
 
     def timed_out(self) -> None:
         """The current request's route timeout passed with no response head."""
         self.timer = None
+        self._cancel_try_timeout()
         ex = self.current
         if ex is None or self.response_started:
             return
-        if ex.route is not None:
+        if ex.route is not None and ex.route.cluster is not None:
             ex.route.cluster.timeouts.value += 1
         upstream = ex.upstream
         if upstream is not None:
             ex.upstream = None
             upstream.abort()
         self._reply_locally(ex, "upstream_timeout")
+
+    def try_timed_out(self) -> None:
+        """The current try's per-try timeout passed with no response head: retry, or give up (504)."""
+        self.try_timer = None
+        ex = self.current
+        if ex is None or self.response_started or ex.upstream is None:
+            return
+        route = ex.route
+        assert route is not None and route.retry is not None and route.cluster is not None
+        route.cluster.timeouts.value += 1
+        upstream = ex.upstream
+        ex.upstream = None
+        upstream.abort()
+        if route.retry.timeout_retry and self._retry(ex, reached_app=True):
+            return
+        self._reply_locally(ex, "upstream_timeout")
+
+    # -- retries ----------------------------------------------------------------------------------
+
+    def _retry(self, ex: Exchange, *, reached_app: bool) -> bool:
+        """Send the current request again after a failed try, if the route's policy, the request and
+        the cluster's limits allow; True when a retry is on its way."""
+        route = ex.route
+        assert route is not None
+        rule, cluster = route.retry, route.cluster
+        assert rule is not None and cluster is not None
+        why = ""
+        if ex.tries >= rule.attempts:
+            why = "attempts"
+        elif not (ex.replayable or ex.replay is not None):
+            why = "body_not_kept"
+        elif reached_app and not rule.may_replay(ex.method):
+            why = "not_idempotent"
+        elif not ex.in_retry and cluster.retries_active >= cluster.limits.max_retries:
+            cluster.count_overflow("retries")
+            why = "overflow"
+        elif not cluster.budget.try_retry(self.loop.time()):
+            why = "budget"
+        if why:
+            cluster.count_retry_refused(why)
+            ex.flags = "URX"
+            return False
+        ex.tries += 1
+        cluster.retries.value += 1
+        if not ex.in_retry:
+            ex.in_retry = True
+            cluster.retries_active += 1
+        self._cancel_try_timeout()
+        if ex.sent and ex.replay is not None:
+            ex.pending = list(ex.replay)  # what was sent, and what arrived since: all of it again
+        ex.sent = False
+        self._pause(_CONNECTING)  # no reading while waiting: the held body stays bounded
+        self.loop.call_later(rule.backoff(ex.tries), self._retry_now, ex)
+        return True
+
+    def _retry_now(self, ex: Exchange) -> None:
+        self._resume(_CONNECTING)
+        if ex is self.current and not self.closed and not self.response_started:
+            self._send_upstream(ex)
 
     # -- response side: called by the upstream connection -----------------------------------------
 
@@ -564,6 +809,13 @@ class DownstreamConnection(asyncio.Protocol):
     ) -> None:
         ex = self.current
         assert ex is not None
+        endpoint = ex.endpoint
+        if endpoint is not None:
+            endpoint.responded(status)
+        route = ex.route
+        retry = route.retry if route is not None else None
+        if retry is not None and status in retry.statuses and self._retry_response(ex, headers):
+            return
         self._cancel_timeout()
         self.response_started = True
         ex.status = status
@@ -587,6 +839,8 @@ class DownstreamConnection(asyncio.Protocol):
             out += (name, b": ", value, _CRLF)
         if named is not None:
             out = _drop_named(out, 1, named)
+        if route is not None and route.response_edit is not None:
+            out = route.response_edit.apply(out, 1, len(out))
         body_allowed = not ex.is_head and status not in (204, 304)
         self.response_chunked = False
         self.close_delimited = body_allowed and not has_length and not chunked
@@ -607,6 +861,20 @@ class DownstreamConnection(asyncio.Protocol):
             out.append(_CRLF)
         # Held until the end of the loop pass: a small response then leaves in one write.
         self._emit(b"".join(out))
+
+    def _retry_response(self, ex: Exchange, headers: list[tuple[bytes, bytes]]) -> bool:
+        """A try answered with a status the route retries: if a retry is allowed, the rest of this
+        response is read and dropped (or its connection closed, when its end is unknown)."""
+        conn = ex.upstream
+        if conn is None or not self._retry(ex, reached_app=True):
+            return False
+        ex.upstream = None
+        framed = any(n.lower() in (CONTENT_LENGTH, b"transfer-encoding") for n, _ in headers)
+        if framed and ex.request_done:
+            conn.down = DISCARD
+        else:
+            conn.abort()
+        return True
 
     def response_body(self, body: bytes) -> None:
         ex = self.current
@@ -661,12 +929,7 @@ class DownstreamConnection(asyncio.Protocol):
         if ex is None or ex.upstream is not conn:
             return
         ex.upstream = None
-        if ex.route is not None:
-            ex.route.cluster.resets.value += 1
-        if self.response_started:
-            self._abort_current(reason)
-        else:
-            self._reply_locally(ex, reason)
+        self._try_failed(ex, reason)
 
     def upstream_lost(self, conn: UpstreamConnection) -> None:
         """The upstream connection closed while bound to our current request."""
@@ -678,32 +941,66 @@ class DownstreamConnection(asyncio.Protocol):
             self.response_complete(conn, keep=False)
             return
         ex.upstream = None
-        self._cancel_timeout()
         if not self.response_started and conn.reused and ex.replayable and not ex.retried:
             # A pooled connection the app had already closed: the request never reached it, so it
             # is safe to send again on a fresh connection (no body, so nothing was consumed).
             ex.retried = True
-            ex.head.pop()  # the blank line _attach appended
+            self._cancel_try_timeout()
             self._send_upstream(ex)
             return
-        if ex.route is not None:
-            ex.route.cluster.resets.value += 1
+        self._try_failed(ex, "upstream_reset")
+
+    def _try_failed(self, ex: Exchange, reason: str) -> None:
+        """The current try's connection broke: retry before a response started, else report."""
+        route = ex.route
+        if route is not None and route.cluster is not None:
+            route.cluster.resets.value += 1
+        if ex.endpoint is not None:
+            ex.endpoint.failed()
         if self.response_started:
-            self._abort_current("upstream_reset")
-        else:
-            self._reply_locally(ex, "upstream_reset")
+            self._abort_current(reason)
+            return
+        retry = route.retry if route is not None else None
+        if retry is not None and retry.reset and self._retry(ex, reached_app=True):
+            return
+        self._reply_locally(ex, reason)
 
     # -- ending an exchange -----------------------------------------------------------------------
 
-    def _reply_locally(self, ex: Exchange, reason: str) -> None:
+    def _reply_locally(
+        self,
+        ex: Exchange,
+        reason: str,
+        *,
+        status: int = 0,
+        extra: bytes = b"",
+        body: bytes | None = None,
+        content_type: str = "text/plain; charset=utf-8",
+    ) -> None:
+        """Answer from here: an error named by `reason` (status from the reasons table unless given),
+        or, with no reason, a configured response (redirect, direct response)."""
         # Keep the connection only if the request was read to its end and nothing is amiss.
         close = not (ex.keep_alive and ex.request_done) or self.must_close or self.listener.draining
         if close:
             self.must_close = True
-        ex.status = status_of(reason)
+        self._cancel_timeout()
+        ex.status = status or status_of(reason)
         ex.error = reason
-        self.listener.count_local_reply(reason)
-        self._emit(local_reply(reason, close=close, head_only=ex.is_head))
+        if reason:
+            self.listener.count_local_reply(reason)
+        if status or extra or body is not None:
+            data = build_reply(
+                ex.status,
+                reason or None,
+                close=close,
+                head_only=ex.is_head,
+                extra=extra,
+                body=body,
+                content_type=content_type,
+            )
+        else:
+            data = local_reply(reason, close=close, head_only=ex.is_head)
+        self._emit(data)
         self.flush()
         self._finish(ex)
 
@@ -747,6 +1044,15 @@ class DownstreamConnection(asyncio.Protocol):
     def _record(self, ex: Exchange) -> None:
         """Count and log an exchange that ended, however it ended."""
         self._cancel_timeout()
+        cluster = ex.cluster
+        if cluster is not None:
+            ex.cluster = None
+            cluster.requests -= 1
+            if ex.in_retry:
+                cluster.retries_active -= 1
+        if ex.endpoint is not None:
+            ex.endpoint.active -= 1
+            ex.endpoint = None
         elapsed = perf_counter() - ex.start
         route = ex.route
         listener = self.listener

@@ -14,6 +14,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from pillion.config.model import Listener as ListenerConfig
+from pillion.http.local_reply import FLAGS
 from pillion.proxy.batch import WriteBatch
 from pillion.proxy.deadlines import Deadlines
 from pillion.proxy.downstream import LINGER_SECONDS, DownstreamConnection, Exchange
@@ -44,15 +45,7 @@ class HttpListener:
         self.max_body_size = int(limits.max_request_body_size)
         self.headers_timeout = float(limits.request_headers_timeout)
         self.idle_timeout = float(limits.idle_timeout)
-        routes = []
-        for route in config.routes:
-            assert route.cluster is not None
-            cluster = clusters[route.cluster]
-            labels = (self.name, route.name, cluster.name)
-            routes.append(
-                compile_route(self.name, route, cluster, stats.requests, stats.duration.labels(*labels))
-            )
-        self.router = Router(routes)
+        self.router = Router([compile_route(self.name, r, clusters, stats) for r in config.routes])
         self.unrouted = RouteStats(
             stats.duration.labels(self.name, "", ""), stats.requests, (self.name, "", "")
         )
@@ -67,6 +60,7 @@ class HttpListener:
         self.server: asyncio.Server | None = None
         # Both need the running loop, so they are made in start().
         self.deadlines: Deadlines[DownstreamConnection]  # route timeouts
+        self.try_deadlines: Deadlines[DownstreamConnection]  # per-try timeouts
         self.batch: WriteBatch  # writes to both sides, sent once per loop pass
 
     @property
@@ -82,6 +76,7 @@ class HttpListener:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.deadlines = Deadlines(loop, DownstreamConnection.timed_out)
+        self.try_deadlines = Deadlines(loop, DownstreamConnection.try_timed_out)
         self.batch = WriteBatch(loop)
         address = self.config.address
         self.server = await loop.create_server(
@@ -133,9 +128,10 @@ class HttpListener:
             upstream=ex.upstream_address,
             request_id=ex.request_id.decode("latin-1"),
             error=ex.error,
+            flags=ex.flags or FLAGS.get(ex.error, ""),
             listener=self.name,
             route=route.name if route is not None else "",
-            cluster=route.cluster.name if route is not None else "",
+            cluster=route.labels[2] if route is not None else "",
         )
 
     def sweep(self, now: float) -> None:

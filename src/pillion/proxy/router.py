@@ -1,19 +1,27 @@
-"""Route matching: the first route whose host and path conditions hold wins.
+"""Routes compiled for the hot path, and the router: the first route whose conditions hold wins.
 
-A route is compiled once per config into a tuple of plain values; matching is a short loop of string
-comparisons. Hosts are compared without port and case-insensitively; `*.example.com` matches any name
-ending in `.example.com`.
+A route is compiled once per config into plain values: its match, its action (a cluster, a weighted
+split, a redirect or a direct response) and its policies (retries, rate limit, fault injection, header
+edits and rewrites). Matching is a short loop of comparisons. A route without policies costs the
+downstream side one flag check.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import random
+from bisect import bisect_right
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from pillion.config.model import Route
+from pillion.config.model import DirectResponse, Redirect, Route
+from pillion.filters.fault import FaultInjector
+from pillion.filters.rate_limit import RateLimiter
+from pillion.http.header_edit import HeaderEdit, compile_edit
+from pillion.proxy.retry_policy import RetryRule
 
 if TYPE_CHECKING:
     from pillion.proxy.cluster import Cluster
+    from pillion.proxy.stats import ProxyStats
     from pillion.telemetry.stats import Counter, CounterFamily, Histogram
 
 
@@ -35,15 +43,35 @@ class RouteStats:
 
 @dataclass(slots=True, eq=False, kw_only=True)
 class RouteEntry(RouteStats):
-    """A compiled route: its match conditions, its cluster, its timeout."""
+    """A compiled route: its match conditions, its action, its policies.
+
+    A `split` route is a parent whose variants (one per cluster, each with its own metric children)
+    share its match and policies; `pick_variant` chooses one per request by weight."""
 
     name: str
-    cluster: Cluster
+    cluster: Cluster | None  # None for split parents, redirects and direct responses
     timeout: float
     prefix: bytes | None
     path: bytes | None
     host: bytes | None  # exact host, or the suffix (with its leading dot) of a wildcard
     host_is_suffix: bool
+    retry: RetryRule | None = None
+    variants: tuple[RouteEntry, ...] = ()
+    cumulative: tuple[int, ...] = ()  # running totals of the variants' weights
+    # Anything beyond "send to the cluster": the downstream side checks this one flag per request.
+    policies: bool = False
+    rate_limiter: RateLimiter | None = None
+    rate_key: str = "route"
+    rate_header: bytes = b""
+    fault: FaultInjector | None = None
+    direct: DirectResponse | None = None
+    redirect: Redirect | None = None
+    request_edit: HeaderEdit | None = None
+    response_edit: HeaderEdit | None = None
+    prefix_rewrite: bytes | None = None
+    host_rewrite: bytes | None = None
+    filtered: dict[str, Counter] = field(default_factory=dict)
+    filtered_family: CounterFamily | None = None
 
     def matches(self, host: bytes, path: bytes) -> bool:
         if self.host is not None:
@@ -56,14 +84,19 @@ class RouteEntry(RouteStats):
             return path == self.path
         return self.prefix is None or path.startswith(self.prefix)
 
+    def pick_variant(self) -> RouteEntry:
+        cumulative = self.cumulative
+        return self.variants[bisect_right(cumulative, random.random() * cumulative[-1])]
 
-def compile_route(
-    listener: str,
-    route: Route,
-    cluster: Cluster,
-    requests: CounterFamily,
-    duration: Histogram,
-) -> RouteEntry:
+    def count_filtered(self, action: str) -> None:
+        counter = self.filtered.get(action)
+        if counter is None:
+            assert self.filtered_family is not None
+            counter = self.filtered[action] = self.filtered_family.labels(self.labels[0], self.name, action)
+        counter.value += 1
+
+
+def compile_route(listener: str, route: Route, clusters: dict[str, Cluster], stats: ProxyStats) -> RouteEntry:
     m = route.match
     host: bytes | None = None
     suffix = False
@@ -71,7 +104,12 @@ def compile_route(
         name = m.host.lower()
         suffix = name.startswith("*.")
         host = (name[1:] if suffix else name).encode()
-    return RouteEntry(
+    cluster = clusters[route.cluster] if route.cluster is not None else None
+    cluster_label = cluster.name if cluster is not None else ""
+    limit = route.rate_limit
+    request_edit = compile_edit(route.request_headers_add, route.request_headers_remove)
+    response_edit = compile_edit(route.response_headers_add, route.response_headers_remove)
+    entry = RouteEntry(
         name=route.name,
         cluster=cluster,
         timeout=float(route.timeout),
@@ -79,10 +117,57 @@ def compile_route(
         path=m.path.encode() if m.path is not None else None,
         host=host,
         host_is_suffix=suffix,
-        duration=duration,
-        requests=requests,
-        labels=(listener, route.name, cluster.name),
+        duration=stats.duration.labels(listener, route.name, cluster_label),
+        requests=stats.requests,
+        labels=(listener, route.name, cluster_label),
+        retry=RetryRule(route.retries) if route.retries is not None else None,
+        rate_limiter=RateLimiter(limit) if limit is not None else None,
+        rate_key=limit.key if limit is not None else "route",
+        rate_header=(limit.header or "").lower().encode() if limit is not None else b"",
+        fault=FaultInjector(route.fault) if route.fault is not None else None,
+        direct=route.direct_response,
+        redirect=route.redirect,
+        request_edit=request_edit,
+        response_edit=response_edit,
+        prefix_rewrite=route.prefix_rewrite.encode() if route.prefix_rewrite is not None else None,
+        host_rewrite=route.host_rewrite.encode() if route.host_rewrite is not None else None,
+        filtered_family=stats.filtered,
     )
+    entry.policies = any(
+        x is not None
+        for x in (
+            entry.rate_limiter,
+            entry.fault,
+            entry.direct,
+            entry.redirect,
+            request_edit,
+            entry.prefix_rewrite,
+            entry.host_rewrite,
+        )
+    )
+    if route.split:
+        variants = []
+        total = 0
+        cumulative = []
+        for side in route.split:
+            target = clusters[side.cluster]
+            labels = (listener, route.name, target.name)
+            variants.append(
+                replace(
+                    entry,
+                    cluster=target,
+                    labels=labels,
+                    duration=stats.duration.labels(*labels),
+                    by_code={},
+                    filtered={},
+                )
+            )
+            total += side.weight
+            cumulative.append(total)
+        # Zero-weight sides stay in the list but can never be drawn (bisect skips empty intervals).
+        entry.variants = tuple(variants)
+        entry.cumulative = tuple(cumulative)
+    return entry
 
 
 class Router:

@@ -24,6 +24,13 @@ class ProxyStats:
     upstream_timeouts: CounterFamily
     upstream_resets: CounterFamily
     access_log_errors: Counter
+    endpoint_requests: CounterFamily
+    ejections: CounterFamily
+    ejected: GaugeFamily
+    overflows: CounterFamily
+    retries: CounterFamily
+    retries_refused: CounterFamily
+    filtered: CounterFamily
 
     @classmethod
     def declare(cls, registry: Registry) -> ProxyStats:
@@ -72,4 +79,37 @@ class ProxyStats:
             access_log_errors=registry.counter(
                 "pillion_access_log_write_errors_total", "Access-log writes that failed."
             ).labels(),
+            endpoint_requests=registry.counter(
+                "pillion_upstream_responses_total",
+                "Response heads received from each endpoint (every try), by status class.",
+                ("cluster", "endpoint", "code_class"),
+            ),
+            ejections=registry.counter(
+                "pillion_outlier_ejections_total",
+                "Times outlier detection ejected an endpoint.",
+                ("cluster", "endpoint"),
+            ),
+            ejected=registry.gauge(
+                "pillion_endpoint_ejected",
+                "1 while outlier detection has the endpoint ejected.",
+                ("cluster", "endpoint"),
+            ),
+            overflows=registry.counter(
+                "pillion_upstream_overflows_total",
+                "Requests failed fast by a circuit-breaker limit (connections, pending, requests, retries).",
+                ("cluster", "limit"),
+            ),
+            retries=registry.counter(
+                "pillion_upstream_retries_total", "Tries sent again after a failed try.", ("cluster",)
+            ),
+            retries_refused=registry.counter(
+                "pillion_upstream_retries_refused_total",
+                "Retries wanted but not made: attempts used up, the retry budget spent, or not replayable.",
+                ("cluster", "why"),
+            ),
+            filtered=registry.counter(
+                "pillion_route_filtered_total",
+                "Requests a route policy acted on: rate_limited, fault_delayed, fault_aborted.",
+                ("listener", "route", "action"),
+            ),
         )

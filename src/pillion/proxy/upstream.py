@@ -12,13 +12,70 @@ head callback raises `_NoBody` to stop the parser, and the connection starts a f
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from httptools import HttpParserError, HttpResponseParser
 
 if TYPE_CHECKING:
     from pillion.proxy.cluster import Endpoint
-    from pillion.proxy.downstream import DownstreamConnection
+
+
+class ResponseSink(Protocol):
+    """Where a response goes: the downstream connection answering it, or DISCARD."""
+
+    response_started: bool
+    close_delimited: bool
+
+    def flush(self) -> None: ...
+    def interim_response(self, status: int, phrase: bytes) -> None: ...
+    def response_head(
+        self, status: int, phrase: bytes, headers: list[tuple[bytes, bytes]], keep: bool
+    ) -> None: ...
+    def response_body(self, body: bytes) -> None: ...
+    def response_complete(self, conn: UpstreamConnection, keep: bool) -> None: ...
+    def upstream_failed(self, conn: UpstreamConnection, reason: str) -> None: ...
+    def upstream_lost(self, conn: UpstreamConnection) -> None: ...
+    def upstream_full(self, full: bool) -> None: ...
+
+
+class _Discard:
+    """Reads the rest of a response nobody will see (a try being retried) so that its connection,
+    once the response has ended cleanly, goes back to the pool instead of being closed."""
+
+    response_started = True
+    close_delimited = False
+
+    def flush(self) -> None:
+        pass
+
+    def interim_response(self, status: int, phrase: bytes) -> None:
+        pass
+
+    def response_head(
+        self, status: int, phrase: bytes, headers: list[tuple[bytes, bytes]], keep: bool
+    ) -> None:
+        pass
+
+    def response_body(self, body: bytes) -> None:
+        pass
+
+    def response_complete(self, conn: UpstreamConnection, keep: bool) -> None:
+        if keep:
+            conn.release(asyncio.get_running_loop().time())
+        else:
+            conn.close()
+
+    def upstream_failed(self, conn: UpstreamConnection, reason: str) -> None:
+        pass
+
+    def upstream_lost(self, conn: UpstreamConnection) -> None:
+        pass
+
+    def upstream_full(self, full: bool) -> None:
+        pass
+
+
+DISCARD: ResponseSink = _Discard()
 
 
 class _NoBody(Exception):
@@ -45,7 +102,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.endpoint = endpoint
         self.transport: asyncio.Transport | None = None
         self.parser = HttpResponseParser(self)
-        self.down: DownstreamConnection | None = None
+        self.down: ResponseSink | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.phrase = b""
         self.idle_since = 0.0
@@ -65,7 +122,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.endpoint.cluster.active.value -= 1
+        cluster = self.endpoint.cluster
+        cluster.active.value -= 1
+        cluster.connection_closed()
         down = self.down
         if down is not None:
             self.down = None
@@ -168,8 +227,10 @@ class UpstreamConnection(asyncio.Protocol):
             return
         down.response_head(status, self.phrase, self.headers, self.parser.should_keep_alive())
         if self.expect_no_body:
+            down = self.down  # response_head may have handed the rest to a discarding sink
             self.down = None
-            down.response_complete(self, keep=self.parser.should_keep_alive())
+            if down is not None:
+                down.response_complete(self, keep=self.parser.should_keep_alive())
             raise _NoBody
 
     def on_body(self, body: bytes) -> None:

@@ -136,7 +136,7 @@ class Runtime:
             for listener in self.listeners:
                 listener.sweep(now)
             for cluster in self.clusters.values():
-                cluster.expire_idle(now)
+                cluster.tick(now)
             if self.access_log is not None:
                 self.access_log.flush()
 

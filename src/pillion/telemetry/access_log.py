@@ -77,6 +77,7 @@ class AccessLog:
         request_id: str,
         error: str,
         listener: str,
+        flags: str = "",
         route: str,
         cluster: str,
         ts: float = 0.0,
@@ -102,7 +103,7 @@ class AccessLog:
             f'"method":{_esc(method)},"path":{_esc(path)},"status":{status:d},'
             f'"bytes_sent":{bytes_sent:d},"bytes_received":{bytes_received:d},'
             f'"duration_ms":{duration * 1000:.3f},"upstream":{_esc(upstream)},"cluster":{_esc(cluster)},'
-            f'"request_id":{_esc(request_id)},"error":{_esc(error)}}}\n'
+            f'"request_id":{_esc(request_id)},"error":{_esc(error)},"flags":"{flags}"}}\n'
         )
         self._buf.append(line)
         self._size += len(line)
