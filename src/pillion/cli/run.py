@@ -23,10 +23,10 @@ def main(args: argparse.Namespace) -> int:
     from pillion.telemetry.logging import setup_logging
 
     setup_logging(config.log_level)
-    return run_config(config)
+    return run_config(config, args.config)
 
 
-def run_config(config: object) -> int:
+def run_config(config: object, path: str | None = None) -> int:
     import uvloop
 
     from pillion.config import Config
@@ -35,7 +35,7 @@ def run_config(config: object) -> int:
     assert isinstance(config, Config)
 
     async def serve() -> int:
-        runtime = Runtime(config)
+        runtime = Runtime(config, path)
         try:
             await runtime.start()
         except OSError as exc:

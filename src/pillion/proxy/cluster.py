@@ -27,7 +27,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pillion.config.model import Address
 from pillion.config.model import Cluster as ClusterConfig
@@ -44,6 +44,11 @@ log = logging.getLogger("pillion.cluster")
 
 # (connection, None) on success, (None, reason) on failure; reasons are local-reply reasons.
 ConnectCallback = Callable[["UpstreamConnection | None", str | None], None]
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
 
 MAX_EJECTION_SECONDS = 300.0  # Envoy's default max_ejection_time: a flapping endpoint still comes back
 
@@ -224,6 +229,7 @@ class Cluster:
         "hash_cookie",
         "hash_header",
         "hashed",
+        "helpers",
         "idle_timeout",
         "limits",
         "max_idle",
@@ -271,6 +277,7 @@ class Cluster:
         self.retries_active = 0  # for max_retries
         self.waiters: deque[ConnectCallback] = deque()  # requests waiting at max_connections
         self.retired = False  # replaced by a reload: connections given back are closed
+        self.helpers: list[Stoppable] = []  # its DNS refresher and health checker, stopped on retire
         self.endpoints = [Endpoint(self, e.address, e.weight, stats) for e in config.endpoints]
         self.eligible: list[Endpoint] = []
         self.balancer: Balancer[Endpoint] = make_balancer(config.lb, [])
@@ -315,7 +322,7 @@ class Cluster:
     def unavailable_reason(self) -> str:
         return "no_healthy_endpoint" if self.endpoints else "no_endpoint"
 
-    def health_changed(self, endpoint: Endpoint) -> None:
+    def health_changed(self, endpoint: object) -> None:
         self.rebuild()
 
     # -- circuit breaking -----------------------------------------------------------------------------
@@ -430,6 +437,8 @@ class Cluster:
     def retire(self) -> None:
         """Replaced by a reload: no new requests come here; connections close as they come free."""
         self.retired = True
+        for helper in self.helpers:
+            helper.stop()
         self.close_idle()
 
     def view(self) -> dict[str, object]:

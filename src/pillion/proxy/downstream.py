@@ -537,20 +537,23 @@ class DownstreamConnection(asyncio.Protocol):
         if limiter is not None and not delayed:
             wait = limiter.check(self._limit_key(ex, route))
             if wait:
-                route.count_filtered("rate_limited")
+                assert route.rate_limited is not None
+                route.rate_limited.value += 1
                 self._reply_locally(ex, "rate_limited", extra=b"retry-after: " + retry_after(wait) + _CRLF)
                 return False
         fault = route.fault
         if fault is not None and not delayed:
             delay, abort = fault.decide()
             if delay:
-                route.count_filtered("fault_delayed")
+                assert route.fault_delays is not None
+                route.fault_delays.value += 1
                 ex.flags = "DI"
                 self._pause(_CONNECTING)
                 self.loop.call_later(delay, self._after_delay, ex, abort)
                 return False
             if abort:
-                route.count_filtered("fault_aborted")
+                assert route.fault_aborts is not None
+                route.fault_aborts.value += 1
                 self._reply_locally(ex, "fault_injected", status=abort)
                 return False
         if route.direct is not None:
@@ -571,7 +574,8 @@ class DownstreamConnection(asyncio.Protocol):
         route = ex.route
         assert route is not None
         if abort:
-            route.count_filtered("fault_aborted")
+            assert route.fault_aborts is not None
+            route.fault_aborts.value += 1
             self._reply_locally(ex, "fault_injected", status=abort)
         elif self._apply_policies(ex, route, delayed=True):
             self._send_first(ex, route)

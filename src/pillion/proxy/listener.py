@@ -37,15 +37,9 @@ class HttpListener:
         stats: ProxyStats,
         access_log: AccessLog | None,
     ) -> None:
-        self.config = config
         self.name = config.name
-        limits = config.limits
-        self.max_head_size = int(limits.max_request_headers_size)
-        self.max_headers = limits.max_request_headers
-        self.max_body_size = int(limits.max_request_body_size)
-        self.headers_timeout = float(limits.request_headers_timeout)
-        self.idle_timeout = float(limits.idle_timeout)
-        self.router = Router([compile_route(self.name, r, clusters, stats) for r in config.routes])
+        self.stats = stats
+        self.update(config, clusters)
         self.unrouted = RouteStats(
             stats.duration.labels(self.name, "", ""), stats.requests, (self.name, "", "")
         )
@@ -62,6 +56,18 @@ class HttpListener:
         self.deadlines: Deadlines[DownstreamConnection]  # route timeouts
         self.try_deadlines: Deadlines[DownstreamConnection]  # per-try timeouts
         self.batch: WriteBatch  # writes to both sides, sent once per loop pass
+
+    def update(self, config: ListenerConfig, clusters: dict[str, Cluster]) -> None:
+        """Take a (reloaded) config: routes and limits apply to the next request of every connection,
+        and the socket stays bound."""
+        self.config = config
+        limits = config.limits
+        self.max_head_size = int(limits.max_request_headers_size)
+        self.max_headers = limits.max_request_headers
+        self.max_body_size = int(limits.max_request_body_size)
+        self.headers_timeout = float(limits.request_headers_timeout)
+        self.idle_timeout = float(limits.idle_timeout)
+        self.router = Router([compile_route(self.name, r, clusters, self.stats) for r in config.routes])
 
     @property
     def bound(self) -> bool:

@@ -70,8 +70,9 @@ class RouteEntry(RouteStats):
     response_edit: HeaderEdit | None = None
     prefix_rewrite: bytes | None = None
     host_rewrite: bytes | None = None
-    filtered: dict[str, Counter] = field(default_factory=dict)
-    filtered_family: CounterFamily | None = None
+    rate_limited: Counter | None = None
+    fault_delays: Counter | None = None
+    fault_aborts: Counter | None = None
 
     def matches(self, host: bytes, path: bytes) -> bool:
         if self.host is not None:
@@ -87,13 +88,6 @@ class RouteEntry(RouteStats):
     def pick_variant(self) -> RouteEntry:
         cumulative = self.cumulative
         return self.variants[bisect_right(cumulative, random.random() * cumulative[-1])]
-
-    def count_filtered(self, action: str) -> None:
-        counter = self.filtered.get(action)
-        if counter is None:
-            assert self.filtered_family is not None
-            counter = self.filtered[action] = self.filtered_family.labels(self.labels[0], self.name, action)
-        counter.value += 1
 
 
 def compile_route(listener: str, route: Route, clusters: dict[str, Cluster], stats: ProxyStats) -> RouteEntry:
@@ -131,8 +125,12 @@ def compile_route(listener: str, route: Route, clusters: dict[str, Cluster], sta
         response_edit=response_edit,
         prefix_rewrite=route.prefix_rewrite.encode() if route.prefix_rewrite is not None else None,
         host_rewrite=route.host_rewrite.encode() if route.host_rewrite is not None else None,
-        filtered_family=stats.filtered,
     )
+    if entry.rate_limiter is not None:
+        entry.rate_limited = stats.rate_limit.limited.labels(listener, route.name)
+    if entry.fault is not None:
+        entry.fault_delays = stats.fault.delays.labels(listener, route.name)
+        entry.fault_aborts = stats.fault.aborts.labels(listener, route.name)
     entry.policies = any(
         x is not None
         for x in (
@@ -159,7 +157,6 @@ def compile_route(listener: str, route: Route, clusters: dict[str, Cluster], sta
                     labels=labels,
                     duration=stats.duration.labels(*labels),
                     by_code={},
-                    filtered={},
                 )
             )
             total += side.weight

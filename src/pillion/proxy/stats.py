@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pillion.filters.fault import FaultStats
+from pillion.filters.rate_limit import RateLimitStats
 from pillion.telemetry.stats import Counter, CounterFamily, GaugeFamily, HistogramFamily, Registry
 
 
@@ -30,7 +32,8 @@ class ProxyStats:
     overflows: CounterFamily
     retries: CounterFamily
     retries_refused: CounterFamily
-    filtered: CounterFamily
+    rate_limit: RateLimitStats
+    fault: FaultStats
 
     @classmethod
     def declare(cls, registry: Registry) -> ProxyStats:
@@ -107,9 +110,6 @@ class ProxyStats:
                 "Retries wanted but not made: attempts used up, the retry budget spent, or not replayable.",
                 ("cluster", "why"),
             ),
-            filtered=registry.counter(
-                "pillion_route_filtered_total",
-                "Requests a route policy acted on: rate_limited, fault_delayed, fault_aborted.",
-                ("listener", "route", "action"),
-            ),
+            rate_limit=RateLimitStats.declare(registry),
+            fault=FaultStats.declare(registry),
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from typing import Any
 
@@ -32,17 +33,39 @@ from pillion.telemetry.stats import Registry
 
 log = logging.getLogger("pillion.runtime")
 
+
+def _mtime(path: str | None) -> float:
+    if path is None:
+        return 0.0
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
 HOUSEKEEPING_INTERVAL = 1.0  # seconds between idle/slow-connection sweeps and access-log flushes
 
 
 class Runtime:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, path: str | None = None) -> None:
         self.config = config
+        self.config_path = path  # where SIGHUP reloads from; None when built in memory (tests, demo)
+        self.config_version = 1
+        self._config_mtime = _mtime(path)
         self.service = config.service
         self.registry = Registry()
         register_process_metrics(self.registry, __version__)
         self.stats = ProxyStats.declare(self.registry)
         self.access_log = AccessLog(config.access_log.path) if config.access_log.enabled else None
+        reloads = self.registry.counter("pillion_config_reloads_total", "Configurations applied by a reload.")
+        self.reloads = reloads.labels()
+        failures = self.registry.counter(
+            "pillion_config_reload_failures_total", "Reloads refused (the old configuration stays in force)."
+        )
+        self.reload_failures = failures.labels()
+        self._reload_lock = asyncio.Lock()
+        self._helper_stats: dict[str, Any] = {}  # health-check and DNS stats, declared on first use
+        self.retired: list[HttpListener] = []  # replaced by a reload, finishing their connections
         self.clusters = {c.name: Cluster(c, self.stats) for c in config.clusters}
         self.listeners = [
             HttpListener(lc, self.clusters, self.stats, self.access_log) for lc in config.listeners
@@ -58,6 +81,8 @@ class Runtime:
         from pillion.admin import start_admin
 
         self._stop = asyncio.Event()
+        for cluster in self.clusters.values():
+            await self._start_cluster(cluster)
         for listener in self.listeners:
             await listener.start()
         address = self.config.admin.address
@@ -76,6 +101,7 @@ class Runtime:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("signal received, draining", extra={"signal": sig.name})
@@ -111,14 +137,14 @@ class Runtime:
         left = self.active_connections()
         if left:
             log.warning("drain timeout: closing connections still open", extra={"connections": left})
-            for listener in self.listeners:
+            for listener in (*self.listeners, *self.retired):
                 for conn in list(listener.connections):
                     if conn.transport is not None:
                         conn.transport.abort()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         for cluster in self.clusters.values():
-            cluster.close_idle()
+            cluster.retire()
         if self.admin is not None:
             await self.admin.close()
         if self.access_log is not None:
@@ -126,19 +152,152 @@ class Runtime:
         log.info("pillion stopped", extra={"service": self.service})
 
     def active_connections(self) -> int:
-        return sum(len(listener.connections) for listener in self.listeners)
+        return sum(len(listener.connections) for listener in (*self.listeners, *self.retired))
 
     async def _housekeep(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
             now = loop.time()
-            for listener in self.listeners:
+            for listener in (*self.listeners, *self.retired):
                 listener.sweep(now)
+            self.retired = [r for r in self.retired if r.connections]
+            if self.config.watch and self.config_path is not None:
+                mtime = _mtime(self.config_path)
+                if mtime != self._config_mtime:
+                    self._config_mtime = mtime
+                    self.request_reload()
             for cluster in self.clusters.values():
                 cluster.tick(now)
             if self.access_log is not None:
                 self.access_log.flush()
+
+    # -- clusters' background helpers ---------------------------------------------------------------
+
+    def _stats_of(self, kind: str) -> Any:
+        stats = self._helper_stats.get(kind)
+        if stats is None:
+            if kind == "dns":
+                from pillion.proxy.dns import DnsStats
+
+                stats = DnsStats.declare(self.registry)
+            else:
+                from pillion.proxy.health_check import HealthStats
+
+                stats = HealthStats.declare(self.registry)
+            self._helper_stats[kind] = stats
+        return stats
+
+    async def _start_cluster(self, cluster: Cluster) -> None:
+        """Resolve host names (and keep re-resolving them) and start health checks, as configured."""
+        config = cluster.config
+        names = [(e.address.host, e.address.port, e.weight) for e in config.endpoints]
+        from pillion.proxy.dns import is_ip_literal
+
+        if not all(is_ip_literal(host) for host, _, _ in names):
+            from pillion.proxy.dns import DnsRefresher
+
+            refresher = DnsRefresher(
+                cluster.name, names, float(config.dns_refresh), cluster.set_endpoints, self._stats_of("dns")
+            )
+            cluster.set_endpoints(await refresher.first())
+            refresher.start()
+            cluster.helpers.append(refresher)
+        if config.health_check is not None:
+            from pillion.proxy.health_check import HealthChecker
+
+            checker = HealthChecker(cluster, config.health_check, self._stats_of("health"), self.service)
+            checker.start()
+            cluster.helpers.append(checker)
+
+    # -- reload -----------------------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """SIGHUP (or a changed file with `watch`): re-read the config file and apply it."""
+        if self.config_path is None:
+            log.warning("reload asked for, but the config was not read from a file")
+            return
+        spawn(self.reload(), name="reload")
+
+    async def reload(self, config: Config | None = None) -> bool:
+        """Apply the config file (or `config`) without dropping a request. An invalid one is refused,
+        logged and counted, and the running config stays in force."""
+        async with self._reload_lock:
+            if config is None:
+                from pillion.config import ConfigError, load_config
+
+                assert self.config_path is not None
+                try:
+                    config = load_config(self.config_path)
+                except ConfigError as exc:
+                    self.reload_failures.value += 1
+                    log.error("reload refused: invalid configuration", extra={"errors": exc.errors})
+                    return False
+            try:
+                await self._apply(config)
+            except Exception as exc:
+                self.reload_failures.value += 1
+                log.exception("reload failed; the previous configuration stays", extra={"error": str(exc)})
+                return False
+            self.reloads.value += 1
+            log.info("configuration reloaded", extra={"version": self.config_version})
+            return True
+
+    async def _apply(self, new: Config) -> None:
+        if new.admin != self.config.admin or new.access_log != self.config.access_log:
+            log.warning("admin and access_log changes take effect at the next restart")
+        # 1. Build everything new without touching what serves now.
+        clusters: dict[str, Cluster] = {}
+        fresh: list[Cluster] = []
+        for cc in new.clusters:
+            old = self.clusters.get(cc.name)
+            if old is not None and old.config == cc:
+                clusters[cc.name] = old  # unchanged: health, ejections and pools carry on
+            else:
+                clusters[cc.name] = Cluster(cc, self.stats)
+                fresh.append(clusters[cc.name])
+        current = {listener.name: listener for listener in self.listeners}
+        listeners: list[HttpListener] = []
+        kept: list[tuple[HttpListener, Any]] = []
+        bind: list[HttpListener] = []
+        for lc in new.listeners:
+            old_listener = current.get(lc.name)
+            if old_listener is not None and old_listener.config.address == lc.address:
+                kept.append((old_listener, lc))
+                listeners.append(old_listener)
+                del current[lc.name]
+            else:
+                listener = HttpListener(lc, clusters, self.stats, self.access_log)
+                bind.append(listener)
+                listeners.append(listener)
+        # 2. Side effects, undone if any fails: helpers of new clusters, sockets of new listeners.
+        try:
+            for cluster in fresh:
+                await self._start_cluster(cluster)
+            for listener in bind:
+                for gone in current.values():  # a listener renamed or moved onto a port still held
+                    if gone.config.address == listener.config.address:
+                        gone.stop_accepting()
+                await listener.start()
+        except BaseException:
+            for listener in bind:
+                listener.stop_accepting()
+            for cluster in fresh:
+                cluster.retire()
+            raise
+        # 3. Switch: kept listeners take the new routes for their next request; the rest drain.
+        for listener, lc in kept:
+            listener.update(lc, clusters)
+        for gone in current.values():
+            gone.stop_accepting()
+            self.retired.append(gone)
+        for name, cluster in self.clusters.items():
+            if clusters.get(name) is not cluster:
+                cluster.retire()
+        self.clusters = clusters
+        self.listeners = listeners
+        self.config = new
+        self.config_version += 1
 
     # -- the admin server's view -------------------------------------------------------------------
 
@@ -165,7 +324,11 @@ class Runtime:
         return render(self.registry)
 
     def config_dump(self) -> dict[str, Any]:
-        return {"version": __version__, "config": config_to_dict(self.config)}
+        return {
+            "version": __version__,
+            "config_version": self.config_version,
+            "config": config_to_dict(self.config),
+        }
 
     def clusters_view(self) -> list[dict[str, Any]]:
         return [cluster.view() for cluster in self.clusters.values()]
