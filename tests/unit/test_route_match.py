@@ -3,6 +3,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from pillion.config import ConfigError, load_config_text
 from pillion.config.model import RouteMatch, ValueMatch
 from pillion.proxy import route_match
 from pillion.proxy.route_match import Matcher, compile_match, host_key, parse_query, split_target
@@ -358,3 +359,49 @@ def test_invalid_regex_is_a_value_error() -> None:
         compile_match(RouteMatch(regex="(unclosed"))
     with pytest.raises(ValueError, match="invalid regular expression"):
         compile_match(RouteMatch(headers=(vm("x", regex="caf\\u00e9"),)))  # no \u escapes in bytes patterns
+
+
+# --- config validation agrees with the compiler ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "problem"),
+    [
+        ("api.local", None),
+        ("*.api.local:8080", None),
+        ("[::1]", None),
+        ("[::1]:65535", None),
+        ("api:0", "the port must be 1-65535"),
+        ("api:65536", "the port must be 1-65535"),
+        ("api:http", "the port must be 1-65535"),
+        ("api:", "the port must be 1-65535"),
+        ("::1", "an IPv6 address needs brackets ('[::1]:8080')"),
+        ("a.*.com", "'*.' is allowed only as a prefix"),
+    ],
+)
+def test_validation_rejects_the_hosts_the_compiler_cannot_use(host: str, problem: str | None) -> None:
+    errors = _route_errors(f"host: '{host}'")
+    if problem is None:
+        assert errors == []
+        compile_match(RouteMatch(host=host))
+    else:
+        assert errors == [f"listeners[0].routes[0].match.host: invalid host {host!r}: {problem}"]
+
+
+def test_validation_rejects_regexes_that_do_not_compile_for_bytes() -> None:
+    (error,) = _route_errors(r"headers: [{name: x, regex: 'caf\u00e9'}]")
+    assert error.startswith(r"listeners[0].routes[0].match.headers[0].regex: invalid regular expression")
+    assert _route_errors(r"regex: '/caf(é|e)/\d+'") == []
+
+
+def _route_errors(match: str) -> list[str]:
+    text = (
+        "service: s\nclusters: [{name: app, endpoints: [127.0.0.1:8080]}]\n"
+        "listeners:\n  - {name: in, address: '0.0.0.0:15006', "
+        f"routes: [{{cluster: app, match: {{{match}}}}}]}}\n"
+    )
+    try:
+        load_config_text(text, env={})
+    except ConfigError as exc:
+        return exc.errors
+    return []
