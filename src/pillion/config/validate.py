@@ -111,6 +111,7 @@ def _check_regex(pattern: str | None, path: str, errors: list[str]) -> None:
         return
     try:
         re.compile(pattern)
+        re.compile(pattern.encode())  # what the route matcher runs on raw request bytes (no \u, \N)
     except re.error as exc:
         errors.append(at(path, f"invalid regular expression {pattern!r}: {exc}"))
 
@@ -222,14 +223,25 @@ def _check_route(route: Route, path: str, index: int, clusters: Sequence[str], e
     if match.path is not None:
         _check_path(match.path, child(match_path, "path"), errors)
     if match.host is not None:
-        host = match.host.removeprefix("*.").rsplit(":", 1)[0] if "]" not in match.host else match.host
-        if not host or "*" in host:
-            problem = f"invalid host {match.host!r}: '*.' is allowed only as a prefix"
-            errors.append(at(child(match_path, "host"), problem))
+        _check_host(match.host, child(match_path, "host"), errors)
     if route.name:
         _check_name(route.name, child(path, "name"), errors)
         return route
     return replace(route, name=f"route{index}")
+
+
+def _check_host(value: str, path: str, errors: list[str]) -> None:
+    host, port = value, None
+    colon = value.rfind(":")
+    if colon > value.rfind("]"):  # IPv6 literals keep their brackets: `[::1]:8080`
+        host, port = value[:colon], value[colon + 1 :]
+    host = host.removeprefix("*.")
+    if not host or "*" in host:
+        errors.append(at(path, f"invalid host {value!r}: '*.' is allowed only as a prefix"))
+    elif ":" in host and not (host.startswith("[") and host.endswith("]")):
+        errors.append(at(path, f"invalid host {value!r}: an IPv6 address needs brackets ('[::1]:8080')"))
+    elif port is not None and not (port.isdigit() and len(port) < 6 and 0 < int(port) < 65536):
+        errors.append(at(path, f"invalid host {value!r}: the port must be 1-65535"))
 
 
 def _check_name(name: str, path: str, errors: list[str]) -> None:
