@@ -93,7 +93,7 @@ def test_ejected_endpoint_returns_after_its_ejection_time() -> None:
                     assert len(bad.requests) == 2
                     bad.override = None  # recovered
                     await asyncio.sleep(2.3)  # 1 s ejection, noticed by the once-a-second tick
-                    served = Counter()
+                    served: Counter[str | None] = Counter()
                     for _ in range(10):
                         served[(await conn.request("GET", "/")).header("x-upstream")] += 1
                 assert served[bad.address] == 5 and served[good.address] == 5

@@ -503,7 +503,7 @@ class DownstreamConnection(asyncio.Protocol):
         if ex.local is not None:
             self._reply_locally(ex, ex.local)
             return
-        route = self.listener.router.match(ex.host, ex.target)
+        route = self.listener.router.match(ex)
         if route is None:
             self._reply_locally(ex, "no_route")
             return

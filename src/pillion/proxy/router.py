@@ -18,6 +18,7 @@ from pillion.filters.fault import FaultInjector
 from pillion.filters.rate_limit import RateLimiter
 from pillion.http.header_edit import HeaderEdit, compile_edit
 from pillion.proxy.retry_policy import RetryRule
+from pillion.proxy.route_match import Matcher, RequestView, compile_match, host_key
 
 if TYPE_CHECKING:
     from pillion.proxy.cluster import Cluster
@@ -51,10 +52,8 @@ class RouteEntry(RouteStats):
     name: str
     cluster: Cluster | None  # None for split parents, redirects and direct responses
     timeout: float
-    prefix: bytes | None
-    path: bytes | None
-    host: bytes | None  # exact host, or the suffix (with its leading dot) of a wildcard
-    host_is_suffix: bool
+    matcher: Matcher
+    prefix: bytes | None  # the matched prefix, for prefix rewrites and redirects
     retry: RetryRule | None = None
     variants: tuple[RouteEntry, ...] = ()
     cumulative: tuple[int, ...] = ()  # running totals of the variants' weights
@@ -74,17 +73,6 @@ class RouteEntry(RouteStats):
     fault_delays: Counter | None = None
     fault_aborts: Counter | None = None
 
-    def matches(self, host: bytes, path: bytes) -> bool:
-        if self.host is not None:
-            if self.host_is_suffix:
-                if not host.endswith(self.host):
-                    return False
-            elif host != self.host:
-                return False
-        if self.path is not None:
-            return path == self.path
-        return self.prefix is None or path.startswith(self.prefix)
-
     def pick_variant(self) -> RouteEntry:
         cumulative = self.cumulative
         return self.variants[bisect_right(cumulative, random.random() * cumulative[-1])]
@@ -92,12 +80,6 @@ class RouteEntry(RouteStats):
 
 def compile_route(listener: str, route: Route, clusters: dict[str, Cluster], stats: ProxyStats) -> RouteEntry:
     m = route.match
-    host: bytes | None = None
-    suffix = False
-    if m.host is not None:
-        name = m.host.lower()
-        suffix = name.startswith("*.")
-        host = (name[1:] if suffix else name).encode()
     cluster = clusters[route.cluster] if route.cluster is not None else None
     cluster_label = cluster.name if cluster is not None else ""
     limit = route.rate_limit
@@ -107,10 +89,8 @@ def compile_route(listener: str, route: Route, clusters: dict[str, Cluster], sta
         name=route.name,
         cluster=cluster,
         timeout=float(route.timeout),
+        matcher=compile_match(m),
         prefix=m.prefix.encode() if m.prefix is not None else None,
-        path=m.path.encode() if m.path is not None else None,
-        host=host,
-        host_is_suffix=suffix,
         duration=stats.duration.labels(listener, route.name, cluster_label),
         requests=stats.requests,
         labels=(listener, route.name, cluster_label),
@@ -170,22 +150,18 @@ def compile_route(listener: str, route: Route, clusters: dict[str, Cluster], sta
 class Router:
     """The ordered routes of one listener."""
 
-    __slots__ = ("_any_host", "routes")
+    __slots__ = ("_needs_host", "routes")
 
     def __init__(self, routes: list[RouteEntry]) -> None:
         self.routes = routes
-        self._any_host = all(r.host is None for r in routes)
+        self._needs_host = any(r.matcher.needs_host for r in routes)
 
-    def match(self, host: bytes, target: bytes) -> RouteEntry | None:
+    def match(self, req: RequestView) -> RouteEntry | None:
+        target = req.target
         q = target.find(b"?")
         path = target if q < 0 else target[:q]
-        if not self._any_host:
-            # Host without port, lower-cased; IPv6 literals keep their brackets.
-            end = host.rfind(b":")
-            if end > host.rfind(b"]"):
-                host = host[:end]
-            host = host.lower()
+        host = host_key(req.host)[0] if self._needs_host else b""
         for route in self.routes:
-            if route.matches(host, path):
+            if route.matcher.matches(req, host, path):
                 return route
         return None
