@@ -24,6 +24,7 @@ from pillion.config import Config, config_to_dict
 from pillion.proxy.cluster import Cluster
 from pillion.proxy.listener import HttpListener
 from pillion.proxy.stats import ProxyStats
+from pillion.proxy.tcp import TcpListener, TcpStats
 from pillion.runtime.tasks import spawn
 from pillion.telemetry.access_log import AccessLog
 from pillion.telemetry.process import register_process_metrics
@@ -31,6 +32,10 @@ from pillion.telemetry.prometheus import render
 from pillion.telemetry.stats import Registry
 
 log = logging.getLogger("pillion.runtime")
+
+# Listeners are used uniformly: start, bound, port, connections (each with a transport), stop_accepting,
+# sweep, view.
+Listener = HttpListener | TcpListener
 
 HOUSEKEEPING_INTERVAL = 1.0  # seconds between idle/slow-connection sweeps and access-log flushes
 
@@ -44,8 +49,12 @@ class Runtime:
         self.stats = ProxyStats.declare(self.registry)
         self.access_log = AccessLog(config.access_log.path) if config.access_log.enabled else None
         self.clusters = {c.name: Cluster(c, self.stats) for c in config.clusters}
-        self.listeners = [
-            HttpListener(lc, self.clusters, self.stats, self.access_log) for lc in config.listeners
+        self.tcp_stats = TcpStats.declare(self.registry)
+        self.listeners: list[Listener] = [
+            TcpListener(lc, self.clusters, self.tcp_stats)
+            if lc.protocol == "tcp"
+            else HttpListener(lc, self.clusters, self.stats, self.access_log)
+            for lc in config.listeners
         ]
         self.admin: Any = None
         self.draining = False
@@ -112,7 +121,7 @@ class Runtime:
         if left:
             log.warning("drain timeout: closing connections still open", extra={"connections": left})
             for listener in self.listeners:
-                for conn in list(listener.connections):
+                for conn in listener.connections.copy():
                     if conn.transport is not None:
                         conn.transport.abort()
         if self._housekeeping is not None:
