@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Debian packages the tests and the benchmark meet for real.
-SYSTEM_PACKAGES := haproxy nginx-light wrk hey prometheus curl openssl
+SYSTEM_PACKAGES := haproxy nginx-light wrk hey prometheus curl openssl redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint unit bench system-deps venv dev clean

@@ -22,6 +22,7 @@ from typing import Any
 from pillion.proxy.batch import WriteBatch
 from pillion.proxy.deadlines import Deadlines
 from pillion.proxy.downstream import DownstreamConnection
+from pillion.proxy.listener import HttpListener
 from pillion.proxy.upstream import UpstreamConnection
 from pillion.runtime.runtime import Runtime
 from pillion.testing.sidecar import sidecar_config
@@ -73,6 +74,7 @@ class _NoLoop:
 def setup() -> tuple[DownstreamConnection, UpstreamConnection, FakeTransport, FakeTransport]:
     runtime = Runtime(sidecar_config(["127.0.0.1:1"]))
     listener = runtime.listeners[0]
+    assert isinstance(listener, HttpListener)
     listener.deadlines = Deadlines(asyncio.get_running_loop(), DownstreamConnection.timed_out)
     # The loop never runs between requests here, so the batch is flushed by hand after each read, as
     # the loop would once per pass (the loop's own call_soon is left out: it is paid once per pass).

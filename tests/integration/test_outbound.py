@@ -68,7 +68,10 @@ def test_retries_and_outlier_detection_hide_a_failing_endpoint() -> None:
                 assert metric(rt, "pillion_endpoint_ejected", endpoint=bad.address) == 1
                 assert metric(rt, "pillion_outlier_ejections_total", endpoint=bad.address) == 1
                 assert metric(rt, "pillion_upstream_retries_total", cluster="app") == 3
-                assert metric(rt, "pillion_upstream_responses_total", endpoint=bad.address, code_class="5xx") == 3
+                assert (
+                    metric(rt, "pillion_upstream_responses_total", endpoint=bad.address, code_class="5xx")
+                    == 3
+                )
                 assert metric(rt, "pillion_http_requests_total", code="200") == 1000
 
     uvloop.run(main())
@@ -82,7 +85,11 @@ def test_ejected_endpoint_returns_after_its_ejection_time() -> None:
                 [good.address, bad.address],
                 routes=[{"match": {"prefix": "/"}, "cluster": "app", "retries": {"on": ["5xx"]}}],
                 cluster={
-                    "outlier_detection": {"consecutive_5xx": 2, "base_ejection": "1s", "max_ejection_percent": 50}
+                    "outlier_detection": {
+                        "consecutive_5xx": 2,
+                        "base_ejection": "1s",
+                        "max_ejection_percent": 50,
+                    }
                 },
             )
             async with running_sidecar(cfg) as rt:
@@ -217,7 +224,9 @@ def test_invalid_reload_keeps_the_running_config(tmp_path: Path) -> None:
             async with ProcessRunner(
                 [*PILLION, "run", "-c", str(path)], wait_url=f"http://{HOST}:{admin}/ready"
             ) as proc:
-                path.write_text(_config_text(port, admin, up.address, "a").replace("cluster: app", "cluster: ap"))
+                path.write_text(
+                    _config_text(port, admin, up.address, "a").replace("cluster: app", "cluster: ap")
+                )
                 proc.send_signal(signal.SIGHUP)
                 for _ in range(50):  # bounded wait for the refusal to be counted
                     metrics = (await http_request(HOST, admin, "GET", "/metrics")).text

@@ -15,6 +15,7 @@ import pytest
 import uvloop
 
 from pillion.config import Config
+from pillion.proxy.listener import HttpListener
 from pillion.runtime.runtime import Runtime
 from pillion.testing.http import (
     ClientConnection,
@@ -448,7 +449,9 @@ def test_an_early_answer_during_an_upload_does_not_buffer_the_rest() -> None:
         assert response.header("connection") == "close"  # the rest of the upload cannot be reused
         assert (sent, read) == ("sent", "eof")
         # The 64 MiB after the answer were discarded as they came, not held for a request that is over.
-        assert all(c.reading is None or not c.reading.pending for c in rt.listeners[0].connections)
+        listener = rt.listeners[0]
+        assert isinstance(listener, HttpListener)
+        assert all(c.reading is None or not c.reading.pending for c in listener.connections)
 
     through_proxy(scenario)
 

@@ -22,9 +22,11 @@ from typing import Any
 
 from pillion import __version__
 from pillion.config import Config, config_to_dict
+from pillion.config.model import Listener as ListenerConfig
 from pillion.proxy.cluster import Cluster
 from pillion.proxy.listener import HttpListener
 from pillion.proxy.stats import ProxyStats
+from pillion.proxy.tcp import TcpListener, TcpStats
 from pillion.runtime.tasks import spawn
 from pillion.telemetry.access_log import AccessLog
 from pillion.telemetry.process import register_process_metrics
@@ -42,6 +44,10 @@ def _mtime(path: str | None) -> float:
     except OSError:
         return 0.0
 
+
+# Listeners are used uniformly: start, bound, port, connections (each with a transport), stop_accepting,
+# sweep, view.
+Listener = HttpListener | TcpListener
 
 HOUSEKEEPING_INTERVAL = 1.0  # seconds between idle/slow-connection sweeps and access-log flushes
 
@@ -65,11 +71,10 @@ class Runtime:
         self.reload_failures = failures.labels()
         self._reload_lock = asyncio.Lock()
         self._helper_stats: dict[str, Any] = {}  # health-check and DNS stats, declared on first use
-        self.retired: list[HttpListener] = []  # replaced by a reload, finishing their connections
+        self.retired: list[Listener] = []  # replaced by a reload, finishing their connections
         self.clusters = {c.name: Cluster(c, self.stats) for c in config.clusters}
-        self.listeners = [
-            HttpListener(lc, self.clusters, self.stats, self.access_log) for lc in config.listeners
-        ]
+        self.tcp_stats = TcpStats.declare(self.registry)
+        self.listeners: list[Listener] = [self._make_listener(lc, self.clusters) for lc in config.listeners]
         self.admin: Any = None
         self.draining = False
         self._stop: asyncio.Event | None = None
@@ -138,7 +143,7 @@ class Runtime:
         if left:
             log.warning("drain timeout: closing connections still open", extra={"connections": left})
             for listener in (*self.listeners, *self.retired):
-                for conn in list(listener.connections):
+                for conn in listener.connections.copy():
                     if conn.transport is not None:
                         conn.transport.abort()
         if self._housekeeping is not None:
@@ -243,6 +248,11 @@ class Runtime:
             log.info("configuration reloaded", extra={"version": self.config_version})
             return True
 
+    def _make_listener(self, lc: ListenerConfig, clusters: dict[str, Cluster]) -> Listener:
+        if lc.protocol == "tcp":
+            return TcpListener(lc, clusters, self.tcp_stats)
+        return HttpListener(lc, clusters, self.stats, self.access_log)
+
     async def _apply(self, new: Config) -> None:
         if new.admin != self.config.admin or new.access_log != self.config.access_log:
             log.warning("admin and access_log changes take effect at the next restart")
@@ -257,17 +267,21 @@ class Runtime:
                 clusters[cc.name] = Cluster(cc, self.stats)
                 fresh.append(clusters[cc.name])
         current = {listener.name: listener for listener in self.listeners}
-        listeners: list[HttpListener] = []
-        kept: list[tuple[HttpListener, Any]] = []
-        bind: list[HttpListener] = []
+        listeners: list[Listener] = []
+        kept: list[tuple[Listener, Any]] = []
+        bind: list[Listener] = []
         for lc in new.listeners:
             old_listener = current.get(lc.name)
-            if old_listener is not None and old_listener.config.address == lc.address:
+            if (
+                old_listener is not None
+                and old_listener.config.address == lc.address
+                and old_listener.config.protocol == lc.protocol
+            ):
                 kept.append((old_listener, lc))
                 listeners.append(old_listener)
                 del current[lc.name]
             else:
-                listener = HttpListener(lc, clusters, self.stats, self.access_log)
+                listener = self._make_listener(lc, clusters)
                 bind.append(listener)
                 listeners.append(listener)
         # 2. Side effects, undone if any fails: helpers of new clusters, sockets of new listeners.
