@@ -631,11 +631,13 @@ class DownstreamConnection(asyncio.Protocol):
         cluster = route.cluster
         assert cluster is not None
         previous = ex.endpoint
-        endpoint = cluster.pick(
-            cluster.hash_of(ex.headers, self.client_ip) if cluster.hashed else 0, previous
-        )
-        if previous is not None:
-            previous.active -= 1
+        if previous is None and not cluster.hashed:
+            endpoint = cluster.balancer.pick(0)  # the common case, in one call
+        else:
+            key = cluster.hash_of(ex.headers, self.client_ip) if cluster.hashed else 0
+            endpoint = cluster.pick(key, previous)
+            if previous is not None:
+                previous.active -= 1
         ex.endpoint = endpoint
         if endpoint is None:
             self._reply_locally(ex, cluster.unavailable_reason())
@@ -815,7 +817,10 @@ class DownstreamConnection(asyncio.Protocol):
         assert ex is not None
         endpoint = ex.endpoint
         if endpoint is not None:
-            endpoint.responded(status)
+            if status < 500 and not endpoint.consecutive_5xx:
+                endpoint.by_class[status // 100].value += 1  # all responded() does for a success
+            else:
+                endpoint.responded(status)
         route = ex.route
         retry = route.retry if route is not None else None
         if retry is not None and status in retry.statuses and self._retry_response(ex, headers):
