@@ -44,6 +44,7 @@ def tcp_config(
     idle_timeout: str = "300s",
     connect_timeout: str = "1s",
     drain_timeout: str = "5s",
+    circuit_breaker: dict[str, int] | None = None,
 ) -> Config:
     """One tcp listener `db` forwarding to cluster `app`."""
     doc = {
@@ -59,7 +60,14 @@ def tcp_config(
                 "limits": {"idle_timeout": idle_timeout},
             }
         ],
-        "clusters": [{"name": "app", "endpoints": list(endpoints), "connect_timeout": connect_timeout}],
+        "clusters": [
+            {
+                "name": "app",
+                "endpoints": list(endpoints),
+                "connect_timeout": connect_timeout,
+                **({"circuit_breaker": circuit_breaker} if circuit_breaker else {}),
+            }
+        ],
         "drain_timeout": drain_timeout,
     }
     return load_config_text(json.dumps(doc))
@@ -360,6 +368,26 @@ def test_connections_over_max_connections_are_closed_and_counted() -> None:
             assert metric(rt, "pillion_tcp_connections_total", listener="db") == 3
             await close(second)
             await close(fourth)
+
+    run(main())
+
+
+def test_cluster_max_connections_is_a_circuit_breaker_for_tcp_too() -> None:
+    async def main() -> None:
+        async with echo_behind_proxy(circuit_breaker={"max_connections": 1}) as (echo, rt, port):
+            first = await connect(port)
+            await ping(first)
+            second = await connect(port)
+            second[1].write(b"anyone?")
+            await ending(second[0])  # closed: the cluster's one connection is taken
+            assert metric(rt, "pillion_upstream_overflows_total", cluster="app", limit="connections") == 1
+            assert echo.accepted == 1
+            await close(second)
+            await close(first)
+            await until(lambda: rt.clusters["app"].connections == 0)
+            third = await connect(port)  # the slot came back with the first connection's end
+            await ping(third)
+            await close(third)
 
     run(main())
 

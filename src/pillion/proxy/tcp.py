@@ -93,10 +93,11 @@ def _reset(transport: asyncio.Transport) -> None:
 class UpstreamSide(asyncio.Protocol):
     """The connection to the endpoint: what it sends goes to the client."""
 
-    __slots__ = ("conn", "transport")
+    __slots__ = ("cluster", "conn", "transport")
 
-    def __init__(self, conn: TcpConnection) -> None:
+    def __init__(self, conn: TcpConnection, cluster: Cluster) -> None:
         self.conn = conn
+        self.cluster = cluster  # counted in its max_connections until this connection is lost
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -122,6 +123,7 @@ class UpstreamSide(asyncio.Protocol):
         self.conn.pause_client(False)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.cluster.connection_closed()
         self.conn.upstream_lost(self, exc)
 
 
@@ -225,14 +227,21 @@ class TcpConnection(asyncio.Protocol):
             endpoint = _next_endpoint(cluster, failed)
             if endpoint is None:
                 break
+            if cluster.connections >= cluster.limits.max_connections:
+                cluster.count_overflow("connections")  # the circuit breaker, shared with HTTP
+                break
+            cluster.connections += 1
             try:
                 async with asyncio.timeout(cluster.connect_timeout):
-                    await loop.create_connection(lambda: UpstreamSide(self), endpoint.host, endpoint.port)
+                    await loop.create_connection(
+                        lambda: UpstreamSide(self, cluster), endpoint.host, endpoint.port
+                    )
             except (OSError, TimeoutError) as exc:
                 if self.upstream is not None:
                     # The connect won the race with the timeout: it is attached, and if create_connection
                     # closed it again, its connection_lost closes the client.
                     return
+                cluster.connections -= 1
                 endpoint.connect_failures.value += 1
                 endpoint.failed()  # outlier detection, as for HTTP
                 failed.append(endpoint)
