@@ -35,6 +35,13 @@ def test_validate_accepts_the_example() -> None:
     assert result.stdout == f"{EXAMPLE}: ok (1 listener, 1 cluster)\n"
 
 
+def test_validate_accepts_the_outbound_example() -> None:
+    outbound = EXAMPLE.with_name("outbound.yaml")
+    result = pillion("validate", "-c", str(outbound))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{outbound}: ok (2 listeners, 6 clusters)\n"
+
+
 def test_validate_reports_errors(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(BAD)

@@ -563,3 +563,17 @@ def test_load_config_reports_the_file_name(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert caught.value.errors[0].startswith(f"{path}:2:1: ")
+
+
+def test_yaml_12_booleans_only() -> None:
+    # `on` is a key (YAML 1.1 would read it as True), and `yes` is not a boolean.
+    cfg = load_config_text(
+        "service: s\n"
+        "listeners: [{name: l, address: 127.0.0.1:0, routes: [{cluster: c, retries: {on: [5xx, '503']}}]}]\n"
+        "clusters: [{name: c, endpoints: [127.0.0.1:1]}]\n"
+    )
+    retries = cfg.listeners[0].routes[0].retries
+    assert retries is not None and retries.on == ("5xx", "503")
+    assert errors_of("service: s\naccess_log: {enabled: yes}\n") == [
+        "access_log.enabled: expected true or false, got string 'yes'"
+    ]

@@ -21,6 +21,13 @@ def validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema)
 
 
+def load_yaml_12(text: str) -> dict[str, Any]:
+    from pillion.config.loader import _StrictLoader
+
+    data: dict[str, Any] = yaml.load(text, Loader=_StrictLoader)
+    return data
+
+
 def example() -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
     return data
@@ -36,6 +43,13 @@ def test_example_validates(validator: jsonschema.Draft202012Validator) -> None:
 
 def test_config_dump_validates(validator: jsonschema.Draft202012Validator) -> None:
     validator.validate(config_to_dict(load_config(EXAMPLE)))
+
+
+def test_outbound_example_and_its_dump_validate(validator: jsonschema.Draft202012Validator) -> None:
+    outbound = EXAMPLE.with_name("outbound.yaml")
+    # The schema follows YAML 1.2 like the loader: `on:` is a key, not the boolean true.
+    validator.validate(load_yaml_12(outbound.read_text()))
+    validator.validate(config_to_dict(load_config(outbound)))
 
 
 def test_unknown_key_is_rejected(validator: jsonschema.Draft202012Validator) -> None:

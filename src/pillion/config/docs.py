@@ -53,7 +53,8 @@ INTRO = f"""\
 Pillion reads one YAML file. `pillion validate -c FILE` checks it and lists every problem it finds;
 `pillion schema` prints its JSON Schema, for editors (`pillion schema > pillion.schema.json`, then put
 `# yaml-language-server: $schema=pillion.schema.json` at the top of the file). A complete, working
-example (also in `examples/pillion.yaml`):
+example (also in `examples/pillion.yaml`; `examples/outbound.yaml` shows routing, retries, splits,
+circuit breaking, outlier detection, health checks, rate limits, faults and a TCP listener):
 
 ```yaml
 {EXAMPLE}```
@@ -65,6 +66,9 @@ example (also in `examples/pillion.yaml`):
   of 1000). `KB` is refused as ambiguous.
 - **Addresses** are `host:port`: `127.0.0.1:8080`, `localhost:8080`, `[::1]:8080` (IPv6 in brackets).
   Port `0` picks any free port, which is useful in tests.
+- **Booleans** are `true` and `false` only (YAML 1.2): `yes`, `no`, `on` and `off` are plain strings,
+  so `retries: {on: [5xx]}` means what it says.
+- **Endpoints** are an address (`10.0.0.5:8080`, weight 1) or `{address: ..., weight: N}`.
 - Negative durations, sizes and counts are refused.
 
 ## Environment variables

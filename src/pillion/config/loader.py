@@ -3,14 +3,16 @@
 Theory of operation: each stage appends `<path>: <problem>` lines to one list, and `ConfigError` carries
 them all. YAML syntax errors stop early (there is no data to go on) and are reported as
 `<source>:<line>:<column>: <problem>`. The YAML loader is `safe_load`'s (libyaml's C parser when
-available) with one addition: a key repeated in the same mapping is an error, where plain YAML would
-silently keep the last value. Cross-reference checks need a fully converted `Config`, so they run only
-when substitution and conversion found nothing wrong.
+available) with two changes: a key repeated in the same mapping is an error, where plain YAML would
+silently keep the last value; and only `true`/`false` are booleans (YAML 1.2), so `on:` is a key.
+Cross-reference checks need a fully converted `Config`, so they run only when substitution and
+conversion found nothing wrong.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,18 @@ class _StrictLoader(_BaseLoader):
                 )
             seen[key] = key_node.start_mark
         return super().construct_mapping(node, deep)
+
+
+# YAML 1.2 booleans: only true/false. YAML 1.1's `on`, `off`, `yes`, `no` would turn the key of
+# `retries: {on: [5xx]}` into True, and a country code `no` into False.
+_BOOL = "tag:yaml.org,2002:bool"
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+    for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
