@@ -68,7 +68,7 @@ circuit breaking, outlier detection, health checks, rate limits, faults and a TC
   Port `0` picks any free port, which is useful in tests.
 - **Booleans** are `true` and `false` only (YAML 1.2): `yes`, `no`, `on` and `off` are plain strings,
   so `retries: {{on: [5xx]}}` means what it says.
-- **Endpoints** are an address (`10.0.0.5:8080`, weight 1) or `{address: ..., weight: N}`.
+- **Endpoints** are an address (`10.0.0.5:8080`, weight 1) or `{{address: ..., weight: N}}`.
 - Negative durations, sizes and counts are refused.
 
 ## Environment variables
