@@ -241,3 +241,25 @@ def test_invalid_reload_keeps_the_running_config(tmp_path: Path) -> None:
             assert "unknown cluster 'ap'" in proc.stderr_text() + proc.stdout_text()
 
     uvloop.run(main())
+
+
+def test_watch_reloads_when_the_file_changes(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with ScriptableUpstream() as up:
+            port, admin = free_port(), free_port()
+            path = tmp_path / "pillion.yaml"
+            path.write_text(_config_text(port, admin, up.address, "a") + "watch: true\n")
+            async with ProcessRunner(
+                [*PILLION, "run", "-c", str(path)], wait_url=f"http://{HOST}:{admin}/ready"
+            ):
+                assert (await http_request(HOST, port, "GET", "/")).header("x-flavour") == "a"
+                path.write_text(_config_text(port, admin, up.address, "b") + "watch: true\n")
+                flavour = None
+                for _ in range(60):  # the file is checked once a second: allow up to 3 s
+                    flavour = (await http_request(HOST, port, "GET", "/")).header("x-flavour")
+                    if flavour == "b":
+                        break
+                    await asyncio.sleep(0.05)
+                assert flavour == "b"
+
+    uvloop.run(main())
