@@ -400,6 +400,7 @@ class Cluster:
 
     def tick(self, now: float) -> None:
         """Once a second: return endpoints whose ejection ran out, close idle connections past their time."""
+        self.budget.tick()
         returned = False
         for endpoint in self.endpoints:
             endpoint.expire_idle(now)

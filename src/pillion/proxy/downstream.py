@@ -524,7 +524,8 @@ class DownstreamConnection(asyncio.Protocol):
         cluster.requests += 1
         ex.cluster = cluster
         if route.retry is not None:
-            cluster.budget.request(self.loop.time())
+            budget = cluster.budget
+            budget.requests[budget.slot] += 1
             if not ex.replayable:  # keep the body for a replay (up to the policy's buffer)
                 ex.replay = list(ex.pending)
                 ex.replay_size = sum(map(len, ex.pending))
@@ -781,7 +782,7 @@ class DownstreamConnection(asyncio.Protocol):
         elif not ex.in_retry and cluster.retries_active >= cluster.limits.max_retries:
             cluster.count_overflow("retries")
             why = "overflow"
-        elif not cluster.budget.try_retry(self.loop.time()):
+        elif not cluster.budget.try_retry():
             why = "budget"
         if why:
             cluster.count_retry_refused(why)

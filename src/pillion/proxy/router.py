@@ -147,20 +147,33 @@ def compile_route(listener: str, route: Route, clusters: dict[str, Cluster], sta
     return entry
 
 
+HOST_CACHE_SIZE = 256
+
+
 class Router:
     """The ordered routes of one listener."""
 
-    __slots__ = ("_needs_host", "routes")
+    __slots__ = ("_hosts", "_needs_host", "routes")
 
     def __init__(self, routes: list[RouteEntry]) -> None:
         self.routes = routes
         self._needs_host = any(r.matcher.needs_host for r in routes)
+        # Host header -> matching key. A sidecar sees a handful of distinct Host values, so this spares
+        # the parse on almost every request; bounded, since clients choose the values.
+        self._hosts: dict[bytes, bytes] = {}
 
     def match(self, req: RequestView) -> RouteEntry | None:
         target = req.target
         q = target.find(b"?")
         path = target if q < 0 else target[:q]
-        host = host_key(req.host)[0] if self._needs_host else b""
+        host = b""
+        if self._needs_host:
+            raw = req.host
+            host = self._hosts.get(raw, b"")
+            if not host and raw:
+                host = host_key(raw)[0]
+                if len(self._hosts) < HOST_CACHE_SIZE:
+                    self._hosts[raw] = host
         for route in self.routes:
             if route.matcher.matches(req, host, path):
                 return route
