@@ -989,8 +989,10 @@ class DownstreamConnection(asyncio.Protocol):
     ) -> None:
         """Answer from here: an error named by `reason` (status from the reasons table unless given),
         or, with no reason, a configured response (redirect, direct response)."""
-        # Keep the connection only if the request was read to its end and nothing is amiss.
-        close = not (ex.keep_alive and ex.request_done) or self.must_close or self.listener.draining
+        # Keep the connection only if the request was read to its end and nothing is amiss. A request
+        # without a body (`replayable`) is whole at its head, before httptools reports its end.
+        done = ex.request_done or ex.replayable
+        close = not (ex.keep_alive and done) or self.must_close or self.listener.draining
         if close:
             self.must_close = True
         self._cancel_timeout()
