@@ -124,6 +124,10 @@ class HttpListener:
     def log_access(self, ex: Exchange, elapsed: float) -> None:
         assert self.access_log is not None
         route = ex.route
+        # The outcome's flag, then those decided along the way (DI, URX): one must not hide the other.
+        flags = FLAGS.get(ex.error, "")
+        if ex.flags:
+            flags = f"{flags},{ex.flags}" if flags else ex.flags
         self.access_log.write(
             method=ex.method.decode("latin-1"),
             path=ex.target,
@@ -134,7 +138,7 @@ class HttpListener:
             upstream=ex.upstream_address,
             request_id=ex.request_id.decode("latin-1"),
             error=ex.error,
-            flags=ex.flags or FLAGS.get(ex.error, ""),
+            flags=flags,
             listener=self.name,
             route=route.name if route is not None else "",
             cluster=route.labels[2] if route is not None else "",
