@@ -369,6 +369,20 @@ def test_cross_reference_errors(text: str, expected: list[str]) -> None:
     assert errors_of(text) == expected
 
 
+def test_header_edits_may_not_touch_framing_or_hop_by_hop_fields() -> None:
+    routes = (
+        "[{cluster: app, request_headers_add: [{name: Content-Length, value: '0'}, {name: x-ok, value: '1'}],"
+        " request_headers_remove: [transfer-encoding, x-gone], response_headers_remove: [content-length],"
+        " response_headers_add: [{name: Connection, value: close}]}]"
+    )
+    assert errors_of("service: s\nlisteners:\n" + listener(routes) + CLUSTERS) == [
+        "listeners[0].routes[0].request_headers_add[0]: 'Content-Length' is managed by Pillion",
+        "listeners[0].routes[0].response_headers_add[0]: 'Connection' is managed by Pillion",
+        "listeners[0].routes[0].request_headers_remove[0]: 'transfer-encoding' is managed by Pillion",
+        "listeners[0].routes[0].response_headers_remove[0]: 'content-length' is managed by Pillion",
+    ]
+
+
 def test_listeners_on_different_hosts_same_port_are_fine() -> None:
     cfg = load(
         "service: s\nlisteners:\n"

@@ -21,6 +21,20 @@ _NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
 _NAME_RULE = "use letters, digits, '.', '-' or '_', starting and ending with a letter or digit, at most 63"
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::"}
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: header names and methods
+# Framing and hop-by-hop fields are Pillion's to write: a route's header edit must not add or remove them
+# (removing a response's content-length leaves its body unframed; adding one to a request smuggles).
+_MANAGED_HEADERS = frozenset(
+    {
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+    }
+)
 
 
 def check(cfg: Config) -> tuple[Config, list[str]]:
@@ -202,6 +216,12 @@ def _check_policies(route: Route, path: str, errors: list[str]) -> None:
                 errors.append(
                     at(item(child(path, name), i), f"invalid header {header.name!r}: {header.value!r}")
                 )
+            elif header.name.lower() in _MANAGED_HEADERS:
+                errors.append(at(item(child(path, name), i), f"{header.name!r} is managed by Pillion"))
+    for name in ("request_headers_remove", "response_headers_remove"):
+        for i, field in enumerate(getattr(route, name)):
+            if field.lower() in _MANAGED_HEADERS:
+                errors.append(at(item(child(path, name), i), f"{field!r} is managed by Pillion"))
 
 
 def _check_route(route: Route, path: str, index: int, clusters: Sequence[str], errors: list[str]) -> Route:
