@@ -56,6 +56,15 @@ async def endpoint_states(rt: Runtime, cluster: str = "app") -> dict[str, str]:
     return {e["address"]: e["state"] for e in view["endpoints"]}
 
 
+async def assert_settled(rt: Runtime) -> None:
+    """Every cluster's in-flight counters are back to zero (the admin's /clusters)."""
+    reply = await http_request(HOST, rt.admin.port, "GET", "/clusters")
+    for view in reply.json()["clusters"]:
+        counters = (view["requests_active"], view["pending"], view["retries_active"])
+        assert counters == (0, 0, 0), view
+        assert all(e["active_requests"] == 0 for e in view["endpoints"]), view
+
+
 async def until(condition: Callable[[], Coroutine[Any, Any, bool]], limit: float = 3.0) -> None:
     """Poll an async condition every 20 ms (states change in background tasks with nothing to await)."""
     async with asyncio.timeout(limit):
@@ -234,6 +243,7 @@ def test_max_pending_overflow_fails_fast_and_the_waiter_gets_the_freed_connectio
             overflows = "pillion_upstream_overflows_total"
             assert await admin_metric(rt, overflows, cluster="app", limit="pending") == 1
             assert await admin_metric(rt, overflows, cluster="app", limit="requests") == 0
+            await assert_settled(rt)
 
     run(main())
 
@@ -411,6 +421,7 @@ def test_non_idempotent_retries_replay_the_same_body() -> None:
                 # The client's connection carried all of it and is still good.
                 assert (await conn.request("GET", "/last")).text == "GET /last\n"
             assert await admin_metric(rt, "pillion_upstream_retries_total", cluster="app") == 6
+            await assert_settled(rt)
 
     run(main())
 
@@ -464,6 +475,7 @@ def test_a_post_is_retried_after_a_connect_failure() -> None:
             failures = await admin_metric(rt, "pillion_upstream_connect_failures_total", endpoint=dead)
             assert failures >= 3  # round robin sends every request but perhaps the first to the dead one
             assert await admin_metric(rt, "pillion_upstream_retries_total", cluster="app") == failures
+            await assert_settled(rt)
 
     run(main())
 
@@ -501,6 +513,60 @@ def test_per_try_timeout_retries_on_the_other_endpoint() -> None:
             r = await http_request(HOST, port, "GET", "/both-slow")
             assert r.status == 504 and r.header("x-pillion-error") == "upstream_timeout"
             assert 0.38 <= loop.time() - started < 0.9
+            await assert_settled(rt)
+
+    run(main())
+
+
+def test_the_retry_budget_caps_retries_across_requests() -> None:
+    async def main() -> None:
+        async with AsyncExitStack() as stack:
+            (up,) = await upstreams(stack, "up")
+            cfg = sidecar_config(
+                [up.address],
+                routes=retry_route(attempts=3),
+                # No share of requests, a floor of 0.2/s over 10 s: two retries in the window.
+                cluster={"retry_budget": {"ratio": 0, "min_per_second": 0.2, "ttl": "10s"}},
+            )
+            rt = await stack.enter_async_context(running_sidecar(cfg))
+            up.override = "/status/503"
+            for i in range(3):
+                assert (await http_request(HOST, rt.listeners[0].port, "GET", f"/{i}")).status == 503
+            assert len(up.requests) == 3 + 2  # the first request's two retries, then none
+            assert await admin_metric(rt, "pillion_upstream_retries_total", cluster="app") == 2
+            refused = "pillion_upstream_retries_refused_total"
+            assert await admin_metric(rt, refused, cluster="app", why="budget") == 3
+            await assert_settled(rt)
+
+    run(main())
+
+
+def test_max_retries_limits_requests_retrying_at_once() -> None:
+    async def main() -> None:
+        async with AsyncExitStack() as stack:
+            (up,) = await upstreams(stack, "up")
+            cfg = sidecar_config(
+                [up.address],
+                routes=[
+                    {
+                        "match": {"prefix": "/"},
+                        "cluster": "app",
+                        "retries": {"attempts": 1, "backoff": {"base": "200ms", "max": "200ms"}},
+                    }
+                ],
+                cluster={"circuit_breaker": {"max_retries": 1}},
+            )
+            rt = await stack.enter_async_context(running_sidecar(cfg))
+            port = rt.listeners[0].port
+            up.override = "/status/503"
+            replies = await asyncio.gather(*(http_request(HOST, port, "GET", f"/{i}") for i in range(3)))
+            assert [r.status for r in replies] == [503] * 3
+            assert len(up.requests) == 3 + 1  # one of them retried; the others found the limit reached
+            overflows = "pillion_upstream_overflows_total"
+            assert await admin_metric(rt, overflows, cluster="app", limit="retries") == 2
+            refused = "pillion_upstream_retries_refused_total"
+            assert await admin_metric(rt, refused, cluster="app", why="overflow") == 2
+            await assert_settled(rt)
 
     run(main())
 
