@@ -311,11 +311,13 @@ def machine_sample() -> MachineSample:
 # ---- HTTP probes --------------------------------------------------------------------------------------
 
 
-def http_get(host: str, port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    """One GET on a fresh connection (no proxy environment variables involved)."""
+def http_get(
+    host: str, port: int, path: str, timeout: float = 2.0, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    """One GET on a fresh connection (no proxy environment variables involved); `headers` may replace Host."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers or {})
         resp = conn.getresponse()
         return resp.status, resp.read()
     finally:

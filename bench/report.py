@@ -6,9 +6,11 @@ median over rounds of that per-round value -- rounds visit the targets in a rota
 of the machine (thermal, a neighbour's job) fall on every target alike and the median discards a round
 that went wrong. Ratios are Pillion's median over the baseline's median (baselines: HAProxy, nginx and
 the "minimal" uvloop + httptools calibration proxy); for CPU/request, latency and RSS lower is better (a
-ratio below 1 means Pillion is cheaper/faster), for req/s higher is better. The bars are evaluated on the
-"pillion" row (metrics on, access log off) against the "haproxy" row; a Pillion row that FAILED or saw
-errors fails every bar. The minimal row never decides a bar: the Bar section only adds an informational
+ratio below 1 means Pillion is cheaper/faster), for req/s higher is better. The first three bars are
+evaluated on the "pillion" row (metrics on, access log off) against the "haproxy" row; the outbound bar,
+present when either outbound row was part of the run, on "pillion-outbound" against "haproxy-outbound"
+(both doing host routing, retries, circuit breaking and outlier detection). A Pillion row that FAILED or
+saw errors fails its bars. The minimal row never decides a bar: the Bar section only adds an informational
 "minimal proxy / HAProxy" CPU line (`floor_line`), the floor that Python on this runtime sets, and a
 missing or FAILED minimal row just leaves "-" in its places. Nothing here runs a process: it is pure
 data -> text.
@@ -27,6 +29,7 @@ from loadgen import HeyResult, WrkResult
 CPU_BAR = 1.15  # Pillion CPU/request <= 1.15 x HAProxy's
 P99_BAR = 1.20  # Pillion fixed-rate p99 <= 1.2 x HAProxy's
 RSS_BAR_MIB = 30.0  # Pillion VmRSS after the run <= 30 MiB
+OUTBOUND_CPU_BAR = 1.3  # Pillion outbound CPU/request <= 1.3 x HAProxy outbound's
 NOISY_PCT = 15.0  # CPU used by other processes (% of a core) above which a run is flagged as not quiet
 
 
@@ -151,14 +154,15 @@ RATIO_PAIRS: tuple[tuple[str, str], ...] = (
     ("pillion-log", "haproxy"),
     ("pillion-log", "nginx"),
     ("pillion-log", "minimal"),
+    ("pillion-outbound", "haproxy-outbound"),
     ("minimal", "haproxy"),  # in results.json and the Bar section's informational line, not the table
 )
 TABLE_PAIRS: tuple[str, ...] = tuple(f"{a}/{b}" for a, b in RATIO_PAIRS if a != "minimal")
 
 
 def ratios(summaries: dict[str, dict[str, float | None]]) -> dict[str, dict[str, float | None]]:
-    """'pillion/haproxy' -> metric -> ratio, for both Pillion rows against every baseline present, and
-    'minimal/haproxy' (the calibration proxy against HAProxy)."""
+    """'pillion/haproxy' -> metric -> ratio, for both Pillion rows against every baseline present,
+    'pillion-outbound/haproxy-outbound', and 'minimal/haproxy' (the calibration proxy against HAProxy)."""
     out: dict[str, dict[str, float | None]] = {}
     for a, base in RATIO_PAIRS:
         if a in summaries and base in summaries:
@@ -175,7 +179,56 @@ class Bar:
     detail: str
 
 
+def _row_problem(row: TargetReport | None, what: str) -> str | None:
+    """Why a Pillion row cannot pass a bar (no data, FAILED, errors), or None."""
+    if row is None or not row.rounds:
+        return f"no {what} data" + (" (row FAILED)" if row is not None and row.error else "")
+    if row.error is not None:
+        return f"{what} row FAILED"
+    if row.errors:
+        return f"{what} answered with {row.errors} errors/non-2xx responses"
+    return None
+
+
 def bars(targets: dict[str, TargetReport], summaries: dict[str, dict[str, float | None]]) -> list[Bar]:
+    """The three Pillion-vs-HAProxy bars, then the outbound bar when an outbound row was in the run."""
+    out = _inbound_bars(targets, summaries)
+    outbound = outbound_bar(targets, summaries)
+    if outbound is not None:
+        out.append(outbound)
+    return out
+
+
+def outbound_bar(
+    targets: dict[str, TargetReport], summaries: dict[str, dict[str, float | None]]
+) -> Bar | None:
+    """Pillion outbound CPU/request against HAProxy doing the equivalent job; None when neither outbound
+    row was part of the run (`--only` left both out)."""
+    if "pillion-outbound" not in targets and "haproxy-outbound" not in targets:
+        return None
+    name = f"Pillion outbound CPU/request <= {OUTBOUND_CPU_BAR}x HAProxy outbound's"
+    problem = _row_problem(targets.get("pillion-outbound"), "Pillion outbound")
+    if problem is not None:
+        return Bar(name, False, problem)
+    hap = targets.get("haproxy-outbound")
+    p = summaries["pillion-outbound"]
+    h = summaries.get("haproxy-outbound", {}) if hap is not None and hap.usable else {}
+    cpu = ratio(p.get("cpu_us_per_req"), h.get("cpu_us_per_req"))
+    hey = ratio(p.get("hey_cpu_us_per_req"), h.get("hey_cpu_us_per_req"))
+    return Bar(
+        name,
+        cpu is not None and cpu <= OUTBOUND_CPU_BAR,
+        f"{fmt_num(p.get('cpu_us_per_req'))} vs {fmt_num(h.get('cpu_us_per_req'))} µs/req "
+        f"= {fmt_ratio(cpu)} (limit {OUTBOUND_CPU_BAR}x)"
+        + ("" if h else " (no HAProxy outbound data)")
+        + f"; @2k: {fmt_num(p.get('hey_cpu_us_per_req'))} vs {fmt_num(h.get('hey_cpu_us_per_req'))} µs/req "
+        f"= {fmt_ratio(hey)}",
+    )
+
+
+def _inbound_bars(
+    targets: dict[str, TargetReport], summaries: dict[str, dict[str, float | None]]
+) -> list[Bar]:
     pill = targets.get("pillion")
     hap = targets.get("haproxy")
     names = (
@@ -183,13 +236,7 @@ def bars(targets: dict[str, TargetReport], summaries: dict[str, dict[str, float 
         f"Pillion p99 <= {P99_BAR}x HAProxy's (fixed rate, hey)",
         f"Pillion RSS <= {RSS_BAR_MIB:g} MiB after the run",
     )
-    problem = None
-    if pill is None or not pill.rounds:
-        problem = "no Pillion data" + (" (row FAILED)" if pill is not None and pill.error else "")
-    elif pill.error is not None:
-        problem = "Pillion row FAILED"
-    elif pill.errors:
-        problem = f"Pillion answered with {pill.errors} errors/non-2xx responses"
+    problem = _row_problem(pill, "Pillion")
     if problem is not None:
         return [Bar(n, False, problem) for n in names]
     p = summaries["pillion"]
@@ -438,7 +485,7 @@ def render_markdown(
 
 def _sanity(targets: dict[str, TargetReport]) -> list[str]:
     lines: list[str] = []
-    for key in ("pillion", "pillion-log"):
+    for key in ("pillion", "pillion-log", "pillion-outbound"):
         t = targets.get(key)
         if t is None:
             continue

@@ -1,12 +1,14 @@
 """`make bench`: the same keep-alive load against the upstream, HAProxy, nginx and Pillion, one report.
 
-Theory of operation: one run starts an nginx upstream and five reverse proxies in front of it (HAProxy,
+Theory of operation: one run starts an nginx upstream and seven reverse proxies in front of it (HAProxy,
 nginx, the minimal uvloop + httptools calibration proxy bench/minimal_proxy.py, Pillion with metrics on
-and access log off, Pillion with the access log written to a file), every server a child process pinned
-to the server core (`taskset -c 0`) while the load generators and this harness live on the load core
-(`taskset -c 1`), so a proxy and the upstream it needs compete for one core exactly as a sidecar and its
-app would, and the client never steals from them. All servers stay up for the whole run (idle when not
-measured). Then ROUNDS rounds each visit every live target once, in an order rotated per round; a visit is:
+and access log off, Pillion with the access log written to a file, and the outbound pair: HAProxy and
+Pillion each doing host routing, retries, a circuit breaker and outlier detection), every server a child
+process pinned to the server core (`taskset -c 0`) while the load generators and this harness live on the
+load core (`taskset -c 1`), so a proxy and the upstream it needs compete for one core exactly as a sidecar
+and its app would, and the client never steals from them. All servers stay up for the whole run (idle
+when not measured). Then ROUNDS rounds each visit every live target once, in an order rotated per round;
+a visit is:
 
   1. warm-up: wrk for WARMUP seconds (connections, upstream pools, caches);
   2. measured: read the upstream's stub_status, Pillion's /metrics and the access-log size, sample the
@@ -16,11 +18,11 @@ measured). Then ROUNDS rounds each visit every live target once, in an order rot
      with its own CPU/request.
 
 The report (bench/report.py) takes medians over rounds, ratios against HAProxy, nginx and the minimal
-proxy, and evaluates the bars. A target that cannot start, dies, or whose load run fails is marked FAILED
-with the error and its log tail, and the run goes on -- Pillion's data plane may not exist yet. All
-children are stopped in `finally` (SIGINT and SIGTERM included) and the temporary directory is removed.
-Exit status: 0 (it is a measurement) unless `--check` is given and a bar fails (1), or the harness itself
-cannot run (2).
+proxy (and of the outbound Pillion row against the outbound HAProxy row), and evaluates the bars. A
+target that cannot start, dies, or whose load run fails is marked FAILED with the error and its log tail,
+and the run goes on -- Pillion's data plane may not exist yet. All children are stopped in `finally`
+(SIGINT and SIGTERM included) and the temporary directory is removed. Exit status: 0 (it is a
+measurement) unless `--check` is given and a bar fails (1), or the harness itself cannot run (2).
 """
 
 from __future__ import annotations
@@ -373,7 +375,7 @@ NOTES = [
     "two sub-millisecond p99s is only good to one step (e.g. 0.5 vs 0.6 ms = 1.20x).",
     "RSS sums VmRSS over the tree (nginx master + worker share pages, which are counted twice); results.json "
     "has Pss (pss_mib), which splits shared pages fairly.",
-    "All six servers run for the whole benchmark; the idle ones are on the server core too, but idle. CPU "
+    "All the servers run for the whole benchmark; the idle ones are on the server core too, but idle. CPU "
     "used by anything else (other jobs on a shared machine) is reported in the sanity checks.",
     "On loopback the kernel's receive processing (softirq) mostly runs in the *sender's* context and, on "
     "this kernel's tick-based accounting, is charged to whatever process was running: a proxy is charged for "
@@ -393,8 +395,10 @@ def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
         return 2
     targets: dict[str, Target] = {"upstream": upstream}
     for key in s.only[1:]:
-        if key == "haproxy":
-            targets[key] = start_haproxy(group, tmp, s.server_cpu, upstream.port, s.ready_timeout)
+        if key in ("haproxy", "haproxy-outbound"):
+            targets[key] = start_haproxy(
+                group, tmp, s.server_cpu, upstream.port, s.ready_timeout, outbound=key == "haproxy-outbound"
+            )
         elif key == "nginx":
             targets[key] = start_nginx(group, tmp, s.server_cpu, upstream.port, s.ready_timeout)
         elif key == "minimal":
@@ -410,6 +414,7 @@ def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
                 s.ready_timeout,
                 pillion=s.pillion,
                 access_log=key == "pillion-log",
+                outbound=key == "pillion-outbound",
             )
     for t in targets.values():
         if t.error is None:

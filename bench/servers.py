@@ -1,4 +1,4 @@
-"""The servers under test: one upstream and five reverse proxies in front of it, all started as children.
+"""The servers under test: one upstream and seven reverse proxies in front of it, all started as children.
 
 Theory of operation: each server gets a directory of its own under the run's temporary directory, holding
 its generated configuration, its log (stdout+stderr) and, for nginx, its pid and temp paths -- nothing
@@ -20,6 +20,20 @@ core, single-threaded:
     answers through it.
   * pillion   -- `pillion run -c bench.yaml`, metrics on (always), access log off; `pillion-log` is the same
     with the access log written to a file. Readiness is the admin server's `GET /ready`.
+  * pillion-outbound -- Pillion as an outbound sidecar: listener `outbound` whose first three routes match
+    other Host names (`payments.svc`, `*.internal`, `users.svc:8080`, clusters on a port nothing listens
+    on), then `host: 127.0.0.1` (wrk's Host, port ignored) to cluster `app` with `retries: {attempts: 2,
+    on: [5xx, connect-failure, reset]}`; `app` has a circuit breaker (1024 connections/pending/requests,
+    3 retries) and outlier detection (5 consecutive 5xx, 30 s ejection); metrics on, access log off.
+  * haproxy-outbound -- HAProxy doing the same job: the haproxy settings above, plus one `acl` per Host
+    pattern on `req.hdr(host)` (`field(1,:)` drops the port where Pillion ignores it), `use_backend` per
+    host in the same order and a 404 backend by default; backend `app` with `retries 2`, `retry-on` (every
+    5xx HAProxy knows, conn-failure, empty/junk response, response timeout; all but conn-failure only for
+    idempotent methods, as in Pillion), `option redispatch`, and a server with `maxconn 1024 maxqueue
+    1024` (the circuit breaker) and `observe layer7 error-limit 5 on-error mark-down` (outlier detection;
+    HAProxy needs `check` for it, and that check connects to HAProxy's own listener every 10 s, so it never
+    touches the upstream). bench/README.md lists what is not exactly equivalent. check_forwarding also
+    asks both for an unknown Host and expects 404.
 
 Both nginx instances and the proxy nginx's clients get `keepalive_requests 1000000`, so no server closes a
 benchmark connection every 1000 requests (nginx's default) while the others keep theirs.
@@ -50,7 +64,21 @@ LABELS: dict[str, str] = {
     "minimal": "minimal uvloop+httptools proxy (calibration)",
     "pillion": "Pillion (metrics on, access log off)",
     "pillion-log": "Pillion (access log on)",
+    "haproxy-outbound": "HAProxy (outbound: host routing, retries, circuit breaker, outlier detection)",
+    "pillion-outbound": "Pillion (outbound: host routing, retries, circuit breaker, outlier detection)",
 }
+OUTBOUND_KEYS: tuple[str, ...] = ("haproxy-outbound", "pillion-outbound")
+
+# The outbound rows' host routes that wrk's `Host: 127.0.0.1:PORT` must get past before the one that
+# matches: (route/backend name, Host pattern). Their clusters/backends point at DECOY (nothing listens on
+# the discard port), so a request routed there by mistake fails instead of reaching the upstream.
+DECOY_HOSTS: tuple[tuple[str, str], ...] = (
+    ("payments", "payments.svc"),
+    ("internal", "*.internal"),
+    ("users", "users.svc:8080"),
+)
+DECOY = f"{HOST}:9"
+NO_ROUTE_HOST = "unknown.example"  # check_forwarding: no route takes it, both outbound rows answer 404
 TARGET_KEYS: tuple[str, ...] = tuple(LABELS)
 
 
@@ -167,6 +195,66 @@ def haproxy_cfg(port: int, upstream_port: int) -> str:
     )
 
 
+def _haproxy_host_match(pattern: str) -> str:
+    """An ACL body matching the Host header as a Pillion `match.host` pattern does (case-insensitively;
+    the header's port compared only when the pattern has one; `*.x` = any name ending in `.x`)."""
+    if ":" in pattern:
+        return f"req.hdr(host) -i {pattern}"
+    if pattern.startswith("*."):
+        return f"req.hdr(host),field(1,:) -i -m end {pattern[1:]}"
+    return f"req.hdr(host),field(1,:) -i {pattern}"
+
+
+def haproxy_outbound_cfg(port: int, upstream_port: int) -> str:
+    """HAProxy doing the `pillion-outbound` job (see bench/README.md for what is and is not equivalent).
+
+    Host routing: one ACL per Host pattern on the header's name part (`field(1,:)`, so the port is ignored
+    as Pillion ignores it for a pattern without one), `use_backend` per host in Pillion's route order and
+    a 404 for no match. Retries: `retries 2` + `retry-on` (L7 retries, which buffer the request like
+    Pillion's replay buffer). Circuit breaker: the server's `maxconn`/`maxqueue`. Outlier detection:
+    `observe layer7 error-limit 5 on-error mark-down`, which HAProxy only allows with `check`; the active
+    check is a TCP connect to HAProxy's own listener (`port`), not to the upstream, so it never touches the
+    upstream (whose connection counters are the keep-alive sanity check) and a marked-down server comes
+    back after `rise 2` x `downinter 15s` = 30 s, like Pillion's `base_ejection: 30s`.
+    """
+    hosts = (*DECOY_HOSTS, ("app", HOST))
+    acls = "".join(f"    acl host_{name} {_haproxy_host_match(pattern)}\n" for name, pattern in hosts)
+    use = "".join(f"    use_backend {name} if host_{name}\n" for name, _ in hosts)
+    decoys = "".join(f"backend {name}\n    server {name}1 {DECOY}\n" for name, _ in DECOY_HOSTS)
+    return (
+        "global\n"
+        "    nbthread 1\n"
+        "    maxconn 4096\n"
+        "defaults\n"
+        "    mode http\n"
+        "    option http-keep-alive\n"
+        "    option forwardfor\n"
+        "    http-reuse always\n"
+        "    timeout connect 1s\n"
+        "    timeout client 300s\n"
+        "    timeout server 300s\n"
+        "    timeout http-keep-alive 300s\n"
+        "frontend outbound\n"
+        f"    bind {HOST}:{port}\n"
+        f"{acls}{use}"
+        "    default_backend no_route\n"
+        "backend app\n"
+        "    retries 2\n"
+        # HAProxy 2.6 has no `5xx` word: these are every 5xx status it can retry on.
+        "    retry-on 500 501 502 503 504 conn-failure empty-response junk-response response-timeout\n"
+        "    option redispatch\n"
+        # Pillion replays only idempotent methods once the app may have seen the request; connect
+        # failures stay retriable in both (disable-l7-retry keeps HAProxy's connection retries).
+        "    http-request disable-l7-retry unless METH_GET || METH_OPTIONS || METH_TRACE || METH_PUT"
+        " || METH_DELETE\n"
+        f"    server app1 {HOST}:{upstream_port} maxconn 1024 maxqueue 1024"
+        f" check port {port} inter 10s downinter 15s rise 2 observe layer7 error-limit 5 on-error mark-down\n"
+        f"{decoys}"
+        "backend no_route\n"
+        '    http-request return status 404 content-type text/plain string "no route"\n'
+    )
+
+
 def pillion_yaml(port: int, admin_port: int, upstream_port: int, access_log: Path | None) -> str:
     log = (
         "{enabled: false}"
@@ -188,6 +276,41 @@ def pillion_yaml(port: int, admin_port: int, upstream_port: int, access_log: Pat
         f"    endpoints: [{HOST}:{upstream_port}]\n"
         "    connect_timeout: 1s\n"
         f"access_log: {log}\n"
+    )
+
+
+def pillion_outbound_yaml(port: int, admin_port: int, upstream_port: int) -> str:
+    """Pillion as an outbound sidecar: host routing past three routes that do not match, retries, a circuit
+    breaker and outlier detection on the cluster that serves; metrics on (always), access log off."""
+    decoy_routes = "".join(
+        f"      - name: {name}\n        match: {{host: {json.dumps(pattern)}}}\n        cluster: {name}\n"
+        for name, pattern in DECOY_HOSTS
+    )
+    decoy_clusters = "".join(
+        f"  - name: {name}\n    endpoints: [{DECOY}]\n    connect_timeout: 1s\n" for name, _ in DECOY_HOSTS
+    )
+    return (
+        "service: bench\n"
+        f"admin: {{address: {HOST}:{admin_port}}}\n"
+        "listeners:\n"
+        "  - name: outbound\n"
+        f"    address: {HOST}:{port}\n"
+        "    protocol: http\n"
+        "    routes:\n"
+        f"{decoy_routes}"
+        "      - name: app\n"
+        f'        match: {{host: "{HOST}"}}\n'
+        "        cluster: app\n"
+        "        retries: {attempts: 2, on: [5xx, connect-failure, reset]}\n"
+        "clusters:\n"
+        "  - name: app\n"
+        f"    endpoints: [{HOST}:{upstream_port}]\n"
+        "    connect_timeout: 1s\n"
+        "    circuit_breaker:\n"
+        "      {max_connections: 1024, max_pending: 1024, max_requests: 1024, max_retries: 3}\n"
+        "    outlier_detection: {consecutive_5xx: 5, base_ejection: 30s}\n"
+        f"{decoy_clusters}"
+        "access_log: {enabled: false}\n"
     )
 
 
@@ -240,11 +363,15 @@ def start_upstream(group: ProcGroup, tmp: Path, cpu: int, timeout: float) -> Tar
     )
 
 
-def start_haproxy(group: ProcGroup, tmp: Path, cpu: int, upstream_port: int, timeout: float) -> Target:
-    root = _dir(tmp, "haproxy")
-    target = Target("haproxy", free_port())
+def start_haproxy(
+    group: ProcGroup, tmp: Path, cpu: int, upstream_port: int, timeout: float, *, outbound: bool = False
+) -> Target:
+    key = "haproxy-outbound" if outbound else "haproxy"
+    root = _dir(tmp, key)
+    target = Target(key, free_port())
     cfg = root / "haproxy.cfg"
-    cfg.write_text(haproxy_cfg(target.port, upstream_port))
+    make = haproxy_outbound_cfg if outbound else haproxy_cfg
+    cfg.write_text(make(target.port, upstream_port))
     argv = ["haproxy", "-db", "-f", str(cfg)]
     return _start(
         group,
@@ -306,15 +433,20 @@ def start_pillion(
     timeout: float,
     *,
     pillion: str,
-    access_log: bool,
+    access_log: bool = False,
+    outbound: bool = False,
 ) -> Target:
-    key = "pillion-log" if access_log else "pillion"
+    """`pillion`, `pillion-log` (access_log) or `pillion-outbound` (outbound; never with access_log)."""
+    key = "pillion-outbound" if outbound else "pillion-log" if access_log else "pillion"
     root = _dir(tmp, key)
     target = Target(key, free_port(), admin_port=free_port())
     target.access_log = root / "access.log" if access_log else None
     assert target.admin_port is not None
     cfg = root / "bench.yaml"
-    cfg.write_text(pillion_yaml(target.port, target.admin_port, upstream_port, target.access_log))
+    if outbound:
+        cfg.write_text(pillion_outbound_yaml(target.port, target.admin_port, upstream_port))
+    else:
+        cfg.write_text(pillion_yaml(target.port, target.admin_port, upstream_port, target.access_log))
     argv = [pillion, "run", "-c", str(cfg)]
     return _start(
         group,
@@ -337,6 +469,11 @@ def check_forwarding(target: Target) -> None:
             return
         status, body = http_get(HOST, target.port, "/__xff")
         target.xff_seen = body.decode(errors="replace") if status == 200 else f"(HTTP {status})"
+        if target.key in OUTBOUND_KEYS:
+            # The host routing is really in force: a Host no route takes must not reach the upstream.
+            status, body = http_get(HOST, target.port, "/", headers={"Host": NO_ROUTE_HOST})
+            if status != 404:
+                target.fail(f"GET / with Host {NO_ROUTE_HOST} answered {status} {body[:200]!r}, expected 404")
     except OSError as exc:
         target.fail(f"GET {target.url} failed: {type(exc).__name__}: {exc}")
 
