@@ -325,6 +325,14 @@ def _dist_version(name: str) -> str:
         return "not installed"
 
 
+def _build_kind(pillion: str) -> str:
+    """Whether the measured pillion runs its hot modules compiled (mypyc) or as pure Python."""
+    probe = "import pillion.proxy.downstream as m; print(m.__file__)"
+    python = Path(pillion).with_name("python")
+    where = _first_line([str(python), "-c", probe])
+    return f"compiled (mypyc): {where}" if where.endswith(".so") else f"pure Python: {where}"
+
+
 def versions(pillion: str) -> dict[str, str]:
     hey = _first_line(["dpkg-query", "-W", "-f=${Version}", "hey"])
     return {
@@ -335,6 +343,7 @@ def versions(pillion: str) -> dict[str, str]:
         "python": f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})",
         "minimal proxy": f"uvloop {_dist_version('uvloop')}, httptools {_dist_version('httptools')}",
         "pillion": _first_line([pillion, "--version"]),
+        "pillion build": _build_kind(pillion),
         "kernel": platform.release(),
     }
 

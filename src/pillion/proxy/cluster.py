@@ -27,7 +27,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from pillion.config.model import Address
 from pillion.config.model import Cluster as ClusterConfig
@@ -184,7 +184,10 @@ class Endpoint:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(cluster.connect_timeout):
-                _, conn = await loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port)
+                _, protocol = await loop.create_connection(
+                    lambda: cast(asyncio.Protocol, UpstreamConnection(self)), self.host, self.port
+                )
+                conn = cast(UpstreamConnection, protocol)
         except TimeoutError:
             reason = "upstream_connect_timeout"
         except OSError as exc:
@@ -390,7 +393,7 @@ class Cluster:
         endpoint.ejected = True
         endpoint.ejected_until = asyncio.get_running_loop().time() + seconds
         endpoint.ejections.value += 1
-        endpoint.ejected_gauge.value = 1
+        endpoint.ejected_gauge.value = 1.0
         endpoint.close_idle()
         log.warning(
             "endpoint ejected",
@@ -408,7 +411,7 @@ class Cluster:
                 endpoint.ejected = False
                 endpoint.ejected_until = 0.0
                 endpoint.consecutive_5xx = endpoint.consecutive_gateway = 0
-                endpoint.ejected_gauge.value = 0
+                endpoint.ejected_gauge.value = 0.0
                 returned = True
                 log.info("endpoint returned", extra={"cluster": self.name, "endpoint": endpoint.label})
         if returned:

@@ -166,7 +166,10 @@ class Exchange:
         self.flags = ""  # access-log response flags decided along the way (URX)
 
 
-class DownstreamConnection(asyncio.Protocol):
+class DownstreamConnection:
+    """One client connection; an asyncio protocol by shape (no base class, so mypyc can compile it to a
+    native class with fixed attribute slots)."""
+
     __slots__ = (
         "client_ip",
         "close_delimited",

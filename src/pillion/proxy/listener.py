@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from pillion.config.model import Listener as ListenerConfig
 from pillion.http.local_reply import FLAGS
@@ -86,7 +86,7 @@ class HttpListener:
         self.batch = WriteBatch(loop)
         address = self.config.address
         self.server = await loop.create_server(
-            lambda: DownstreamConnection(self),
+            lambda: cast(asyncio.Protocol, DownstreamConnection(self)),
             address.host,
             address.port,
             reuse_address=True,

@@ -82,7 +82,9 @@ class _NoBody(Exception):
     """Raised from the head callback to end a response that has no body (HEAD)."""
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection:
+    """One connection to an endpoint; an asyncio protocol by shape, like DownstreamConnection."""
+
     __slots__ = (
         "closed",
         "down",

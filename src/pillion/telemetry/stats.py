@@ -62,7 +62,7 @@ class Counter:
     __slots__ = ("value",)
 
     def __init__(self) -> None:
-        self.value: float = 0
+        self.value: float = 0.0
 
     def inc(self, n: float = 1) -> None:
         self.value += n
@@ -74,7 +74,7 @@ class Gauge:
     __slots__ = ("value",)
 
     def __init__(self) -> None:
-        self.value: float = 0
+        self.value: float = 0.0
 
     def inc(self, n: float = 1) -> None:
         self.value += n
