@@ -73,6 +73,7 @@ class Endpoint:
         "idle",
         "label",
         "port",
+        "removed",
         "requests",
         "times_ejected",
         "weight",
@@ -89,6 +90,7 @@ class Endpoint:
         self.requests = 0  # tries sent to this endpoint, for /clusters
         self.active = 0  # requests in flight here, for least_request
         self.healthy = True  # as far as active health checks know
+        self.removed = False  # dropped from the cluster (DNS): connections given back are closed
         self.ejected = False
         self.ejected_until = 0.0
         self.times_ejected = 0
@@ -151,7 +153,7 @@ class Endpoint:
         cluster = self.cluster
         if cluster.waiters:
             cluster.hand_over(conn)
-        elif len(self.idle) < cluster.max_idle and not cluster.retired:
+        elif len(self.idle) < cluster.max_idle and not cluster.retired and not self.removed:
             conn.idle_since = now
             self.idle.append(conn)
         else:
@@ -182,12 +184,10 @@ class Endpoint:
 
         cluster = self.cluster
         loop = asyncio.get_running_loop()
+        conn = UpstreamConnection(self)
         try:
             async with asyncio.timeout(cluster.connect_timeout):
-                _, protocol = await loop.create_connection(
-                    lambda: cast(asyncio.Protocol, UpstreamConnection(self)), self.host, self.port
-                )
-                conn = cast(UpstreamConnection, protocol)
+                await loop.create_connection(lambda: cast(asyncio.Protocol, conn), self.host, self.port)
         except TimeoutError:
             reason = "upstream_connect_timeout"
         except OSError as exc:
@@ -197,7 +197,10 @@ class Endpoint:
             on_done(conn, None)
             return
         self.connect_failures.value += 1
-        cluster.connections -= 1
+        if conn.transport is None:
+            # Never made, so never counted down by its connection_lost: free its slot here (and let a
+            # request waiting at max_connections have it).
+            cluster.connection_closed()
         self.failed()
         on_done(None, reason)
 
@@ -342,25 +345,38 @@ class Cluster:
             counter = self.retries_refused[why] = self.stats.retries_refused.labels(self.name, why)
         counter.value += 1
 
-    def open_or_wait(self, endpoint: Endpoint, on_done: ConnectCallback) -> bool:
-        """Open a connection to `endpoint`, or wait for one at max_connections. False when over a limit
-        (the caller answers `overflow`)."""
+    def open_or_wait(self, endpoint: Endpoint, on_done: ConnectCallback) -> Callable[[], None] | None:
+        """Open a connection to `endpoint`, or wait for one at max_connections. Returns a function the
+        caller calls if it stops waiting (its request ended first), or None when over a limit (the
+        caller answers `overflow`)."""
         limits = self.limits
         if self.pending >= limits.max_pending:
             self.count_overflow("pending")
-            return False
+            return None
         self.pending += 1
+        waiting = True
 
         def done(conn: UpstreamConnection | None, reason: str | None) -> None:
-            self.pending -= 1
+            nonlocal waiting
+            if waiting:
+                waiting = False
+                self.pending -= 1
             on_done(conn, reason)
+
+        def cancel() -> None:
+            nonlocal waiting
+            if waiting:
+                waiting = False
+                self.pending -= 1
+                with contextlib.suppress(ValueError):
+                    self.waiters.remove(done)  # a connect under way just completes: it is pooled
 
         if self.connections >= limits.max_connections:
             self.waiters.append(done)
         else:
             self.connections += 1
             endpoint.connect(done)
-        return True
+        return cancel
 
     def hand_over(self, conn: UpstreamConnection) -> None:
         """A connection came free while requests wait at max_connections: the first waiter gets it."""
@@ -430,6 +446,7 @@ class Cluster:
             endpoint.weight = weight
             endpoints.append(endpoint)
         for gone in by_key.values():
+            gone.removed = True
             gone.close_idle()
         self.endpoints = endpoints
         self.rebuild()

@@ -13,8 +13,11 @@ distinct delay keeps about 32-64 buckets alive rather than one per few milliseco
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Generic, TypeVar
+
+log = logging.getLogger("pillion.deadlines")
 
 T = TypeVar("T")
 
@@ -57,7 +60,10 @@ class Deadlines(Generic[T]):
         expire = self._expire
         for item in list(bucket):
             if item in bucket:  # an earlier expiry may have cancelled a later one
-                expire(item)
+                try:
+                    expire(item)
+                except Exception:  # one failure must not keep the others from expiring
+                    log.exception("timeout handling failed")
         bucket.clear()  # an owner still holding it finds nothing to discard
 
     def __len__(self) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, cast
 
@@ -100,6 +101,7 @@ class Exchange:
         "body_chunked",
         "body_in",
         "body_out",
+        "cancel_wait",
         "cluster",
         "endpoint",
         "error",
@@ -157,6 +159,7 @@ class Exchange:
         self.headers: list[tuple[bytes, bytes]] = []  # as received, for matching and hashing
         self.fields_end = 0  # end of the copied fields in `head`; Pillion's own fields follow
         self.cluster: Cluster | None = None  # counted in this cluster's requests in flight
+        self.cancel_wait: Callable[[], None] | None = None  # while waiting for a connection
         self.endpoint: Endpoint | None = None  # serving the current try
         self.sent = False  # the current try's head was written upstream
         self.tries = 0  # retries made
@@ -496,8 +499,10 @@ class DownstreamConnection:
             return
         if ex.body_chunked:
             self._body_out(ex, _LAST_CHUNK)
-        if ex.upstream is not None and ex is self.current:
+        if ex is self.current and ex.cluster is not None:  # on its way upstream (or waiting to be)
             self._arm_timeout(ex)
+            if ex.upstream is not None:
+                self._arm_try_timeout(ex)
 
     # -- starting an exchange ---------------------------------------------------------------------
 
@@ -532,6 +537,8 @@ class DownstreamConnection:
             if not ex.replayable:  # keep the body for a replay (up to the policy's buffer)
                 ex.replay = list(ex.pending)
                 ex.replay_size = sum(map(len, ex.pending))
+        if ex.request_done:  # (a delayed or pipelined request) the route timeout runs from now
+            self._arm_timeout(ex)
         self._send_upstream(ex)
 
     def _apply_policies(self, ex: Exchange, route: RouteEntry, *, delayed: bool = False) -> bool:
@@ -572,9 +579,9 @@ class DownstreamConnection:
         return True
 
     def _after_delay(self, ex: Exchange, abort: int) -> None:
-        self._resume(_CONNECTING)
         if ex is not self.current or self.closed:
-            return
+            return  # ended meanwhile; its pause was lifted when it was recorded
+        self._resume(_CONNECTING)
         route = ex.route
         assert route is not None
         if abort:
@@ -658,15 +665,22 @@ class DownstreamConnection:
             self._attach(ex, conn)
             return
         self._pause(_CONNECTING)
-        if not cluster.open_or_wait(endpoint, lambda c, reason: self._connected(ex, c, reason)):
+        cancel = cluster.open_or_wait(endpoint, lambda c, reason: self._connected(ex, c, reason))
+        if cancel is None:
             self._resume(_CONNECTING)
             self._reply_locally(ex, "overflow")
+        else:
+            ex.cancel_wait = cancel
 
     def _connected(self, ex: Exchange, conn: UpstreamConnection | None, reason: str | None) -> None:
-        self._resume(_CONNECTING)
         if ex is not self.current or self.closed:
-            if conn is not None:  # the client went away while we connected: keep the connection
+            if conn is not None:  # the request ended while we connected: keep the connection
                 conn.endpoint.give_back(conn, self.loop.time())
+            return  # and its pause was lifted when it was recorded
+        ex.cancel_wait = None
+        self._resume(_CONNECTING)
+        if conn is not None and not conn.reusable():
+            self._send_upstream(ex)  # handed a connection that closed on the way: get another
             return
         if conn is None:
             assert reason is not None
@@ -711,15 +725,18 @@ class DownstreamConnection:
             conn.set_reading(False)
         if ex.request_done:
             self._arm_timeout(ex)
+            self._arm_try_timeout(ex)
 
     def _arm_timeout(self, ex: Exchange) -> None:
+        """The route timeout: from the end of the request, across connecting, waiting and every try."""
         route = ex.route
-        if route is None or self.response_started:
-            return
-        if route.timeout > 0 and self.timer is None:  # armed once: it covers every try
+        if route is not None and route.timeout > 0 and self.timer is None and not self.response_started:
             self.timer = self.listener.deadlines.add(route.timeout, self)
-        retry = route.retry
-        if retry is not None and retry.per_try_timeout > 0:
+
+    def _arm_try_timeout(self, ex: Exchange) -> None:
+        route = ex.route
+        retry = route.retry if route is not None else None
+        if retry is not None and retry.per_try_timeout > 0 and not self.response_started:
             self._cancel_try_timeout()
             self.try_timer = self.listener.try_deadlines.add(retry.per_try_timeout, self)
 
@@ -789,7 +806,7 @@ class DownstreamConnection:
             why = "budget"
         if why:
             cluster.count_retry_refused(why)
-            ex.flags = "URX"
+            ex.flags = f"{ex.flags},URX" if ex.flags else "URX"
             return False
         ex.tries += 1
         cluster.retries.value += 1
@@ -797,6 +814,7 @@ class DownstreamConnection:
             ex.in_retry = True
             cluster.retries_active += 1
         self._cancel_try_timeout()
+        self._resume(_UPSTREAM_FULL)  # the dropped try's full send buffer no longer holds us back
         if ex.sent and ex.replay is not None:
             ex.pending = list(ex.replay)  # what was sent, and what arrived since: all of it again
         ex.sent = False
@@ -805,8 +823,8 @@ class DownstreamConnection:
         return True
 
     def _retry_now(self, ex: Exchange) -> None:
-        self._resume(_CONNECTING)
         if ex is self.current and not self.closed and not self.response_started:
+            self._resume(_CONNECTING)
             self._send_upstream(ex)
 
     # -- response side: called by the upstream connection -----------------------------------------
@@ -1059,6 +1077,10 @@ class DownstreamConnection:
     def _record(self, ex: Exchange) -> None:
         """Count and log an exchange that ended, however it ended."""
         self._cancel_timeout()
+        if ex.cancel_wait is not None:  # ended while waiting for a connection: stop waiting
+            ex.cancel_wait()
+            ex.cancel_wait = None
+        self._resume(_CONNECTING)  # any pause for connecting, backoff or delay was this exchange's
         cluster = ex.cluster
         if cluster is not None:
             ex.cluster = None

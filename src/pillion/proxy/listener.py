@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from pillion.config.model import Listener as ListenerConfig
@@ -58,16 +59,24 @@ class HttpListener:
         self.batch: WriteBatch  # writes to both sides, sent once per loop pass
 
     def update(self, config: ListenerConfig, clusters: dict[str, Cluster]) -> None:
-        """Take a (reloaded) config: routes and limits apply to the next request of every connection,
-        and the socket stays bound."""
-        self.config = config
-        limits = config.limits
-        self.max_head_size = int(limits.max_request_headers_size)
-        self.max_headers = limits.max_request_headers
-        self.max_body_size = int(limits.max_request_body_size)
-        self.headers_timeout = float(limits.request_headers_timeout)
-        self.idle_timeout = float(limits.idle_timeout)
-        self.router = Router([compile_route(self.name, r, clusters, self.stats) for r in config.routes])
+        self.prepare(config, clusters)()
+
+    def prepare(self, config: ListenerConfig, clusters: dict[str, Cluster]) -> Callable[[], None]:
+        """Compile a (reloaded) config now; the returned function puts it in force. From then on the
+        routes and limits apply to the next request of every connection, and the socket stays bound."""
+        router = Router([compile_route(self.name, r, clusters, self.stats) for r in config.routes])
+
+        def commit() -> None:
+            self.config = config
+            limits = config.limits
+            self.max_head_size = int(limits.max_request_headers_size)
+            self.max_headers = limits.max_request_headers
+            self.max_body_size = int(limits.max_request_body_size)
+            self.headers_timeout = float(limits.request_headers_timeout)
+            self.idle_timeout = float(limits.idle_timeout)
+            self.router = router
+
+        return commit
 
     @property
     def bound(self) -> bool:

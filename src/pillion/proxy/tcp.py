@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -231,17 +233,21 @@ class TcpConnection(asyncio.Protocol):
                 cluster.count_overflow("connections")  # the circuit breaker, shared with HTTP
                 break
             cluster.connections += 1
+            side = UpstreamSide(self, cluster)
             try:
                 async with asyncio.timeout(cluster.connect_timeout):
-                    await loop.create_connection(
-                        lambda: UpstreamSide(self, cluster), endpoint.host, endpoint.port
-                    )
+                    await loop.create_connection(functools.partial(_same, side), endpoint.host, endpoint.port)
+            except asyncio.CancelledError:  # the client left while we connected
+                if side.transport is None:
+                    cluster.connection_closed()
+                raise
             except (OSError, TimeoutError) as exc:
                 if self.upstream is not None:
                     # The connect won the race with the timeout: it is attached, and if create_connection
                     # closed it again, its connection_lost closes the client.
                     return
-                cluster.connections -= 1
+                if side.transport is None:  # never made: its connection_lost will not free the slot
+                    cluster.connection_closed()
                 endpoint.connect_failures.value += 1
                 endpoint.failed()  # outlier detection, as for HTTP
                 failed.append(endpoint)
@@ -336,16 +342,29 @@ def _next_endpoint(cluster: Cluster, failed: list[Endpoint]) -> Endpoint | None:
     return endpoint
 
 
+def _same(side: UpstreamSide) -> UpstreamSide:
+    return side
+
+
 class TcpListener:
     """A bound socket whose connections are forwarded to `config.cluster`."""
 
     def update(self, config: ListenerConfig, clusters: dict[str, Cluster]) -> None:
-        """Take a (reloaded) config: new connections go to its cluster; open ones stay where they are."""
+        self.prepare(config, clusters)()
+
+    def prepare(self, config: ListenerConfig, clusters: dict[str, Cluster]) -> Callable[[], None]:
+        """A (reloaded) config, put in force by the returned function: new connections go to its
+        cluster; open ones stay where they are."""
         assert config.cluster is not None  # validated
-        self.config = config
-        self.cluster = clusters[config.cluster]
-        self.max_connections = config.max_connections
-        self.idle_timeout = float(config.limits.idle_timeout)
+        cluster = clusters[config.cluster]
+
+        def commit() -> None:
+            self.config = config
+            self.cluster = cluster
+            self.max_connections = config.max_connections
+            self.idle_timeout = float(config.limits.idle_timeout)
+
+        return commit
 
     def __init__(self, config: ListenerConfig, clusters: dict[str, Cluster], stats: TcpStats) -> None:
         self.name = config.name

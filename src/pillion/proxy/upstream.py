@@ -198,6 +198,10 @@ class UpstreamConnection:
         try:
             self.parser.feed_data(data)
             down.flush()
+            if self.down is DISCARD:
+                # A retried response that did not end within this read: rather than wait on it with
+                # no deadline, drop the connection.
+                self.abort()
         except _NoBody:
             self.parser = HttpResponseParser(self)
         except HttpParserError:

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from pillion import __version__
@@ -268,7 +269,7 @@ class Runtime:
                 fresh.append(clusters[cc.name])
         current = {listener.name: listener for listener in self.listeners}
         listeners: list[Listener] = []
-        kept: list[tuple[Listener, Any]] = []
+        commits: list[Callable[[], None]] = []  # kept listeners' new routes, compiled, not yet in force
         bind: list[Listener] = []
         for lc in new.listeners:
             old_listener = current.get(lc.name)
@@ -277,7 +278,7 @@ class Runtime:
                 and old_listener.config.address == lc.address
                 and old_listener.config.protocol == lc.protocol
             ):
-                kept.append((old_listener, lc))
+                commits.append(old_listener.prepare(lc, clusters))
                 listeners.append(old_listener)
                 del current[lc.name]
             else:
@@ -285,11 +286,15 @@ class Runtime:
                 bind.append(listener)
                 listeners.append(listener)
         # 2. Side effects, undone if any fails: helpers of new clusters, sockets of new listeners.
+        # A new listener on the address of one going away (renamed, or a protocol change) can only
+        # bind once the old one has closed its socket, so those are bound last.
+        held = {gone.config.address for gone in current.values()}
+        bind.sort(key=lambda listener: listener.config.address in held)
         try:
             for cluster in fresh:
                 await self._start_cluster(cluster)
             for listener in bind:
-                for gone in current.values():  # a listener renamed or moved onto a port still held
+                for gone in current.values():
                     if gone.config.address == listener.config.address:
                         gone.stop_accepting()
                 await listener.start()
@@ -300,8 +305,8 @@ class Runtime:
                 cluster.retire()
             raise
         # 3. Switch: kept listeners take the new routes for their next request; the rest drain.
-        for listener, lc in kept:
-            listener.update(lc, clusters)
+        for commit in commits:
+            commit()
         for gone in current.values():
             gone.stop_accepting()
             self.retired.append(gone)
