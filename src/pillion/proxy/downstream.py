@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
-from pillion.filters.rate_limit import retry_after
 from pillion.http.headers import (
     CONNECTION,
     CONTENT_LENGTH,
@@ -548,6 +547,8 @@ class DownstreamConnection:
         if limiter is not None and not delayed:
             wait = limiter.check(self._limit_key(ex, route))
             if wait:
+                from pillion.filters.rate_limit import retry_after
+
                 assert route.rate_limited is not None
                 route.rate_limited.value += 1
                 self._reply_locally(ex, "rate_limited", extra=b"retry-after: " + retry_after(wait) + _CRLF)

@@ -13,14 +13,14 @@ from bisect import bisect_right
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from pillion.config.model import DirectResponse, Redirect, Route
-from pillion.filters.fault import FaultInjector
-from pillion.filters.rate_limit import RateLimiter
+from pillion.config.model import DirectResponse, Fault, RateLimit, Redirect, Route
 from pillion.http.header_edit import HeaderEdit, compile_edit
 from pillion.proxy.retry_policy import RetryRule
 from pillion.proxy.route_match import Matcher, RequestView, compile_match, host_key
 
 if TYPE_CHECKING:
+    from pillion.filters.fault import FaultInjector
+    from pillion.filters.rate_limit import RateLimiter
     from pillion.proxy.cluster import Cluster
     from pillion.proxy.stats import ProxyStats
     from pillion.telemetry.stats import Counter, CounterFamily, Histogram
@@ -78,6 +78,22 @@ class RouteEntry(RouteStats):
         return self.variants[bisect_right(cumulative, random.random() * cumulative[-1])]
 
 
+def _rate_limiter(config: RateLimit | None) -> RateLimiter | None:
+    if config is None:
+        return None
+    from pillion.filters.rate_limit import RateLimiter  # filters load only when a route uses them
+
+    return RateLimiter(config)
+
+
+def _fault_injector(config: Fault | None) -> FaultInjector | None:
+    if config is None:
+        return None
+    from pillion.filters.fault import FaultInjector
+
+    return FaultInjector(config)
+
+
 def compile_route(listener: str, route: Route, clusters: dict[str, Cluster], stats: ProxyStats) -> RouteEntry:
     m = route.match
     cluster = clusters[route.cluster] if route.cluster is not None else None
@@ -95,10 +111,10 @@ def compile_route(listener: str, route: Route, clusters: dict[str, Cluster], sta
         requests=stats.requests,
         labels=(listener, route.name, cluster_label),
         retry=RetryRule(route.retries) if route.retries is not None else None,
-        rate_limiter=RateLimiter(limit) if limit is not None else None,
+        rate_limiter=_rate_limiter(limit),
         rate_key=limit.key if limit is not None else "route",
         rate_header=(limit.header or "").lower().encode() if limit is not None else b"",
-        fault=FaultInjector(route.fault) if route.fault is not None else None,
+        fault=_fault_injector(route.fault),
         direct=route.direct_response,
         redirect=route.redirect,
         request_edit=request_edit,
@@ -107,10 +123,10 @@ def compile_route(listener: str, route: Route, clusters: dict[str, Cluster], sta
         host_rewrite=route.host_rewrite.encode() if route.host_rewrite is not None else None,
     )
     if entry.rate_limiter is not None:
-        entry.rate_limited = stats.rate_limit.limited.labels(listener, route.name)
+        entry.rate_limited = stats.rate_limit().limited.labels(listener, route.name)
     if entry.fault is not None:
-        entry.fault_delays = stats.fault.delays.labels(listener, route.name)
-        entry.fault_aborts = stats.fault.aborts.labels(listener, route.name)
+        entry.fault_delays = stats.fault().delays.labels(listener, route.name)
+        entry.fault_aborts = stats.fault().aborts.labels(listener, route.name)
     entry.policies = any(
         x is not None
         for x in (

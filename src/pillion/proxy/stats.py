@@ -7,10 +7,13 @@ them, so the per-request cost is an attribute increment, never a label lookup.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pillion.filters.fault import FaultStats
-from pillion.filters.rate_limit import RateLimitStats
 from pillion.telemetry.stats import Counter, CounterFamily, GaugeFamily, HistogramFamily, Registry
+
+if TYPE_CHECKING:
+    from pillion.filters.fault import FaultStats
+    from pillion.filters.rate_limit import RateLimitStats
 
 
 @dataclass(slots=True)
@@ -32,8 +35,25 @@ class ProxyStats:
     overflows: CounterFamily
     retries: CounterFamily
     retries_refused: CounterFamily
-    rate_limit: RateLimitStats
-    fault: FaultStats
+    registry: Registry
+    # A filter's metrics are declared with the filter module, on first use: an unused filter costs
+    # neither the import nor the series.
+    _rate_limit: RateLimitStats | None = None
+    _fault: FaultStats | None = None
+
+    def rate_limit(self) -> RateLimitStats:
+        if self._rate_limit is None:
+            from pillion.filters.rate_limit import RateLimitStats
+
+            self._rate_limit = RateLimitStats.declare(self.registry)
+        return self._rate_limit
+
+    def fault(self) -> FaultStats:
+        if self._fault is None:
+            from pillion.filters.fault import FaultStats
+
+            self._fault = FaultStats.declare(self.registry)
+        return self._fault
 
     @classmethod
     def declare(cls, registry: Registry) -> ProxyStats:
@@ -110,6 +130,5 @@ class ProxyStats:
                 "Retries wanted but not made: attempts used up, the retry budget spent, or not replayable.",
                 ("cluster", "why"),
             ),
-            rate_limit=RateLimitStats.declare(registry),
-            fault=FaultStats.declare(registry),
+            registry=registry,
         )

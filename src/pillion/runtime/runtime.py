@@ -18,8 +18,9 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pillion import __version__
 from pillion.config import Config, config_to_dict
@@ -27,14 +28,31 @@ from pillion.config.model import Listener as ListenerConfig
 from pillion.proxy.cluster import Cluster
 from pillion.proxy.listener import HttpListener
 from pillion.proxy.stats import ProxyStats
-from pillion.proxy.tcp import TcpListener, TcpStats
 from pillion.runtime.tasks import spawn
 from pillion.telemetry.access_log import AccessLog
 from pillion.telemetry.process import register_process_metrics
 from pillion.telemetry.prometheus import render
 from pillion.telemetry.stats import Registry
 
+if TYPE_CHECKING:
+    from pillion.proxy.tcp import TcpListener, TcpStats
+
+    # Listeners are used uniformly: start, bound, port, connections, prepare, stop_accepting, sweep,
+    # view. tcp.py is imported only when a tcp listener is configured.
+    Listener = HttpListener | TcpListener
+
 log = logging.getLogger("pillion.runtime")
+
+
+def _is_ip(host: str) -> bool:
+    """An IP literal (no DNS needed), checked without importing the DNS module."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host.split("%", 1)[0])
+        except OSError:
+            continue
+        return True
+    return False
 
 
 def _mtime(path: str | None) -> float:
@@ -45,10 +63,6 @@ def _mtime(path: str | None) -> float:
     except OSError:
         return 0.0
 
-
-# Listeners are used uniformly: start, bound, port, connections (each with a transport), stop_accepting,
-# sweep, view.
-Listener = HttpListener | TcpListener
 
 HOUSEKEEPING_INTERVAL = 1.0  # seconds between idle/slow-connection sweeps and access-log flushes
 
@@ -74,7 +88,7 @@ class Runtime:
         self._helper_stats: dict[str, Any] = {}  # health-check and DNS stats, declared on first use
         self.retired: list[Listener] = []  # replaced by a reload, finishing their connections
         self.clusters = {c.name: Cluster(c, self.stats) for c in config.clusters}
-        self.tcp_stats = TcpStats.declare(self.registry)
+        self._tcp_stats: TcpStats | None = None
         self.listeners: list[Listener] = [self._make_listener(lc, self.clusters) for lc in config.listeners]
         self.admin: Any = None
         self.draining = False
@@ -198,9 +212,7 @@ class Runtime:
         """Resolve host names (and keep re-resolving them) and start health checks, as configured."""
         config = cluster.config
         names = [(e.address.host, e.address.port, e.weight) for e in config.endpoints]
-        from pillion.proxy.dns import is_ip_literal
-
-        if not all(is_ip_literal(host) for host, _, _ in names):
+        if not all(_is_ip(host) for host, _, _ in names):
             from pillion.proxy.dns import DnsRefresher
 
             refresher = DnsRefresher(
@@ -251,7 +263,11 @@ class Runtime:
 
     def _make_listener(self, lc: ListenerConfig, clusters: dict[str, Cluster]) -> Listener:
         if lc.protocol == "tcp":
-            return TcpListener(lc, clusters, self.tcp_stats)
+            from pillion.proxy.tcp import TcpListener, TcpStats
+
+            if self._tcp_stats is None:
+                self._tcp_stats = TcpStats.declare(self.registry)
+            return TcpListener(lc, clusters, self._tcp_stats)
         return HttpListener(lc, clusters, self.stats, self.access_log)
 
     async def _apply(self, new: Config) -> None:
