@@ -11,19 +11,31 @@ from __future__ import annotations
 import random
 from bisect import bisect_right
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pillion.config.model import DirectResponse, Fault, RateLimit, Redirect, Route
 from pillion.http.header_edit import HeaderEdit, compile_edit
+
+# Imported for real, not under TYPE_CHECKING: the compiled (mypyc) dataclasses below need these
+# classes when they are created. The filters are named through protocols instead, so that they are
+# imported only when a route uses them.
+from pillion.proxy.cluster import Cluster
 from pillion.proxy.retry_policy import RetryRule
 from pillion.proxy.route_match import Matcher, RequestView, compile_match, host_key
+from pillion.proxy.stats import ProxyStats
+from pillion.telemetry.stats import Counter, CounterFamily, Histogram
 
-if TYPE_CHECKING:
-    from pillion.filters.fault import FaultInjector
-    from pillion.filters.rate_limit import RateLimiter
-    from pillion.proxy.cluster import Cluster
-    from pillion.proxy.stats import ProxyStats
-    from pillion.telemetry.stats import Counter, CounterFamily, Histogram
+
+class RateLimiter(Protocol):
+    """What a route needs of filters/rate_limit.py's limiter."""
+
+    def check(self, key: bytes) -> float: ...
+
+
+class FaultInjector(Protocol):
+    """What a route needs of filters/fault.py's injector."""
+
+    def decide(self) -> tuple[float, int]: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -81,17 +93,17 @@ class RouteEntry(RouteStats):
 def _rate_limiter(config: RateLimit | None) -> RateLimiter | None:
     if config is None:
         return None
-    from pillion.filters.rate_limit import RateLimiter  # filters load only when a route uses them
+    from pillion.filters import rate_limit  # filters load only when a route uses them
 
-    return RateLimiter(config)
+    return rate_limit.RateLimiter(config)
 
 
 def _fault_injector(config: Fault | None) -> FaultInjector | None:
     if config is None:
         return None
-    from pillion.filters.fault import FaultInjector
+    from pillion.filters import fault
 
-    return FaultInjector(config)
+    return fault.FaultInjector(config)
 
 
 def compile_route(listener: str, route: Route, clusters: dict[str, Cluster], stats: ProxyStats) -> RouteEntry:
