@@ -27,7 +27,6 @@ HOT_MODULES = [
     "proxy/cluster",
     "proxy/deadlines",
     "proxy/downstream",
-    "proxy/listener",
     "proxy/retry_budget",
     "proxy/retry_policy",
     "proxy/route_match",
