@@ -13,7 +13,8 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 # Runtime install only: what a user gets from `pip install .`.
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py
+	rm -rf build
 	$(BIN)/pip install -q .
 	touch $@
 
@@ -26,7 +27,7 @@ $(VENV)/.dev: $(BIN)/python pyproject.toml setup.py
 # the second test pass runs. Rebuilt when any source changes.
 COMPILED := .compiled
 $(COMPILED)/.stamp: $(VENV)/.dev setup.py pyproject.toml $(shell find src -name '*.py')
-	rm -rf $(COMPILED)
+	rm -rf $(COMPILED) build  # setuptools' build/ would carry stale extensions into the new build
 	$(BIN)/pip install -q --no-deps --no-build-isolation -t $(COMPILED) .
 	touch $@
 
