@@ -125,3 +125,31 @@ def test_a_retry_after_the_upstream_stopped_reading_an_upload_is_not_left_paused
             writer.close()
 
     run(main())
+
+
+def test_a_client_that_leaves_while_waiting_for_a_connection_frees_its_place_at_once() -> None:
+    async def main() -> None:
+        async with ScriptableUpstream() as up:
+            cfg = sidecar_config(
+                [up.address], cluster={"circuit_breaker": {"max_connections": 1, "max_pending": 2}}
+            )
+            async with running_sidecar(cfg) as rt:
+                port = rt.listeners[0].port
+                cluster = rt.clusters["app"]
+                busy_r, busy_w = await asyncio.open_connection(HOST, port)
+                busy_w.write(b"GET /delay/1 HTTP/1.1\r\nhost: x\r\n\r\n")  # holds the one connection
+                await asyncio.sleep(0.1)
+                for _ in range(2):  # wait in the queue, then give up
+                    _, writer = await asyncio.open_connection(HOST, port)
+                    writer.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                    await asyncio.sleep(0.05)
+                    writer.close()
+                for _ in range(40):  # well before the busy request (1 s) or any timeout
+                    if cluster.pending == 0:
+                        break
+                    await asyncio.sleep(0.01)
+                assert (cluster.pending, len(cluster.waiters)) == (0, 0)
+                assert await status_of(busy_r) == b"HTTP/1.1 200 OK"
+                busy_w.close()
+
+    run(main())

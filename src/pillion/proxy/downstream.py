@@ -55,7 +55,12 @@ LINGER_SECONDS = 2.0  # how long a half-closed connection discards what the clie
 # Reasons to stop reading from the client, one bit each.
 _PIPELINED = 1  # a request is queued behind the current one
 _UPSTREAM_FULL = 2  # the upstream's send buffer is full
-_CONNECTING = 4  # the request's upstream connection is not open yet
+_HOLDING = 4  # the current request has no upstream yet and holds HOLD_LIMIT bytes of its body
+
+# Body bytes the current request may hold while it has no upstream connection (connecting, waiting at
+# max_connections, a retry's backoff, an injected delay) before reading from the client pauses. Reading
+# goes on below it, so a client that gives up meanwhile is noticed at once.
+HOLD_LIMIT = 64 * 1024
 
 _CRLF = b"\r\n"
 # Lengths of the names the response copy loop must look at (hop-by-hop and content-length).
@@ -116,6 +121,7 @@ class Exchange:
         "local",
         "method",
         "pending",
+        "pending_size",
         "replay",
         "replay_size",
         "replayable",
@@ -139,7 +145,8 @@ class Exchange:
         self.host = b""
         self.request_id = b""
         self.head: list[bytes] = []
-        self.pending: list[bytes] = []
+        self.pending: list[bytes] = []  # body bytes held until the request has an upstream
+        self.pending_size = 0
         self.keep_alive = True
         self.is_head = False
         self.http10 = False
@@ -486,6 +493,9 @@ class DownstreamConnection:
             upstream.transport.write(data)
         else:
             ex.pending.append(data)
+            ex.pending_size += len(data)
+            if ex.pending_size > HOLD_LIMIT and ex is self.current:
+                self._pause(_HOLDING)  # (a queued request's reading is paused as pipelined already)
 
     def on_message_complete(self) -> None:
         ex = self.reading
@@ -560,7 +570,6 @@ class DownstreamConnection:
                 assert route.fault_delays is not None
                 route.fault_delays.value += 1
                 ex.flags = "DI"
-                self._pause(_CONNECTING)
                 self.loop.call_later(delay, self._after_delay, ex, abort)
                 return False
             if abort:
@@ -581,8 +590,7 @@ class DownstreamConnection:
 
     def _after_delay(self, ex: Exchange, abort: int) -> None:
         if ex is not self.current or self.closed:
-            return  # ended meanwhile; its pause was lifted when it was recorded
-        self._resume(_CONNECTING)
+            return  # ended meanwhile
         route = ex.route
         assert route is not None
         if abort:
@@ -665,10 +673,8 @@ class DownstreamConnection:
         if conn is not None:
             self._attach(ex, conn)
             return
-        self._pause(_CONNECTING)
         cancel = cluster.open_or_wait(endpoint, lambda c, reason: self._connected(ex, c, reason))
         if cancel is None:
-            self._resume(_CONNECTING)
             self._reply_locally(ex, "overflow")
         else:
             ex.cancel_wait = cancel
@@ -677,9 +683,8 @@ class DownstreamConnection:
         if ex is not self.current or self.closed:
             if conn is not None:  # the request ended while we connected: keep the connection
                 conn.endpoint.give_back(conn, self.loop.time())
-            return  # and its pause was lifted when it was recorded
+            return
         ex.cancel_wait = None
-        self._resume(_CONNECTING)
         if conn is not None and not conn.reusable():
             self._send_upstream(ex)  # handed a connection that closed on the way: get another
             return
@@ -715,6 +720,8 @@ class DownstreamConnection:
         if ex.pending:
             head += ex.pending
             ex.pending = []
+            ex.pending_size = 0
+            self._resume(_HOLDING)
         data = b"".join(head)
         del head[size:]
         if ex.replayable:  # no body to follow: the head can wait for the pass's other requests
@@ -818,14 +825,15 @@ class DownstreamConnection:
         self._resume(_UPSTREAM_FULL)  # the dropped try's full send buffer no longer holds us back
         if ex.sent and ex.replay is not None:
             ex.pending = list(ex.replay)  # what was sent, and what arrived since: all of it again
+            ex.pending_size = ex.replay_size
+            if ex.pending_size > HOLD_LIMIT:
+                self._pause(_HOLDING)
         ex.sent = False
-        self._pause(_CONNECTING)  # no reading while waiting: the held body stays bounded
         self.loop.call_later(rule.backoff(ex.tries), self._retry_now, ex)
         return True
 
     def _retry_now(self, ex: Exchange) -> None:
         if ex is self.current and not self.closed and not self.response_started:
-            self._resume(_CONNECTING)
             self._send_upstream(ex)
 
     # -- response side: called by the upstream connection -----------------------------------------
@@ -1081,7 +1089,7 @@ class DownstreamConnection:
         if ex.cancel_wait is not None:  # ended while waiting for a connection: stop waiting
             ex.cancel_wait()
             ex.cancel_wait = None
-        self._resume(_CONNECTING)  # any pause for connecting, backoff or delay was this exchange's
+        self._resume(_HOLDING)  # a pause for holding too much body was this exchange's
         cluster = ex.cluster
         if cluster is not None:
             ex.cluster = None
