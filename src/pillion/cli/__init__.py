@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("pillion.cli.validate", "check a configuration file; exit 0 if valid, 1 if not"),
     "schema": ("pillion.cli.schema", "print the configuration's JSON Schema"),
     "demo": ("pillion.cli.demo", "run an example app with a sidecar in front of it"),
+    "wait": ("pillion.cli.wait", "exit 0 once a sidecar's /ready answers 200, 1 on timeout"),
 }
 
 
