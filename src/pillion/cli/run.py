@@ -1,4 +1,6 @@
-"""`pillion run -c FILE`: load the configuration, start the Runtime, serve until told to stop."""
+"""`pillion run -c FILE [-- CMD ARGS...]`: load the configuration, start the Runtime, serve until told
+to stop; or, with a command, start that app once the sidecar is up and exit with its code when it
+exits (see pillion.runtime.supervisor)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,11 @@ import sys
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", required=True, help="configuration file (YAML)")
+    parser.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        help="after `--`: the app to run under the sidecar; pillion exits with its exit code",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -23,10 +30,13 @@ def main(args: argparse.Namespace) -> int:
     from pillion.telemetry.logging import setup_logging
 
     setup_logging(config.log_level)
-    return run_config(config, args.config)
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    return run_config(config, args.config, command)
 
 
-def run_config(config: object, path: str | None = None) -> int:
+def run_config(config: object, path: str | None = None, command: list[str] | None = None) -> int:
     import uvloop
 
     from pillion.config import Config
@@ -44,6 +54,10 @@ def run_config(config: object, path: str | None = None) -> int:
             logging.getLogger("pillion").error("cannot start", extra={"error": str(exc)})
             await runtime.shutdown()
             return 1
+        if command:
+            from pillion.runtime.supervisor import supervise
+
+            return await supervise(runtime, command)
         runtime.install_signal_handlers()
         return await runtime.serve()
 

@@ -127,6 +127,11 @@ class Runtime:
         log.info("signal received, draining", extra={"signal": sig.name})
         self.quit()
 
+    async def stopped(self) -> None:
+        """Return once the Runtime has been asked to stop."""
+        assert self._stop is not None
+        await self._stop.wait()
+
     async def serve(self) -> int:
         """Run until asked to stop, then shut down gracefully. Returns the exit code."""
         assert self._stop is not None
