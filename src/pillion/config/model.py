@@ -261,6 +261,12 @@ class Listener:
     cluster: str | None = field_doc(
         "Where a `tcp` listener forwards connections (a name from `clusters`).", None
     )
+    direction: Literal["inbound", "outbound"] = field_doc(
+        "`inbound` carries calls to the app: on SIGTERM it stops accepting at once. `outbound` carries the "
+        "app's own calls: while draining it keeps accepting (responses carry `connection: close`) until no "
+        "connection is left or `drain_timeout` passes, so the app can finish what it is doing.",
+        "inbound",
+    )
     max_connections: int = field_doc(
         "Most client connections open at once; more are closed as soon as they are accepted (and counted). "
         "`0` means no limit.",

@@ -107,9 +107,14 @@ class HttpListener:
 
     def stop_accepting(self) -> None:
         """Close the listening socket; connections already accepted carry on."""
-        self.draining = True
+        self.start_draining()
         if self.server is not None:
             self.server.close()
+
+    def start_draining(self) -> None:
+        """Every response from now on closes its connection; idle connections close now. The socket
+        stays open (an outbound listener keeps serving the app until the end of the drain)."""
+        self.draining = True
         for conn in list(self.connections):
             conn.close_if_idle()
 

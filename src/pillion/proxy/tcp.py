@@ -413,6 +413,10 @@ class TcpListener:
         if self.server is not None:
             self.server.close()
 
+    def start_draining(self) -> None:
+        """Draining, socket still open (outbound): TCP connections simply carry on until they end."""
+        self.draining = True
+
     def admit(self, conn: TcpConnection) -> bool:
         if self.max_connections and len(self.connections) >= self.max_connections:
             self.rejected.value += 1

@@ -143,9 +143,12 @@ class Runtime:
         if self.draining:
             return
         self.draining = True
-        log.info("draining: listeners closed, keep-alive connections will close")
+        log.info("draining: inbound listeners closed, keep-alive connections will close")
         for listener in self.listeners:
-            listener.stop_accepting()
+            if listener.config.direction == "outbound":
+                listener.start_draining()  # the app may still be finishing its work: keep serving it
+            else:
+                listener.stop_accepting()
 
     def quit(self) -> None:
         self.drain()
@@ -159,6 +162,8 @@ class Runtime:
         # Polling is deliberate: shutdown happens once, and 50 ms granularity is plenty.
         while self.active_connections() and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+        for listener in self.listeners:
+            listener.stop_accepting()  # outbound ones too, now
         left = self.active_connections()
         if left:
             log.warning("drain timeout: closing connections still open", extra={"connections": left})
