@@ -180,6 +180,7 @@ class DownstreamConnection:
     native class with fixed attribute slots)."""
 
     __slots__ = (
+        "admitted",
         "client_ip",
         "close_delimited",
         "closed",
@@ -213,6 +214,7 @@ class DownstreamConnection:
         self.parser = HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.client_ip = b""
+        self.admitted = False
         self.current: Exchange | None = None
         self.reading: Exchange | None = None
         self.queue: deque[Exchange] = deque()
@@ -240,9 +242,14 @@ class DownstreamConnection:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0].encode() if peer else b""
-        self.listener.connection_opened(self)
+        self.admitted = self.listener.connection_opened(self)
+        if not self.admitted:  # over the listener's max_connections: closed unread, counted there
+            self.closed = True
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.admitted:
+            return
         self.closed = True
         ex = self.current
         if ex is not None:

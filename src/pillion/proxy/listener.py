@@ -50,6 +50,7 @@ class HttpListener:
         self._local_by_reason: dict[str, Counter] = {}
         self.active = stats.downstream_active.labels(self.name)
         self.accepted = stats.downstream_total.labels(self.name)
+        self.rejected = stats.downstream_rejected.labels(self.name)
         self.connections: set[DownstreamConnection] = set()
         self.draining = False
         self.server: asyncio.Server | None = None
@@ -74,6 +75,7 @@ class HttpListener:
             self.max_body_size = int(limits.max_request_body_size)
             self.headers_timeout = float(limits.request_headers_timeout)
             self.idle_timeout = float(limits.idle_timeout)
+            self.max_connections = config.max_connections
             self.router = router
 
         return commit
@@ -118,12 +120,17 @@ class HttpListener:
         for conn in list(self.connections):
             conn.close_if_idle()
 
-    def connection_opened(self, conn: DownstreamConnection) -> None:
+    def connection_opened(self, conn: DownstreamConnection) -> bool:
+        """Admit a new connection; False (and counted) when the listener is at max_connections."""
+        if self.max_connections and len(self.connections) >= self.max_connections:
+            self.rejected.value += 1
+            return False
         if self.draining:
             conn.must_close = True
         self.connections.add(conn)
         self.active.value += 1
         self.accepted.value += 1
+        return True
 
     def connection_closed(self, conn: DownstreamConnection) -> None:
         self.connections.discard(conn)

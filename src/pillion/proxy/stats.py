@@ -23,6 +23,7 @@ class ProxyStats:
     local_replies: CounterFamily
     downstream_active: GaugeFamily
     downstream_total: CounterFamily
+    downstream_rejected: CounterFamily
     upstream_active: GaugeFamily
     upstream_total: CounterFamily
     connect_failures: CounterFamily
@@ -79,6 +80,11 @@ class ProxyStats:
             ),
             downstream_total=registry.counter(
                 "pillion_downstream_connections_total", "Client connections accepted.", ("listener",)
+            ),
+            downstream_rejected=registry.counter(
+                "pillion_downstream_connections_rejected_total",
+                "Client connections closed on accept because the listener was at max_connections.",
+                ("listener",),
             ),
             upstream_active=registry.gauge(
                 "pillion_upstream_connections_active", "Connections to endpoints open now.", ("cluster",)
