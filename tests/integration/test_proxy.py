@@ -330,6 +330,20 @@ def test_malformed_request_is_400_and_the_process_keeps_serving() -> None:
     through_proxy(scenario)
 
 
+def test_an_oversized_request_target_is_414() -> None:
+    def config(address: str) -> Config:
+        return sidecar_config([address], limits={"max_uri_size": "1KiB"})
+
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        fits = b"GET /" + b"a" * 1000 + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        assert parse_responses(await raw_exchange(HOST, port, fits))[0].status == 200
+        long = b"GET /" + b"a" * 1100 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
+        await expect_local(port, long, 414, "uri_too_long")
+        assert len(up.requests) == 1
+
+    through_proxy(scenario, config)
+
+
 def test_oversized_headers_are_431() -> None:
     def config(address: str) -> Config:
         return sidecar_config(

@@ -231,6 +231,9 @@ class Limits:
         "Most bytes of request line plus headers; over it the client gets 431.", Size(60 * 1024)
     )
     max_request_headers: int = field_doc("Most header fields in a request; over it the client gets 431.", 100)
+    max_uri_size: Size = field_doc(
+        "Most bytes of request target (path and query); over it the client gets 414.", Size(16 * 1024)
+    )
     max_request_body_size: Size = field_doc(
         "Most bytes of request body; over it the client gets 413. `0` means no limit (bodies stream).",
         Size(0),

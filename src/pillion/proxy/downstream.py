@@ -382,7 +382,10 @@ class DownstreamConnection:
             self.started_at = self.last_active = self.loop.time()
         self.url += url
         self.head_size += len(url)
-        if self.head_size > self.listener.max_head_size:
+        listener = self.listener
+        if len(self.url) > listener.max_uri_size:
+            raise _Rejected("uri_too_long")
+        if self.head_size > listener.max_head_size:
             raise _Rejected("request_headers_too_large")
 
     def on_header(self, name: bytes, value: bytes) -> None:

@@ -72,6 +72,7 @@ class HttpListener:
             limits = config.limits
             self.max_head_size = int(limits.max_request_headers_size)
             self.max_headers = limits.max_request_headers
+            self.max_uri_size = int(limits.max_uri_size)
             self.max_body_size = int(limits.max_request_body_size)
             self.headers_timeout = float(limits.request_headers_timeout)
             self.idle_timeout = float(limits.idle_timeout)
