@@ -40,7 +40,6 @@ from pillion.http.headers import (
 )
 from pillion.http.local_reply import build_reply, local_reply, status_of
 from pillion.http.request_id import request_id as new_request_id
-from pillion.proxy.upstream import DISCARD
 
 log = logging.getLogger("pillion.downstream")
 
@@ -921,7 +920,7 @@ class DownstreamConnection:
         ex.upstream = None
         framed = any(n.lower() in (CONTENT_LENGTH, b"transfer-encoding") for n, _ in headers)
         if framed and ex.request_done:
-            conn.down = DISCARD
+            conn.discard()
         else:
             conn.abort()
         return True

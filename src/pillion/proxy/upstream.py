@@ -12,70 +12,13 @@ head callback raises `_NoBody` to stop the parser, and the connection starts a f
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, cast
 
 from httptools import HttpParserError, HttpResponseParser
 
 if TYPE_CHECKING:
     from pillion.proxy.cluster import Endpoint
-
-
-class ResponseSink(Protocol):
-    """Where a response goes: the downstream connection answering it, or DISCARD."""
-
-    response_started: bool
-    close_delimited: bool
-
-    def flush(self) -> None: ...
-    def interim_response(self, status: int, phrase: bytes) -> None: ...
-    def response_head(
-        self, status: int, phrase: bytes, headers: list[tuple[bytes, bytes]], keep: bool
-    ) -> None: ...
-    def response_body(self, body: bytes) -> None: ...
-    def response_complete(self, conn: UpstreamConnection, keep: bool) -> None: ...
-    def upstream_failed(self, conn: UpstreamConnection, reason: str) -> None: ...
-    def upstream_lost(self, conn: UpstreamConnection) -> None: ...
-    def upstream_full(self, full: bool) -> None: ...
-
-
-class _Discard:
-    """Reads the rest of a response nobody will see (a try being retried) so that its connection,
-    once the response has ended cleanly, goes back to the pool instead of being closed."""
-
-    response_started = True
-    close_delimited = False
-
-    def flush(self) -> None:
-        pass
-
-    def interim_response(self, status: int, phrase: bytes) -> None:
-        pass
-
-    def response_head(
-        self, status: int, phrase: bytes, headers: list[tuple[bytes, bytes]], keep: bool
-    ) -> None:
-        pass
-
-    def response_body(self, body: bytes) -> None:
-        pass
-
-    def response_complete(self, conn: UpstreamConnection, keep: bool) -> None:
-        if keep:
-            conn.release(asyncio.get_running_loop().time())
-        else:
-            conn.close()
-
-    def upstream_failed(self, conn: UpstreamConnection, reason: str) -> None:
-        pass
-
-    def upstream_lost(self, conn: UpstreamConnection) -> None:
-        pass
-
-    def upstream_full(self, full: bool) -> None:
-        pass
-
-
-DISCARD: ResponseSink = _Discard()
+    from pillion.proxy.downstream import DownstreamConnection
 
 
 class _NoBody(Exception):
@@ -87,6 +30,7 @@ class UpstreamConnection:
 
     __slots__ = (
         "closed",
+        "discarding",
         "down",
         "endpoint",
         "expect_no_body",
@@ -104,7 +48,10 @@ class UpstreamConnection:
         self.endpoint = endpoint
         self.transport: asyncio.Transport | None = None
         self.parser = HttpResponseParser(self)
-        self.down: ResponseSink | None = None
+        self.down: DownstreamConnection | None = None
+        # Reading a response nobody will see (a try being retried) to its end, so the connection can
+        # go back to the pool; given up if the response does not end within the read that started it.
+        self.discarding = False
         self.headers: list[tuple[bytes, bytes]] = []
         self.phrase = b""
         self.idle_since = 0.0
@@ -146,6 +93,7 @@ class UpstreamConnection:
     def abort(self) -> None:
         """Drop the connection mid-message: it can never be reused."""
         self.down = None
+        self.discarding = False
         if self.transport is not None:
             self.transport.abort()
 
@@ -166,6 +114,18 @@ class UpstreamConnection:
     def resume_writing(self) -> None:
         if self.down is not None:
             self.down.upstream_full(False)
+
+    def discard(self) -> None:
+        """Read the rest of the current response and drop it (its request is being retried)."""
+        self.down = None
+        self.discarding = True
+
+    def _discarded(self) -> None:
+        self.discarding = False
+        if self.parser.should_keep_alive():
+            self.release(asyncio.get_running_loop().time())
+        else:
+            self.close()
 
     def release(self, now: float) -> None:
         """The exchange is over and the connection is clean: back to the pool."""
@@ -198,7 +158,7 @@ class UpstreamConnection:
         try:
             self.parser.feed_data(data)
             down.flush()
-            if self.down is DISCARD:
+            if self.discarding:
                 # A retried response that did not end within this read: rather than wait on it with
                 # no deadline, drop the connection.
                 self.abort()
@@ -233,10 +193,12 @@ class UpstreamConnection:
             return
         down.response_head(status, self.phrase, self.headers, self.parser.should_keep_alive())
         if self.expect_no_body:
-            down = self.down  # response_head may have handed the rest to a discarding sink
+            down = self.down  # None if response_head chose to retry and discard this response
             self.down = None
             if down is not None:
                 down.response_complete(self, keep=self.parser.should_keep_alive())
+            elif self.discarding:
+                self._discarded()
             raise _NoBody
 
     def on_body(self, body: bytes) -> None:
@@ -249,3 +211,5 @@ class UpstreamConnection:
         if down is not None and down.response_started:
             self.down = None
             down.response_complete(self, keep=self.parser.should_keep_alive())
+        elif self.discarding:
+            self._discarded()
