@@ -20,6 +20,7 @@ import uvloop
 
 from pillion.runtime.runtime import Runtime
 from pillion.testing.http import ClientConnection, Response, free_port, http_request
+from pillion.testing.metrics import admin_metric
 from pillion.testing.sidecar import running_sidecar, sidecar_config
 from pillion.testing.upstream import ScriptableUpstream, pattern_bytes
 
@@ -33,19 +34,6 @@ def run(coro: Coroutine[Any, Any, None]) -> None:
 
 async def upstreams(stack: AsyncExitStack, *names: str) -> list[ScriptableUpstream]:
     return [await stack.enter_async_context(ScriptableUpstream(name=name)) for name in names]
-
-
-async def admin_metric(rt: Runtime, name: str, **labels: str) -> float:
-    """Sum of a metric's samples whose labels include `labels`, read from the admin server's /metrics."""
-    reply = await http_request(HOST, rt.admin.port, "GET", "/metrics")
-    assert reply.status == 200
-    total = 0.0
-    for line in reply.text.splitlines():
-        if not line.startswith((name + "{", name + " ")):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 async def endpoint_states(rt: Runtime, cluster: str = "app") -> dict[str, str]:

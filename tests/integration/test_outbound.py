@@ -16,22 +16,14 @@ from typing import Any
 
 import uvloop
 
-from pillion.runtime.runtime import Runtime
 from pillion.testing.http import ClientConnection, free_port, http_request
+from pillion.testing.metrics import metric
 from pillion.testing.process import ProcessRunner
 from pillion.testing.sidecar import running_sidecar, sidecar_config
 from pillion.testing.upstream import ScriptableUpstream
 
 HOST = "127.0.0.1"
 PILLION = [sys.executable, "-m", "pillion"]
-
-
-def metric(rt: Runtime, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in rt.metrics_text().splitlines():
-        if line.startswith((name + "{", name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def test_retries_and_outlier_detection_hide_a_failing_endpoint() -> None:

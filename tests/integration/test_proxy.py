@@ -24,6 +24,7 @@ from pillion.testing.http import (
     raw_exchange,
     raw_exchange_detailed,
 )
+from pillion.testing.metrics import metric
 from pillion.testing.sidecar import running_sidecar, sidecar_config
 from pillion.testing.upstream import ScriptableUpstream, pattern_bytes, pattern_sha256
 
@@ -46,17 +47,6 @@ def through_proxy(scenario: Scenario, config: Callable[[str], Config] | None = N
                 await scenario(up, rt, rt.listeners[0].port)
 
     run(main())
-
-
-def metric(rt: Runtime, name: str, **labels: str) -> float:
-    """Sum of a metric's samples whose labels include `labels`, read from the Prometheus exposition."""
-    total = 0.0
-    for line in rt.metrics_text().splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def pattern(offset: int, n: int) -> bytes:

@@ -16,6 +16,7 @@ import uvloop
 
 from pillion.runtime.runtime import Runtime
 from pillion.testing.http import ClientConnection, Response, http_request, parse_responses
+from pillion.testing.metrics import admin_metric
 from pillion.testing.sidecar import running_sidecar, sidecar_config
 from pillion.testing.upstream import ScriptableUpstream
 
@@ -39,19 +40,6 @@ def with_routes(routes: Sequence[dict[str, Any]], scenario: Scenario) -> None:
             await scenario(up, rt, rt.listeners[0].port)
 
     run(main())
-
-
-async def admin_metric(rt: Runtime, name: str, **labels: str) -> float:
-    """Sum of a metric's samples whose labels include `labels`, read from the admin server's /metrics."""
-    reply = await http_request(HOST, rt.admin.port, "GET", "/metrics")
-    assert reply.status == 200
-    total = 0.0
-    for line in reply.text.splitlines():
-        if not line.startswith((name + "{", name + " ")):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def seen_headers(r: Response) -> list[tuple[str, str]]:

@@ -25,6 +25,7 @@ from pillion.proxy.tcp import TcpListener
 from pillion.runtime.runtime import Runtime
 from pillion.testing.echo import EchoServer
 from pillion.testing.http import free_port
+from pillion.testing.metrics import metric
 from pillion.testing.process import ProcessRunner
 from pillion.testing.sidecar import running_sidecar
 
@@ -77,17 +78,6 @@ def listener(rt: Runtime) -> TcpListener:
     li = rt.listeners[0]
     assert isinstance(li, TcpListener)
     return li
-
-
-def metric(rt: Runtime, name: str, **labels: str) -> float:
-    """Sum of a metric's samples whose labels include `labels`, read from the Prometheus exposition."""
-    total = 0.0
-    for line in rt.metrics_text().splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 async def within(aw: Awaitable[T], seconds: float = 5.0) -> T:
