@@ -24,7 +24,7 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from pillion.runtime.tasks import spawn
+from pillion.runtime.tasks import Worker
 from pillion.telemetry.stats import CounterFamily, Registry
 
 __all__ = ["LOOKUP_TIMEOUT", "MIN_INTERVAL", "DnsRefresher", "DnsStats", "Resolver", "Target", "resolve"]
@@ -108,7 +108,7 @@ class DnsRefresher:
         self._to_resolve = [i for i, (host, _, _) in enumerate(self.names) if not is_ip_literal(host)]
         self._failing: set[int] = set()
         self._current: list[Target] = []
-        self._task: asyncio.Task[None] | None = None
+        self._worker = Worker(self._run, f"dns {cluster_name}")
 
     @property
     def addresses(self) -> list[Target]:
@@ -123,17 +123,15 @@ class DnsRefresher:
 
     def start(self) -> None:
         """Re-resolve every `interval` in one background task (none when every entry is an IP literal)."""
-        if (self._task is None or self._task.done()) and self._to_resolve:
-            self._task = spawn(self._run(), name=f"dns {self.cluster_name}")
+        if self._to_resolve:
+            self._worker.start()
 
     def stop(self) -> None:
         """Cancel the task; idempotent. `await wait_closed()` to know it has ended."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        self._worker.stop()
 
     async def wait_closed(self) -> None:
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._worker.wait_closed()
 
     async def refresh(self) -> bool:
         """One re-resolution; calls `on_update` and returns True when the list changed."""

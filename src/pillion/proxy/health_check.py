@@ -32,7 +32,7 @@ from typing import Protocol
 from urllib.parse import quote
 
 from pillion.config.model import HealthCheck
-from pillion.runtime.tasks import spawn
+from pillion.runtime.tasks import Worker
 from pillion.telemetry.stats import Counter, CounterFamily, Gauge, GaugeFamily, Registry
 
 __all__ = ["MAX_RESPONSE_HEAD", "CheckedCluster", "CheckedEndpoint", "HealthChecker", "HealthStats"]
@@ -118,22 +118,19 @@ class HealthChecker:
         self._service_header = "".join(c for c in service if c.isprintable())
         self._path = None if config.path is None else _safe_path(config.path)
         self._states: dict[str, _State] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._worker = Worker(self._run, f"health check {cluster.name}")
 
     def start(self) -> None:
         """Run the first round now, then one every `interval`, in one background task."""
-        if self._task is None or self._task.done():
-            self._task = spawn(self._run(), name=f"health check {self.cluster.name}")
+        self._worker.start()
 
     def stop(self) -> None:
         """Cancel the checks; idempotent. `await wait_closed()` to know the task has ended."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        self._worker.stop()
 
     async def wait_closed(self) -> None:
         """Wait for the task `stop()` cancelled (probes in flight are cancelled with it)."""
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._worker.wait_closed()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

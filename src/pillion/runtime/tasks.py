@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 log = logging.getLogger("pillion.tasks")
@@ -31,3 +31,28 @@ def _finished(task: asyncio.Task[Any]) -> None:
 def live_tasks() -> set[asyncio.Task[Any]]:
     """The tasks still running, for shutdown and for tests that check nothing leaks."""
     return set(_live)
+
+
+class Worker:
+    """One named background task of a long-lived object (a health checker, a DNS refresher): started at
+    most once at a time, stopped idempotently, awaited after stopping."""
+
+    __slots__ = ("_name", "_run", "_task")
+
+    def __init__(self, run: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+        self._run = run
+        self._name = name
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = spawn(self._run(), name=self._name)
+
+    def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    async def wait_closed(self) -> None:
+        """Wait for the task `stop()` cancelled (or that ended on its own)."""
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
