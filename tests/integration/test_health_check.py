@@ -9,45 +9,22 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import pytest
-import uvloop
 
 from pillion.config.model import Duration, HealthCheck
 from pillion.proxy.health_check import MAX_RESPONSE_HEAD, CheckedEndpoint, HealthChecker, HealthStats
-from pillion.runtime.tasks import live_tasks
 from pillion.telemetry.prometheus import render
 from pillion.telemetry.stats import Registry
+from pillion.testing.loops import Run
 from pillion.testing.upstream import ScriptableUpstream
 
 T = TypeVar("T")
 HOST = "127.0.0.1"
-
-
-class Run(Protocol):
-    def __call__(self, coro: Coroutine[Any, Any, T]) -> T: ...
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Run:
-    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
-
-    async def checked(coro: Coroutine[Any, Any, T]) -> T:
-        result = await coro
-        await asyncio.sleep(0)
-        leaked = [task.get_name() for task in live_tasks() if not task.done()]
-        assert not leaked, f"tasks outlived the test: {leaked}"
-        return result
-
-    def runner(coro: Coroutine[Any, Any, T]) -> T:
-        with asyncio.Runner(loop_factory=factory) as loop_runner:
-            return loop_runner.run(checked(coro))
-
-    return runner
 
 
 @dataclass(eq=False)

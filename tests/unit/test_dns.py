@@ -6,29 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pytest
-import uvloop
 
 from pillion.proxy.dns import DnsRefresher, DnsStats, Target, resolve
 from pillion.runtime.tasks import live_tasks
 from pillion.telemetry.prometheus import render
 from pillion.telemetry.stats import Registry
+from pillion.testing.loops import checked_runner
 
 T = TypeVar("T")
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    async def checked() -> T:
-        result = await coro
-        await asyncio.sleep(0)
-        leaked = [task.get_name() for task in live_tasks() if not task.done()]
-        assert not leaked, f"tasks outlived the test: {leaked}"
-        return result
-
-    return uvloop.run(checked())
+run = checked_runner("uvloop")  # and fail if a task outlives the test
 
 
 class Table:

@@ -9,13 +9,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any, Protocol, TypeVar
+from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import pytest
-import uvloop
 
-from pillion.runtime.tasks import live_tasks
 from pillion.testing import (
     BEHAVIOUR_HEADER,
     ClientConnection,
@@ -30,32 +28,11 @@ from pillion.testing import (
     raw_exchange,
     raw_exchange_detailed,
 )
+from pillion.testing.loops import Run
 
 T = TypeVar("T")
 HOST = "127.0.0.1"
 MB = 1_000_000
-
-
-class Run(Protocol):
-    def __call__(self, coro: Coroutine[Any, Any, T]) -> T: ...
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Run:
-    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
-
-    async def checked(coro: Coroutine[Any, Any, T]) -> T:
-        result = await coro
-        await asyncio.sleep(0)
-        leaked = [task.get_name() for task in live_tasks() if not task.done()]
-        assert not leaked, f"tasks outlived the test: {leaked}"
-        return result
-
-    def runner(coro: Coroutine[Any, Any, T]) -> T:
-        with asyncio.Runner(loop_factory=factory) as loop_runner:
-            return loop_runner.run(checked(coro))
-
-    return runner
 
 
 # default, status, delay, health

@@ -1,0 +1,41 @@
+"""Running a test's coroutine on a fresh event loop, then checking that no task outlived it.
+
+`checked_runner("uvloop")` (or `"asyncio"`) returns a function that runs one coroutine to completion
+on a new loop of that kind and fails if a task spawned through `pillion.runtime.tasks` is still
+running afterwards: the check that background work (health checks, DNS refreshes, connects) is
+stopped by whoever started it. tests/conftest.py offers it as the `run` fixture, on both loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, Protocol, TypeVar
+
+import uvloop
+
+from pillion.runtime.tasks import live_tasks
+
+T = TypeVar("T")
+LOOPS = ("asyncio", "uvloop")
+
+
+class Run(Protocol):
+    def __call__(self, coro: Coroutine[Any, Any, T]) -> T: ...
+
+
+def checked_runner(loop: str) -> Run:
+    factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
+
+    async def checked(coro: Coroutine[Any, Any, T]) -> T:
+        result = await coro
+        await asyncio.sleep(0)
+        leaked = [task.get_name() for task in live_tasks() if not task.done()]
+        assert not leaked, f"tasks outlived the test: {leaked}"
+        return result
+
+    def runner(coro: Coroutine[Any, Any, T]) -> T:
+        with asyncio.Runner(loop_factory=factory) as loop_runner:
+            return loop_runner.run(checked(coro))
+
+    return runner
