@@ -173,20 +173,26 @@ def nginx_proxy_conf(root: Path, port: int, upstream_port: int) -> str:
     )
 
 
+# What both HAProxy targets share: one thread, keep-alive on both sides, connection reuse, forwardfor.
+HAPROXY_COMMON = (
+    "global\n"
+    "    nbthread 1\n"
+    "    maxconn 4096\n"
+    "defaults\n"
+    "    mode http\n"
+    "    option http-keep-alive\n"
+    "    option forwardfor\n"
+    "    http-reuse always\n"
+    "    timeout connect 1s\n"
+    "    timeout client 300s\n"
+    "    timeout server 300s\n"
+    "    timeout http-keep-alive 300s\n"
+)
+
+
 def haproxy_cfg(port: int, upstream_port: int) -> str:
     return (
-        "global\n"
-        "    nbthread 1\n"
-        "    maxconn 4096\n"
-        "defaults\n"
-        "    mode http\n"
-        "    option http-keep-alive\n"
-        "    option forwardfor\n"
-        "    http-reuse always\n"
-        "    timeout connect 1s\n"
-        "    timeout client 300s\n"
-        "    timeout server 300s\n"
-        "    timeout http-keep-alive 300s\n"
+        f"{HAPROXY_COMMON}"
         "frontend inbound\n"
         f"    bind {HOST}:{port}\n"
         "    default_backend app\n"
@@ -222,18 +228,7 @@ def haproxy_outbound_cfg(port: int, upstream_port: int) -> str:
     use = "".join(f"    use_backend {name} if host_{name}\n" for name, _ in hosts)
     decoys = "".join(f"backend {name}\n    server {name}1 {DECOY}\n" for name, _ in DECOY_HOSTS)
     return (
-        "global\n"
-        "    nbthread 1\n"
-        "    maxconn 4096\n"
-        "defaults\n"
-        "    mode http\n"
-        "    option http-keep-alive\n"
-        "    option forwardfor\n"
-        "    http-reuse always\n"
-        "    timeout connect 1s\n"
-        "    timeout client 300s\n"
-        "    timeout server 300s\n"
-        "    timeout http-keep-alive 300s\n"
+        f"{HAPROXY_COMMON}"
         "frontend outbound\n"
         f"    bind {HOST}:{port}\n"
         f"{acls}{use}"
