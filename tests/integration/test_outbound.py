@@ -11,6 +11,9 @@ import os
 import signal
 import sys
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -147,51 +150,77 @@ clusters:
 """
 
 
+@dataclass
+class Reloadable:
+    """`pillion run` on a config file in flavour "a" or "b", in front of a scriptable upstream."""
+
+    up: ScriptableUpstream
+    proc: ProcessRunner
+    path: Path
+    port: int
+    admin: int
+    extra: str
+
+    def config(self, flavour: str) -> str:
+        return _config_text(self.port, self.admin, self.up.address, flavour) + self.extra
+
+    def write(self, text: str) -> None:
+        """Replace the file in one step, as a config-management tool would."""
+        tmp = self.path.with_suffix(".next")
+        tmp.write_text(text)
+        os.replace(tmp, self.path)
+
+
+@asynccontextmanager
+async def reloadable_pillion(tmp_path: Path, extra: str = "") -> AsyncIterator[Reloadable]:
+    async with ScriptableUpstream() as up:
+        port, admin = free_port(), free_port()
+        path = tmp_path / "pillion.yaml"
+        path.write_text(_config_text(port, admin, up.address, "a") + extra)
+        async with ProcessRunner(
+            [*PILLION, "run", "-c", str(path)], wait_url=f"http://{HOST}:{admin}/ready"
+        ) as proc:
+            yield Reloadable(up, proc, path, port, admin, extra)
+
+
 def test_twenty_reloads_under_keep_alive_load_fail_no_request(tmp_path: Path) -> None:
     total = 10_000
     reloads = 20
 
     async def main() -> None:
-        async with ScriptableUpstream() as up:
-            port, admin = free_port(), free_port()
-            path = tmp_path / "pillion.yaml"
-            path.write_text(_config_text(port, admin, up.address, "a"))
-            async with ProcessRunner(
-                [*PILLION, "run", "-c", str(path)], wait_url=f"http://{HOST}:{admin}/ready"
-            ) as proc:
-                done = 0
-                failures: list[Any] = []
-                flavours: Counter[str | None] = Counter()
-                reloading = True
+        async with reloadable_pillion(tmp_path) as rl:
+            done = 0
+            failures: list[Any] = []
+            flavours: Counter[str | None] = Counter()
+            reloading = True
 
-                async def client() -> None:
-                    nonlocal done
-                    async with await ClientConnection.open(HOST, port) as conn:
-                        while done < total or reloading:
-                            try:
-                                response = await conn.request("GET", f"/r/{done}")
-                            except (ConnectionError, TimeoutError) as exc:
-                                failures.append(exc)
-                                return
-                            done += 1
-                            if response.status != 200:
-                                failures.append(response.status)
-                            flavours[response.header("x-flavour")] += 1
+            async def client() -> None:
+                nonlocal done
+                async with await ClientConnection.open(HOST, rl.port) as conn:
+                    while done < total or reloading:
+                        try:
+                            response = await conn.request("GET", f"/r/{done}")
+                        except (ConnectionError, TimeoutError) as exc:
+                            failures.append(exc)
+                            return
+                        done += 1
+                        if response.status != 200:
+                            failures.append(response.status)
+                        flavours[response.header("x-flavour")] += 1
 
-                async def reloader() -> None:
-                    nonlocal reloading
-                    for i in range(reloads):
-                        await asyncio.sleep(0.1)
-                        tmp = tmp_path / "next.yaml"
-                        tmp.write_text(_config_text(port, admin, up.address, "b" if i % 2 == 0 else "a"))
-                        os.replace(tmp, path)
-                        proc.send_signal(signal.SIGHUP)
-                    await asyncio.sleep(0.3)  # let the last one apply while requests still flow
-                    reloading = False
+            async def reloader() -> None:
+                nonlocal reloading
+                for i in range(reloads):
+                    await asyncio.sleep(0.1)
+                    rl.write(rl.config("b" if i % 2 == 0 else "a"))
+                    rl.proc.send_signal(signal.SIGHUP)
+                await asyncio.sleep(0.3)  # let the last one apply while requests still flow
+                reloading = False
 
-                await asyncio.gather(*(client() for _ in range(4)), reloader())
-                metrics = (await http_request(HOST, admin, "GET", "/metrics")).text
-                dump = (await http_request(HOST, admin, "GET", "/config_dump")).json()
+            await asyncio.gather(*(client() for _ in range(4)), reloader())
+            metrics = (await http_request(HOST, rl.admin, "GET", "/metrics")).text
+            dump = (await http_request(HOST, rl.admin, "GET", "/config_dump")).json()
+            upstream_connections = rl.up.connections_accepted
 
         assert failures == []
         assert done >= total
@@ -202,56 +231,42 @@ def test_twenty_reloads_under_keep_alive_load_fail_no_request(tmp_path: Path) ->
         assert dump["config"]["listeners"][0]["routes"][0]["timeout"] == "5s"  # the last one: "a"
         # The cluster did not change, so its pool survived every reload: about one upstream connection
         # per client connection.
-        assert up.connections_accepted <= 8
+        assert upstream_connections <= 8
 
     uvloop.run(main())
 
 
 def test_invalid_reload_keeps_the_running_config(tmp_path: Path) -> None:
     async def main() -> None:
-        async with ScriptableUpstream() as up:
-            port, admin = free_port(), free_port()
-            path = tmp_path / "pillion.yaml"
-            path.write_text(_config_text(port, admin, up.address, "a"))
-            async with ProcessRunner(
-                [*PILLION, "run", "-c", str(path)], wait_url=f"http://{HOST}:{admin}/ready"
-            ) as proc:
-                path.write_text(
-                    _config_text(port, admin, up.address, "a").replace("cluster: app", "cluster: ap")
-                )
-                proc.send_signal(signal.SIGHUP)
-                for _ in range(50):  # bounded wait for the refusal to be counted
-                    metrics = (await http_request(HOST, admin, "GET", "/metrics")).text
-                    if "pillion_config_reload_failures_total 1" in metrics:
-                        break
-                    await asyncio.sleep(0.05)
-                assert "pillion_config_reload_failures_total 1" in metrics
-                response = await http_request(HOST, port, "GET", "/")
-                assert response.status == 200 and response.header("x-flavour") == "a"
-                dump = (await http_request(HOST, admin, "GET", "/config_dump")).json()
-                assert dump["config_version"] == 1
-            assert "unknown cluster 'ap'" in proc.stderr_text() + proc.stdout_text()
+        async with reloadable_pillion(tmp_path) as rl:
+            rl.write(rl.config("a").replace("cluster: app", "cluster: ap"))
+            rl.proc.send_signal(signal.SIGHUP)
+            for _ in range(50):  # bounded wait for the refusal to be counted
+                metrics = (await http_request(HOST, rl.admin, "GET", "/metrics")).text
+                if "pillion_config_reload_failures_total 1" in metrics:
+                    break
+                await asyncio.sleep(0.05)
+            assert "pillion_config_reload_failures_total 1" in metrics
+            response = await http_request(HOST, rl.port, "GET", "/")
+            assert response.status == 200 and response.header("x-flavour") == "a"
+            dump = (await http_request(HOST, rl.admin, "GET", "/config_dump")).json()
+            assert dump["config_version"] == 1
+        assert "unknown cluster 'ap'" in rl.proc.stderr_text() + rl.proc.stdout_text()
 
     uvloop.run(main())
 
 
 def test_watch_reloads_when_the_file_changes(tmp_path: Path) -> None:
     async def main() -> None:
-        async with ScriptableUpstream() as up:
-            port, admin = free_port(), free_port()
-            path = tmp_path / "pillion.yaml"
-            path.write_text(_config_text(port, admin, up.address, "a") + "watch: true\n")
-            async with ProcessRunner(
-                [*PILLION, "run", "-c", str(path)], wait_url=f"http://{HOST}:{admin}/ready"
-            ):
-                assert (await http_request(HOST, port, "GET", "/")).header("x-flavour") == "a"
-                path.write_text(_config_text(port, admin, up.address, "b") + "watch: true\n")
-                flavour = None
-                for _ in range(60):  # the file is checked once a second: allow up to 3 s
-                    flavour = (await http_request(HOST, port, "GET", "/")).header("x-flavour")
-                    if flavour == "b":
-                        break
-                    await asyncio.sleep(0.05)
-                assert flavour == "b"
+        async with reloadable_pillion(tmp_path, extra="watch: true\n") as rl:
+            assert (await http_request(HOST, rl.port, "GET", "/")).header("x-flavour") == "a"
+            rl.write(rl.config("b"))
+            flavour = None
+            for _ in range(60):  # the file is checked once a second: allow up to 3 s
+                flavour = (await http_request(HOST, rl.port, "GET", "/")).header("x-flavour")
+                if flavour == "b":
+                    break
+                await asyncio.sleep(0.05)
+            assert flavour == "b"
 
     uvloop.run(main())
