@@ -64,7 +64,6 @@ class Endpoint:
         "connect_failures",
         "consecutive_5xx",
         "consecutive_gateway",
-        "ejected",
         "ejected_gauge",
         "ejected_until",
         "ejections",
@@ -91,8 +90,7 @@ class Endpoint:
         self.active = 0  # requests in flight here, for least_request
         self.healthy = True  # as far as active health checks know
         self.removed = False  # dropped from the cluster (DNS): connections given back are closed
-        self.ejected = False
-        self.ejected_until = 0.0
+        self.ejected_until = 0.0  # loop time it returns at; 0 while not ejected
         self.times_ejected = 0
         self.consecutive_5xx = 0
         self.consecutive_gateway = 0
@@ -102,6 +100,10 @@ class Endpoint:
         self.ejected_gauge = stats.ejected.labels(name, self.label)
         family = stats.endpoint_requests
         self.by_class: list[Counter] = [family.labels(name, self.label, f"{c}xx") for c in range(6)]
+
+    @property
+    def ejected(self) -> bool:
+        return self.ejected_until > 0.0
 
     # -- outcomes, for outlier detection -----------------------------------------------------------
 
@@ -406,7 +408,6 @@ class Cluster:
         seconds = min(
             float(od.base_ejection) * endpoint.times_ejected, max(MAX_EJECTION_SECONDS, od.base_ejection)
         )
-        endpoint.ejected = True
         endpoint.ejected_until = asyncio.get_running_loop().time() + seconds
         endpoint.ejections.value += 1
         endpoint.ejected_gauge.value = 1.0
@@ -424,7 +425,6 @@ class Cluster:
         for endpoint in self.endpoints:
             endpoint.expire_idle(now)
             if endpoint.ejected and endpoint.ejected_until <= now:
-                endpoint.ejected = False
                 endpoint.ejected_until = 0.0
                 endpoint.consecutive_5xx = endpoint.consecutive_gateway = 0
                 endpoint.ejected_gauge.value = 0.0
