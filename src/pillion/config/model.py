@@ -221,6 +221,11 @@ class Route:
     response_headers_remove: tuple[str, ...] = field_doc("Fields removed from the response.", factory=tuple)
     rate_limit: RateLimit | None = field_doc("Local rate limit; over it the client gets 429.", None)
     fault: Fault | None = field_doc("Fault injection.", None)
+    max_request_body_size: Size | None = field_doc(
+        "Most bytes of request body on this route, instead of the listener's "
+        "`limits.max_request_body_size`; over it the client gets 413. `0` means no limit.",
+        None,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -242,6 +247,12 @@ class Limits:
         "Time a client has to send a complete request head once it has started one; past it the "
         "connection is closed (slowloris protection).",
         Duration(10.0),
+    )
+    request_timeout: Duration = field_doc(
+        "Time a client has to send a whole request, head and body, once it has started it; past it the "
+        "client gets 408 and the connection closes. `0` (the default, like Envoy's) disables it, so long "
+        "uploads are never cut; set it where clients are not trusted to send at a reasonable pace.",
+        Duration(0.0),
     )
     idle_timeout: Duration = field_doc(
         "A keep-alive client connection with no request in progress is closed after this long.",

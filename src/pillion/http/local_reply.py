@@ -12,7 +12,22 @@ from http import HTTPStatus
 
 # The reasons Pillion gives, each with its status. One table, so docs and tests can enumerate them.
 REASONS: dict[str, int] = {
+    # The request breaks HTTP/1.1's rules (docs/security.md): answered, then the connection closes.
     "malformed_request": 400,
+    "invalid_framing": 400,
+    "invalid_content_length": 400,
+    "invalid_transfer_encoding": 400,
+    "invalid_chunk": 400,
+    "invalid_header": 400,
+    "invalid_method": 400,
+    "invalid_uri": 400,
+    "invalid_request_line": 400,
+    "missing_host": 400,
+    "duplicate_host": 400,
+    "invalid_host": 400,
+    "unsupported_transfer_coding": 501,
+    "http_version_not_supported": 505,
+    "request_timeout": 408,
     "no_route": 404,
     "request_body_too_large": 413,
     "uri_too_long": 414,
@@ -25,6 +40,7 @@ REASONS: dict[str, int] = {
     "no_healthy_endpoint": 503,
     "overflow": 503,
     "draining": 503,
+    "overloaded": 503,
     "rate_limited": 429,
     "upstream_connect_timeout": 504,
     "upstream_timeout": 504,
@@ -45,7 +61,11 @@ FLAGS: dict[str, str] = {
     "rate_limited": "RL",
     "fault_injected": "FI",
     "client_disconnected": "DC",
+    "overloaded": "OM",
 }
+# Every request refused for breaking HTTP/1.1's rules is a downstream protocol error.
+_PROTOCOL_ERRORS = ("unsupported_transfer_coding", "http_version_not_supported")
+FLAGS.update((r, "DPE") for r, status in REASONS.items() if status == 400 or r in _PROTOCOL_ERRORS)
 
 
 @lru_cache(maxsize=64)

@@ -23,7 +23,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from time import perf_counter
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NoReturn, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
@@ -40,6 +40,7 @@ from pillion.http.headers import (
 )
 from pillion.http.local_reply import build_reply, local_reply, status_of
 from pillion.http.request_id import request_id as new_request_id
+from pillion.http.strict import host_is_valid, origin_form, parser_error_reason, transfer_coding_problem
 
 log = logging.getLogger("pillion.downstream")
 
@@ -103,6 +104,7 @@ class Exchange:
     __slots__ = (
         "body_chunked",
         "body_in",
+        "body_limit",
         "body_out",
         "cancel_wait",
         "cluster",
@@ -117,6 +119,7 @@ class Exchange:
         "in_retry",
         "is_head",
         "keep_alive",
+        "length",
         "local",
         "method",
         "pending",
@@ -152,6 +155,8 @@ class Exchange:
         self.body_chunked = False
         self.body_in = 0
         self.body_out = 0
+        self.body_limit = 0  # most body bytes accepted (the listener's, then the route's); 0: no limit
+        self.length = -1  # the Content-Length received, -1 when none
         self.request_done = False
         self.replayable = True
         self.retried = False
@@ -197,9 +202,11 @@ class DownstreamConnection:
         "queue",
         "queued",
         "reading",
+        "request_started",
         "response_chunked",
         "response_started",
         "started_at",
+        "starting",
         "timer",
         "transport",
         "try_timer",
@@ -230,6 +237,10 @@ class DownstreamConnection:
         self.url = b""
         self.head_size = 0
         self.started_at = 0.0  # loop time a request head began; 0 when none is being read
+        self.request_started = 0.0  # loop time the request being read began; 0 when none is
+        # A request whose head was parsed in the current read: it starts (goes upstream) only once the
+        # whole read parsed cleanly, so a request broken within one read sends the upstream nothing.
+        self.starting: Exchange | None = None
         self.last_active = self.loop.time()
         self.timer: set[DownstreamConnection] | None = None  # the current request's route-timeout bucket
         self.try_timer: set[DownstreamConnection] | None = None  # the current try's per-try timeout
@@ -338,18 +349,24 @@ class DownstreamConnection:
         except HttpParserError as exc:
             # httptools wraps what a callback raised (HttpParserCallbackError); the cause is the context.
             cause = exc.__context__
-            self._reject(cause.reason if isinstance(cause, _Rejected) else "malformed_request")
+            self._reject(cause.reason if isinstance(cause, _Rejected) else parser_error_reason(exc))
         except Exception:
             # A bug of ours must cost one connection, never the process.
             log.exception("request handling failed", extra={"listener": self.listener.name})
             self._reject("malformed_request")
+        ex = self.starting
+        if ex is not None:
+            self.starting = None
+            self._start(ex)
 
     def _reject(self, reason: str) -> None:
         """The byte stream cannot be trusted past this point: answer in turn, then close."""
         self._pause(_PIPELINED)  # and never resume: nothing after a framing error is read
         ex = self.reading
         self.reading = None
-        self.started_at = 0.0
+        self.started_at = self.request_started = 0.0
+        if ex is not None and ex is self.starting:
+            self.starting = None  # broke within the read that brought its head: it never starts
         if ex is not None and ex is self.current:
             # The body of the request being answered broke off mid-stream.
             if self.response_started:
@@ -378,7 +395,7 @@ class DownstreamConnection:
         # No on_message_begin callback (one Python call less per request): the per-head state is
         # reset when a head completes, and the first piece of the URL marks when the head began.
         if not self.started_at:
-            self.started_at = self.last_active = self.loop.time()
+            self.started_at = self.request_started = self.last_active = self.loop.time()
         self.url += url
         self.head_size += len(url)
         listener = self.listener
@@ -388,10 +405,16 @@ class DownstreamConnection:
             raise _Rejected("request_headers_too_large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        headers = self.headers
-        headers.append((name, value))
         self.head_size += len(name) + len(value) + 4
         listener = self.listener
+        if self.reading is not None:
+            # A trailer field after a chunked body: dropped (RFC 9112 §7.1.2 lets a recipient that
+            # removes the chunked coding discard them), but bounded like a head.
+            if self.head_size > listener.max_head_size:
+                raise _Rejected("request_headers_too_large")
+            return
+        headers = self.headers
+        headers.append((name, value))
         if self.head_size > listener.max_head_size or len(headers) > listener.max_headers:
             raise _Rejected("request_headers_too_large")
 
@@ -414,6 +437,7 @@ class DownstreamConnection:
         head = [method, b" ", url, b" HTTP/1.1\r\n"]
         xff = request_id = None
         host = b""
+        hosts = 0
         named: set[bytes] | None = None
         has_connection = False
         length = -1
@@ -422,8 +446,9 @@ class DownstreamConnection:
             if lname in SPECIAL:
                 if lname == HOST:
                     host = value
+                    hosts += 1
                 elif lname == CONTENT_LENGTH:
-                    length = int(value)
+                    length = int(value)  # llhttp let through digits only, and one value
                 elif lname == X_FORWARDED_FOR:
                     xff = value
                     continue
@@ -432,6 +457,9 @@ class DownstreamConnection:
                 elif lname == X_FORWARDED_PROTO:
                     continue  # ours to set: this listener is where the client's protocol is known
                 elif lname == b"transfer-encoding":
+                    problem = transfer_coding_problem(value)
+                    if problem is not None:
+                        self._refuse(problem, url)
                     ex.body_chunked = True
                     continue
                 elif lname == CONNECTION:
@@ -441,13 +469,27 @@ class DownstreamConnection:
                 elif lname in HOP_BY_HOP:
                     continue
             head += (name, b": ", value, _CRLF)
+        # llhttp keeps a connection alive only for HTTP/1.1, or HTTP/1.0 with a Connection header
+        # asking for it, so a kept-alive request without one is HTTP/1.1: the (costly) version
+        # string is read only for the others.
+        if has_connection or not ex.keep_alive:
+            version = parser.get_http_version()
+            if version == "1.0":
+                ex.http10 = True
+                if ex.body_chunked:  # RFC 9112 §6.1: the framing of such a request is faulty
+                    self._refuse("invalid_transfer_encoding", url)
+            elif version != "1.1":
+                self._refuse("invalid_request_line" if version < "1.0" else "http_version_not_supported", url)
+        if hosts != 1 and not (hosts == 0 and ex.http10):
+            self._refuse("duplicate_host" if hosts else "missing_host", url)  # RFC 9112 §3.2
+        if host and not host_is_valid(host):
+            self._refuse("invalid_host", url)
+        if not url or url[0] != 47:  # not "/": absolute-form, asterisk-form, or junk
+            host = self._other_form(ex, head, url, host)
         if named is not None:
             head = _drop_named(head, 4, named)
         ex.fields_end = len(head)
         ex.headers = headers
-        # llhttp keeps an HTTP/1.0 connection alive only when a Connection header asks for it, so a
-        # kept-alive request without one is HTTP/1.1, and the (costly) version string is not needed.
-        ex.http10 = (has_connection or not ex.keep_alive) and parser.get_http_version() == "1.0"
         if request_id is None:
             request_id = new_request_id()
             head += (b"x-request-id: ", request_id, _CRLF)
@@ -456,32 +498,64 @@ class DownstreamConnection:
             xff + b", " + self.client_ip if xff else self.client_ip,
             b"\r\nx-forwarded-proto: http\r\n",
         )
-        if ex.body_chunked:
-            head.append(b"transfer-encoding: chunked\r\n")
-            ex.replayable = False
-        elif length > 0:
-            ex.replayable = False
-            if listener.max_body_size and length > listener.max_body_size:
-                ex.local = "request_body_too_large"
         ex.head = head
         ex.host = host
         ex.request_id = request_id
         if parser.should_upgrade():
             raise _Rejected("upgrade_not_supported")  # WebSocket and CONNECT come later
+        # Matched now, while the head is at hand (it starts later): the route may set the body limit.
+        route = listener.router.match(ex)
+        ex.route = route
+        limit = listener.max_body_size
+        if route is not None and route.body_limit >= 0:
+            limit = route.body_limit
+        ex.body_limit = limit
+        if ex.body_chunked:
+            head.append(b"transfer-encoding: chunked\r\n")
+            ex.replayable = False
+        elif length > 0:
+            ex.replayable = False
+            ex.length = length
+            if limit and length > limit:
+                ex.local = "request_body_too_large"
         self.reading = ex
         if self.current is None:
-            self.current = ex
-            self._start(ex)
+            self.current = self.starting = ex
+            self.response_started = False
         else:
             self.queue.append(ex)
             self._pause(_PIPELINED)
+
+    def _refuse(self, reason: str, url: bytes) -> NoReturn:
+        """Refuse the request whose head is being completed (the error reply names its target)."""
+        self.url = url
+        raise _Rejected(reason)
+
+    def _other_form(self, ex: Exchange, head: list[bytes], url: bytes, host: bytes) -> bytes:
+        """A target not in origin form: `*` for OPTIONS, or an absolute URI, which is routed and
+        forwarded by its authority in place of any Host field (RFC 9112 §3.2.2, §3.2.4); the host
+        the request is routed by is returned."""
+        if url == b"*" and ex.method == b"OPTIONS":
+            return host
+        parts = origin_form(url)
+        if parts is None:
+            self._refuse("invalid_uri", url)
+        authority, path = parts
+        ex.target = head[2] = path
+        for i in range(4, len(head), 4):
+            if head[i].lower() == HOST:
+                head[i + 2] = authority
+                break
+        else:
+            head[4:4] = (b"host", b": ", authority, _CRLF)
+        return authority
 
     def on_body(self, body: bytes) -> None:
         ex = self.reading
         if ex is None or ex.local is not None:
             return
         ex.body_in += len(body)
-        limit = self.listener.max_body_size
+        limit = ex.body_limit
         if limit and ex.body_in > limit:
             raise _Rejected("request_body_too_large")
         self._body_out(ex, b"%x\r\n%b\r\n" % (len(body), body) if ex.body_chunked else body)
@@ -513,6 +587,8 @@ class DownstreamConnection:
         self.reading = None
         ex.request_done = True
         self.last_active = self.loop.time()
+        self.request_started = 0.0
+        self.head_size = 0  # (trailer fields were counted in it)
         if ex.local is not None:
             return
         if ex.body_chunked:
@@ -529,13 +605,16 @@ class DownstreamConnection:
         if ex.local is not None:
             self._reply_locally(ex, ex.local)
             return
-        route = self.listener.router.match(ex)
+        route = ex.route  # matched when the head arrived
         if route is None:
             self._reply_locally(ex, "no_route")
             return
         if route.variants:
             route = route.pick_variant()
-        ex.route = route
+            ex.route = route
+        if route.body_limit > 0 and ex.body_in > route.body_limit:  # arrived before the route was known
+            self._reply_locally(ex, "request_body_too_large")
+            return
         if route.policies and not self._apply_policies(ex, route):
             return
         self._send_first(ex, route)
@@ -552,9 +631,9 @@ class DownstreamConnection:
         if route.retry is not None:
             budget = cluster.budget
             budget.requests[budget.slot] += 1
-            if not ex.replayable:  # keep the body for a replay (up to the policy's buffer)
-                ex.replay = list(ex.pending)
-                ex.replay_size = sum(map(len, ex.pending))
+            if not ex.replayable and ex.pending_size <= route.retry.buffer:
+                ex.replay = list(ex.pending)  # kept for a replay, up to the policy's buffer
+                ex.replay_size = ex.pending_size
         if ex.request_done:  # (a delayed or pipelined request) the route timeout runs from now
             self._arm_timeout(ex)
         self._send_upstream(ex)
@@ -783,6 +862,16 @@ class DownstreamConnection:
             ex.upstream = None
             upstream.abort()
         self._reply_locally(ex, "upstream_timeout")
+
+    def request_timed_out(self) -> None:
+        """The request being read took longer than the listener's request_timeout (the sweep calls
+        this): 408 while its answer has not started, else the connection is dropped."""
+        ex = self.reading
+        if ex is not None and ex is self.current and not self.response_started:
+            self._reject("request_timeout")
+        elif self.transport is not None:
+            self.request_started = 0.0
+            self.transport.abort()
 
     def try_timed_out(self) -> None:
         """The current try's per-try timeout passed with no response head: retry, or give up (504)."""

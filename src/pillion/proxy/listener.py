@@ -51,6 +51,9 @@ class HttpListener:
         self.active = stats.downstream_active.labels(self.name)
         self.accepted = stats.downstream_total.labels(self.name)
         self.rejected = stats.downstream_rejected.labels(self.name)
+        self.head_timeouts = stats.downstream_timeouts.labels(self.name, "request_headers")
+        self.request_timeouts = stats.downstream_timeouts.labels(self.name, "request")
+        self.idle_timeouts = stats.downstream_timeouts.labels(self.name, "idle")
         self.connections: set[DownstreamConnection] = set()
         self.draining = False
         self.server: asyncio.Server | None = None
@@ -75,6 +78,7 @@ class HttpListener:
             self.max_uri_size = int(limits.max_uri_size)
             self.max_body_size = int(limits.max_request_body_size)
             self.headers_timeout = float(limits.request_headers_timeout)
+            self.request_timeout = float(limits.request_timeout)
             self.idle_timeout = float(limits.idle_timeout)
             self.max_connections = config.max_connections
             self.router = router
@@ -167,19 +171,25 @@ class HttpListener:
         )
 
     def sweep(self, now: float) -> None:
-        """Close connections idle past idle_timeout, stuck in a request head past headers_timeout, or
-        lingering after an early reply for longer than LINGER_SECONDS."""
+        """Close connections idle past idle_timeout, stuck in a request head past headers_timeout, in
+        a request past request_timeout, or lingering after an early reply longer than LINGER_SECONDS."""
         idle_limit = now - self.idle_timeout
         head_limit = now - self.headers_timeout
+        request_limit = now - self.request_timeout if self.request_timeout else 0.0
         linger_limit = now - LINGER_SECONDS
         for conn in list(self.connections):
             if conn.lingering:
                 if conn.last_active < linger_limit:
                     conn.close()
             elif conn.started_at and conn.started_at < head_limit:
-                log.debug("request head timeout", extra={"listener": self.name})
+                # No reply: a client this slow to send a head is not waiting for one (slowloris).
+                self.head_timeouts.value += 1
                 conn.close()
+            elif conn.request_started and conn.request_started < request_limit:
+                self.request_timeouts.value += 1
+                conn.request_timed_out()
             elif conn.idle() and conn.last_active < idle_limit:
+                self.idle_timeouts.value += 1
                 conn.close()
 
     def view(self) -> dict[str, object]:

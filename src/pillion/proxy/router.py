@@ -66,6 +66,7 @@ class RouteEntry(RouteStats):
     timeout: float
     matcher: Matcher
     prefix: bytes | None  # the matched prefix, for prefix rewrites and redirects
+    body_limit: int = -1  # the route's max_request_body_size (0: none); -1: the listener's applies
     retry: RetryRule | None = None
     variants: tuple[RouteEntry, ...] = ()
     cumulative: tuple[int, ...] = ()  # running totals of the variants' weights
@@ -119,6 +120,7 @@ def compile_route(listener: str, route: Route, clusters: dict[str, Cluster], sta
         timeout=float(route.timeout),
         matcher=compile_match(m),
         prefix=m.prefix.encode() if m.prefix is not None else None,
+        body_limit=int(route.max_request_body_size) if route.max_request_body_size is not None else -1,
         duration=stats.duration.labels(listener, route.name, cluster_label),
         requests=stats.requests,
         labels=(listener, route.name, cluster_label),

@@ -24,6 +24,7 @@ class ProxyStats:
     downstream_active: GaugeFamily
     downstream_total: CounterFamily
     downstream_rejected: CounterFamily
+    downstream_timeouts: CounterFamily
     upstream_active: GaugeFamily
     upstream_total: CounterFamily
     connect_failures: CounterFamily
@@ -85,6 +86,12 @@ class ProxyStats:
                 "pillion_downstream_connections_rejected_total",
                 "Client connections closed on accept because the listener was at max_connections.",
                 ("listener",),
+            ),
+            downstream_timeouts=registry.counter(
+                "pillion_downstream_timeouts_total",
+                "Client connections closed for being too slow: `request_headers` (a head not complete in "
+                "time: slowloris), `request` (a whole request), `idle` (keep-alive with nothing to do).",
+                ("listener", "timeout"),
             ),
             upstream_active=registry.gauge(
                 "pillion_upstream_connections_active", "Connections to endpoints open now.", ("cluster",)
