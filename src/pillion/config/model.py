@@ -418,6 +418,25 @@ class Admin:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Overload:
+    """Process-wide limits. Past one, Pillion sheds new work, and counts it, instead of running out of
+    memory or descriptors; it recovers by itself once back under the limit."""
+
+    max_connections: int = field_doc(
+        "Most client connections open at once across all listeners (HTTP and TCP); more are closed as "
+        "soon as they are accepted. `0` means no limit.",
+        0,
+    )
+    max_memory: Size = field_doc(
+        "Resident memory (RSS) at which Pillion sheds load: new connections are closed on accept and "
+        "new requests get 503 `overloaded` with `connection: close`, while requests already in progress "
+        "carry on. Shedding stops once RSS is below 95% of this. `0` disables.",
+        Size(0),
+    )
+    check_interval: Duration = field_doc("How often resident memory is read.", Duration(0.25))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AccessLog:
     """One JSON line per request."""
 
@@ -438,6 +457,7 @@ class Config:
         Duration(5.0),
     )
     access_log: AccessLog = field_doc("Per-request log.", factory=AccessLog)
+    overload: Overload = field_doc("Load shedding past process-wide limits.", factory=Overload)
     log_level: Literal["debug", "info", "warning", "error"] = field_doc("Process log threshold.", "info")
     watch: bool = field_doc(
         "Reload when the config file changes, as on SIGHUP (checked every second).", False

@@ -64,6 +64,10 @@ def check(cfg: Config) -> tuple[Config, list[str]]:
     sockets = [("admin.address", cfg.admin.address)]
     sockets += [(child(item("listeners", i), "address"), li.address) for i, li in enumerate(cfg.listeners)]
     _check_collisions(sockets, errors)
+    if cfg.overload.max_connections < 0:
+        errors.append(at("overload.max_connections", "must be 0 (no limit) or more"))
+    if cfg.overload.check_interval <= 0:
+        errors.append(at("overload.check_interval", "must be greater than 0"))
     if not cfg.access_log.path:
         errors.append(at("access_log.path", "must not be empty (use '-' for standard output)"))
     return replace(cfg, listeners=listeners), errors

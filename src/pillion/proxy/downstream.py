@@ -605,6 +605,12 @@ class DownstreamConnection:
         if ex.local is not None:
             self._reply_locally(ex, ex.local)
             return
+        overload = self.listener.overload
+        if overload is not None and overload.shedding:
+            overload.shed_requests.value += 1
+            self.must_close = True
+            self._reply_locally(ex, "overloaded")
+            return
         route = ex.route  # matched when the head arrived
         if route is None:
             self._reply_locally(ex, "no_route")

@@ -24,6 +24,7 @@ from pillion.proxy.stats import ProxyStats
 
 if TYPE_CHECKING:
     from pillion.proxy.cluster import Cluster
+    from pillion.runtime.overload import Overload
     from pillion.telemetry.access_log import AccessLog
     from pillion.telemetry.stats import Counter
 
@@ -37,8 +38,10 @@ class HttpListener:
         clusters: dict[str, Cluster],
         stats: ProxyStats,
         access_log: AccessLog | None,
+        overload: Overload | None = None,
     ) -> None:
         self.name = config.name
+        self.overload = overload  # process-wide limits; None for a listener built alone (tools, fuzzing)
         self.stats = stats
         self.update(config, clusters)
         self.unrouted = RouteStats(
@@ -130,6 +133,8 @@ class HttpListener:
         if self.max_connections and len(self.connections) >= self.max_connections:
             self.rejected.value += 1
             return False
+        if self.overload is not None and not self.overload.admit():
+            return False
         if self.draining:
             conn.must_close = True
         self.connections.add(conn)
@@ -140,6 +145,8 @@ class HttpListener:
     def connection_closed(self, conn: DownstreamConnection) -> None:
         self.connections.discard(conn)
         self.active.value -= 1
+        if self.overload is not None:
+            self.overload.released()
 
     def count_local_reply(self, reason: str) -> None:
         counter = self._local_by_reason.get(reason)

@@ -33,6 +33,7 @@ from pillion.telemetry.stats import CounterFamily, GaugeFamily, Registry
 
 if TYPE_CHECKING:
     from pillion.proxy.cluster import Cluster, Endpoint
+    from pillion.runtime.overload import Overload
 
 log = logging.getLogger("pillion.tcp")
 
@@ -366,8 +367,15 @@ class TcpListener:
 
         return commit
 
-    def __init__(self, config: ListenerConfig, clusters: dict[str, Cluster], stats: TcpStats) -> None:
+    def __init__(
+        self,
+        config: ListenerConfig,
+        clusters: dict[str, Cluster],
+        stats: TcpStats,
+        overload: Overload | None = None,
+    ) -> None:
         self.name = config.name
+        self.overload = overload  # process-wide limits, shared with every listener
         self.update(config, clusters)
         name = self.name
         self.active = stats.active.labels(name)
@@ -421,6 +429,8 @@ class TcpListener:
         if self.max_connections and len(self.connections) >= self.max_connections:
             self.rejected.value += 1
             return False
+        if self.overload is not None and not self.overload.admit():
+            return False
         conn.last_active = self.loop.time()
         self.connections.add(conn)
         self.active.value += 1
@@ -430,6 +440,8 @@ class TcpListener:
     def connection_closed(self, conn: TcpConnection) -> None:
         self.connections.discard(conn)
         self.active.value -= 1
+        if self.overload is not None:
+            self.overload.released()
 
     def sweep(self, now: float) -> None:
         """Abort connections with no bytes moved either way for idle_timeout (0 disables). A connection is

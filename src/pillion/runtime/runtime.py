@@ -1,8 +1,9 @@
 """The Runtime: owns every long-lived resource, starts them in order, drains and stops them in reverse.
 
-Start: stats → clusters → listeners (bound) → admin server → housekeeping. Readiness is true once every
-listener is bound (and the app's own check passes, if configured), which is what a Kubernetes startup
-probe on `/ready` waits for.
+Start: stats → clusters → listeners (bound) → admin server → housekeeping and the overload watch (the
+process-wide connection count and memory limit every listener consults, runtime/overload.py).
+Readiness is true once every listener is bound (and the app's own check passes, if configured), which
+is what a Kubernetes startup probe on `/ready` waits for.
 
 Stop (SIGTERM, SIGINT or `POST /quitquitquit`): listeners stop accepting and go to draining, so every
 response from then on carries `Connection: close`; idle keep-alive connections close at once; in-flight
@@ -28,6 +29,7 @@ from pillion.config.model import Listener as ListenerConfig
 from pillion.proxy.cluster import Cluster
 from pillion.proxy.listener import HttpListener
 from pillion.proxy.stats import ProxyStats
+from pillion.runtime.overload import Overload
 from pillion.runtime.tasks import spawn
 from pillion.telemetry.access_log import AccessLog
 from pillion.telemetry.process import register_process_metrics
@@ -78,6 +80,7 @@ class Runtime:
         register_process_metrics(self.registry, __version__)
         self.stats = ProxyStats.declare(self.registry)
         self.access_log = AccessLog(config.access_log.path) if config.access_log.enabled else None
+        self.overload = Overload(config.overload, self.registry)
         reloads = self.registry.counter("pillion_config_reloads_total", "Configurations applied by a reload.")
         self.reloads = reloads.labels()
         failures = self.registry.counter(
@@ -108,6 +111,7 @@ class Runtime:
         address = self.config.admin.address
         self.admin = await start_admin(self, address.host, address.port)
         self._housekeeping = spawn(self._housekeep(), name="housekeeping")
+        self.overload.start()
         log.info(
             "pillion started",
             extra={
@@ -173,6 +177,7 @@ class Runtime:
                         conn.transport.abort()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
+        await self.overload.stop()
         for cluster in self.clusters.values():
             cluster.retire()
         if self.admin is not None:
@@ -277,8 +282,8 @@ class Runtime:
 
             if self._tcp_stats is None:
                 self._tcp_stats = TcpStats.declare(self.registry)
-            return TcpListener(lc, clusters, self._tcp_stats)
-        return HttpListener(lc, clusters, self.stats, self.access_log)
+            return TcpListener(lc, clusters, self._tcp_stats, self.overload)
+        return HttpListener(lc, clusters, self.stats, self.access_log, self.overload)
 
     async def _apply(self, new: Config) -> None:
         if new.admin != self.config.admin or new.access_log != self.config.access_log:
@@ -341,6 +346,8 @@ class Runtime:
                 cluster.retire()
         self.clusters = clusters
         self.listeners = listeners
+        self.overload.update(new.overload)
+        self.overload.start()
         self.config = new
         self.config_version += 1
 

@@ -19,7 +19,7 @@ import time
 from pillion import __version__
 from pillion.telemetry.stats import Registry
 
-__all__ = ["register_process_metrics"]
+__all__ = ["register_process_metrics", "resident_bytes"]
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -42,13 +42,13 @@ def register_process_metrics(registry: Registry, version: str = __version__) -> 
         t = os.times()
         # A counter set from the kernel's own monotonic total, not incremented: assigning is the point.
         cpu_child.value = t.user + t.system
-        rss_child.value = _resident_bytes()
+        rss_child.value = resident_bytes()
         fds_child.value = _open_fds()
 
     registry.collector(collect)
 
 
-def _resident_bytes() -> int:
+def resident_bytes() -> int:
     try:
         with open("/proc/self/statm", "rb") as f:
             return int(f.read().split()[1]) * _PAGE_SIZE
