@@ -66,6 +66,43 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def test_a_10kib_request_costs_less_than_100_times_its_size(tmp_path: Path) -> None:
+    """The issue's memory bound, on the real process: 200 requests with 10 KiB heads held in flight
+    (the upstream answers after a delay), then 200 connections holding 10 KiB of an unfinished head."""
+    count, size = 200, 10 * 1024
+    fields = b"".join(b"x-pad-%03d: %b\r\n" % (i, b"v" * 1012) for i in range(10))
+    assert len(fields) >= size
+
+    async def main() -> None:
+        async with running_pillion(tmp_path) as (up, popen, port, _):
+            writers: list[asyncio.StreamWriter] = []
+            try:
+                before = rss_kib(popen.pid)
+                for _ in range(count):
+                    _, w = await asyncio.open_connection(HOST, port)
+                    w.write(b"GET /delay/5 HTTP/1.1\r\nhost: x\r\n%b\r\n" % fields)
+                    writers.append(w)
+                await up.wait_for_requests(count, time_limit=10.0)
+                whole = (rss_kib(popen.pid) - before) / count
+                before = rss_kib(popen.pid)
+                for _ in range(count):
+                    _, w = await asyncio.open_connection(HOST, port)
+                    w.write(b"GET /partial HTTP/1.1\r\nhost: x\r\n%b" % fields)  # no blank line: unfinished
+                    writers.append(w)
+                for w in writers[count:]:
+                    await w.drain()
+                await asyncio.sleep(0.5)  # (nothing to wait on: the proxy reads them into its buffers)
+                partial = (rss_kib(popen.pid) - before) / count
+                print(f"RSS per 10 KiB request: {whole:.1f} KiB in flight, {partial:.1f} KiB unfinished")
+                assert whole < 100 * 10 and partial < 100 * 10, (whole, partial)
+                assert len(up.requests) == count  # the unfinished heads never went upstream
+            finally:
+                for w in writers:
+                    w.close()
+
+    uvloop.run(main())
+
+
 def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(tmp_path: Path) -> None:
     async def main() -> None:
         async with running_pillion(tmp_path) as (up, popen, port, _):

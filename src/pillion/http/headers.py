@@ -42,17 +42,23 @@ SPECIAL: frozenset[bytes] = HOP_BY_HOP | {
 }
 
 
-_PLAIN = frozenset((b"close", b"keep-alive"))
+# Connection options that are not field names, and fields a Connection header may not remove: the
+# framing and Host are end-to-end and Pillion writes or checks them itself. Honouring `Connection:
+# content-length` would forward a body without its length: a smuggled request.
+_NOT_REMOVABLE = frozenset(
+    (b"close", b"keep-alive", CONTENT_LENGTH, HOST, b"transfer-encoding", X_REQUEST_ID)
+)
 
 
 def named_fields(value: bytes, named: set[bytes] | None = None) -> set[bytes] | None:
     """`named` plus the fields a `Connection` header value names for removal (lower-cased), other than
-    the connection options `close` and `keep-alive`; None while there are none (the usual case). A
+    the connection options `close` and `keep-alive` and the end-to-end fields in `_NOT_REMOVABLE`; None
+    while there are none (the usual case). A
     message may carry several Connection headers: pass each one's value with the result so far."""
     low = value.lower()
-    if low in _PLAIN:
+    if low in _NOT_REMOVABLE:
         return named
-    more = {t.strip() for t in low.split(b",")} - _PLAIN - {b""}
+    more = {t.strip() for t in low.split(b",")} - _NOT_REMOVABLE - {b""}
     if not more:
         return named
     return more if named is None else named | more

@@ -43,7 +43,14 @@ def parser_error_reason(exc: HttpParserError) -> str:
 
 
 def host_is_valid(value: bytes) -> bool:
-    return not value.translate(None, _HOST_CHARS)
+    """A non-empty `host[:port]` of allowed characters whose port, if any, is digits (an empty host
+    is never valid in an `http` URI: RFC 9110 §4.2.1)."""
+    if not value or value.translate(None, _HOST_CHARS):
+        return False
+    colon = value.rfind(b":")
+    if colon < 0 or value.rfind(b"]") > colon:
+        return True
+    return value[colon + 1 :].isdigit() or colon == len(value) - 1
 
 
 def transfer_coding_problem(value: bytes) -> str | None:

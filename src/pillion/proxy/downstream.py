@@ -482,10 +482,14 @@ class DownstreamConnection:
                 self._refuse("invalid_request_line" if version < "1.0" else "http_version_not_supported", url)
         if hosts != 1 and not (hosts == 0 and ex.http10):
             self._refuse("duplicate_host" if hosts else "missing_host", url)  # RFC 9112 §3.2
-        if host and not host_is_valid(host):
+        if hosts and not host_is_valid(host):
             self._refuse("invalid_host", url)
+        if parser.should_upgrade():
+            raise _Rejected("upgrade_not_supported")  # WebSocket and CONNECT come later
         if not url or url[0] != 47:  # not "/": absolute-form, asterisk-form, or junk
             host = self._other_form(ex, head, url, host)
+        elif b"#" in url:  # a fragment is the client's own business (RFC 9110 §7.1): never sent
+            self._refuse("invalid_uri", url)
         if named is not None:
             head = _drop_named(head, 4, named)
         ex.fields_end = len(head)
@@ -501,8 +505,6 @@ class DownstreamConnection:
         ex.head = head
         ex.host = host
         ex.request_id = request_id
-        if parser.should_upgrade():
-            raise _Rejected("upgrade_not_supported")  # WebSocket and CONNECT come later
         # Matched now, while the head is at hand (it starts later): the route may set the body limit.
         route = listener.router.match(ex)
         ex.route = route

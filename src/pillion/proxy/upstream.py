@@ -162,9 +162,10 @@ class UpstreamConnection:
                 # A retried response that did not end within this read: rather than wait on it with
                 # no deadline, drop the connection.
                 self.abort()
-        except _NoBody:
-            self.parser = HttpResponseParser(self)
-        except HttpParserError:
+        except HttpParserError as exc:
+            if isinstance(exc.__context__, _NoBody):  # (httptools wraps what a callback raised)
+                self.parser = HttpResponseParser(self)
+                return
             self.down = None
             self.abort()
             down.upstream_failed(self, "upstream_protocol_error")
