@@ -75,6 +75,9 @@ class FakeRuntimeWithListeners(FakeRuntime):
     def listeners_view(self) -> list[dict[str, Any]]:
         return [{"name": "inbound", "address": "0.0.0.0:15006"}]
 
+    def certs_view(self) -> dict[str, Any]:
+        return {"identity": None, "listeners": {}, "clusters": {}}
+
 
 Reply = tuple[int, dict[str, str], bytes]
 _loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop

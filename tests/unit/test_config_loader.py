@@ -189,7 +189,7 @@ def test_port_zero_never_collides() -> None:
             [
                 "clusters[0].zzz: unknown key; expected one of: name, endpoints, lb, hash_on, "
                 "dns_refresh, connect_timeout, max_idle_connections, idle_timeout, circuit_breaker, "
-                "retry_budget, outlier_detection, health_check, no_healthy_endpoint"
+                "retry_budget, outlier_detection, health_check, no_healthy_endpoint, tls"
             ],
         ),
         ("admin: {}\n", ["service: missing required key"]),
@@ -409,7 +409,7 @@ def test_all_errors_are_collected() -> None:
     """
     assert errors_of(text) == [
         "bogus: unknown key; expected one of: service, admin, listeners, clusters, drain_timeout, "
-        "access_log, overload, log_level, watch",
+        "access_log, overload, identity, log_level, watch",
         "listeners[0].address: invalid address '0.0.0.0:70000': port 70000 is out of range 0-65535",
         "listeners[0].routes[0].timeout: invalid duration 'soon': expected a number with an optional unit "
         "(us, ms, s, m, h), e.g. '250ms' or '2s'",
@@ -488,7 +488,7 @@ def test_env_errors_are_collected_with_other_errors() -> None:
         "clusters[0].endpoints[0]: environment variable 'HOST' is not set",
         "clusters[0].bogus: unknown key; expected one of: name, endpoints, lb, hash_on, "
         "dns_refresh, connect_timeout, max_idle_connections, idle_timeout, circuit_breaker, "
-        "retry_budget, outlier_detection, health_check, no_healthy_endpoint",
+        "retry_budget, outlier_detection, health_check, no_healthy_endpoint, tls",
         "clusters[0].endpoints[1]: invalid address 'x:': port '' is not a number",
     ]
 

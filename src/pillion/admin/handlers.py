@@ -160,6 +160,12 @@ async def _listeners(target: AdminTarget, request: Request) -> Response:
     return json_response({"listeners": target.listeners_view()})
 
 
+async def _certs(target: AdminTarget, request: Request) -> Response:
+    if not isinstance(target, ListenersTarget):
+        return text(404, "not found\n")
+    return json_response(target.certs_view())
+
+
 async def _drain(target: AdminTarget, request: Request) -> Response:
     response = text(200, "OK\n")
     response.after = target.drain
@@ -186,16 +192,22 @@ ENDPOINTS: dict[str, Endpoint] = {
     "/config_dump": Endpoint(("GET",), _config_dump, "the effective configuration (JSON)"),
     "/clusters": Endpoint(("GET",), _clusters, "clusters and endpoints (JSON; ?format=text for lines)"),
     "/listeners": Endpoint(("GET",), _listeners, "listeners (JSON)"),
+    "/certs": Endpoint(
+        ("GET",), _certs, "the workload certificate in service and TLS per listener/cluster (JSON)"
+    ),
     "/drain": Endpoint(("POST",), _drain, "stop accepting; close keep-alive connections"),
     "/quitquitquit": Endpoint(("POST",), _quit, "drain, then exit (loopback clients only)"),
 }
+
+
+_RUNTIME_ONLY = ("/listeners", "/certs")
 
 
 def _visible(target: AdminTarget) -> list[tuple[str, Endpoint]]:
     return [
         (path, ep)
         for path, ep in ENDPOINTS.items()
-        if path != "/listeners" or isinstance(target, ListenersTarget)
+        if path not in _RUNTIME_ONLY or isinstance(target, ListenersTarget)
     ]
 
 
@@ -205,7 +217,7 @@ def _allow(ep: Endpoint) -> str:
 
 async def dispatch(target: AdminTarget, request: Request) -> Response:
     ep = ENDPOINTS.get(request.path)
-    if ep is None or (request.path == "/listeners" and not isinstance(target, ListenersTarget)):
+    if ep is None or (request.path in _RUNTIME_ONLY and not isinstance(target, ListenersTarget)):
         return text(404, "not found; GET / lists the endpoints\n")
     method = "GET" if request.method == "HEAD" else request.method
     if method not in ep.methods:

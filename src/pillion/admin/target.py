@@ -45,6 +45,10 @@ class AdminTarget(Protocol):
 
 @runtime_checkable
 class ListenersTarget(Protocol):
-    """Optional extra: a target that also has this gets `GET /listeners`."""
+    """Optional extra: a target that also has these gets `GET /listeners` and `GET /certs`."""
 
     def listeners_view(self) -> list[dict[str, Any]]: ...
+
+    def certs_view(self) -> dict[str, Any]:
+        """The workload identity in service and each listener's and cluster's TLS mode."""
+        ...

@@ -261,6 +261,21 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerTls:
+    """TLS on a listener: mutual TLS with the workload identity between sidecars, or plain termination."""
+
+    mode: Literal["off", "strict", "permissive", "simple"] = field_doc(
+        "`strict`: clients must present a certificate chaining to `identity.trust_bundle` with a SPIFFE "
+        "ID of this trust domain (mTLS between sidecars). `permissive`: the same for clients that start "
+        "TLS, plaintext accepted too (the migration path). `simple`: TLS termination with `cert` and "
+        "`key`, no client certificate. `off`: plaintext.",
+        "off",
+    )
+    cert: str | None = field_doc("`simple` only: PEM certificate (chain) to serve.", None)
+    key: str | None = field_doc("`simple` only: its PEM private key.", None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Listener:
     """A socket Pillion accepts connections on, and the routes for what arrives there."""
 
@@ -287,6 +302,7 @@ class Listener:
         0,
     )
     limits: Limits = field_doc("Request size and time limits.", factory=Limits)
+    tls: ListenerTls = field_doc("TLS on this listener; off when unset.", factory=ListenerTls)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -358,6 +374,24 @@ class HealthCheck:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterTls:
+    """TLS to a cluster's endpoints: mTLS to another sidecar, or TLS origination to an outside service."""
+
+    mode: Literal["off", "mesh", "simple"] = field_doc(
+        "`mesh`: present the workload identity and accept only a server certificate from "
+        "`identity.trust_bundle` whose SPIFFE ID is `peer` (any ID of this trust domain when `peer` is "
+        "unset). `simple`: ordinary TLS: the server's certificate is verified against `ca` (the system's "
+        "CAs when unset) for the name `sni`. `off`: plaintext.",
+        "off",
+    )
+    peer: str | None = field_doc("`mesh`: the SPIFFE ID the endpoints must present.", None)
+    sni: str | None = field_doc(
+        "`simple`: the server name sent and verified (the endpoint's host name when unset).", None
+    )
+    ca: str | None = field_doc("`simple`: PEM file of CAs to trust instead of the system's.", None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Cluster:
     """A named group of upstream endpoints that serve the same thing."""
 
@@ -394,6 +428,17 @@ class Cluster:
         "sends to all endpoints as if healthy.",
         "fail",
     )
+    tls: ClusterTls = field_doc("TLS to the endpoints; off when unset.", factory=ClusterTls)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identity:
+    """This workload's identity: an X.509 SVID (`pillion ca issue`, cert-manager or SPIRE write these
+    files). The files are watched: a new certificate is in use for new handshakes within a second."""
+
+    cert: str = field_doc("PEM file: the workload certificate, intermediates after it.")
+    key: str = field_doc("PEM file: its private key.")
+    trust_bundle: str = field_doc("PEM file: the CA certificates peer certificates must chain to.")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -458,6 +503,9 @@ class Config:
     )
     access_log: AccessLog = field_doc("Per-request log.", factory=AccessLog)
     overload: Overload = field_doc("Load shedding past process-wide limits.", factory=Overload)
+    identity: Identity | None = field_doc(
+        "The workload identity for mutual TLS (listener `tls.mode` strict/permissive, cluster `mesh`).", None
+    )
     log_level: Literal["debug", "info", "warning", "error"] = field_doc("Process log threshold.", "info")
     watch: bool = field_doc(
         "Reload when the config file changes, as on SIGHUP (checked every second).", False

@@ -20,6 +20,8 @@ from pillion.config.model import Address, Cluster, Config, Listener, Route, Valu
 _NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
 _NAME_RULE = "use letters, digits, '.', '-' or '_', starting and ending with a letter or digit, at most 63"
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::"}
+# SPIFFE ID: lower-case trust domain, then non-empty path segments (no `.`/`..`), nothing else.
+_SPIFFE_ID = re.compile(r"spiffe://[a-z0-9._-]+(/(?!\.\.?(/|$))[A-Za-z0-9._-]+)+")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: header names and methods
 # Framing and hop-by-hop fields are Pillion's to write: a route's header edit must not add or remove them
 # (removing a response's content-length leaves its body unframed; adding one to a request smuggles).
@@ -53,6 +55,7 @@ def check(cfg: Config) -> tuple[Config, list[str]]:
         _check_listener(listener, item("listeners", i), clusters, errors)
         for i, listener in enumerate(cfg.listeners)
     )
+    _check_tls(cfg, errors)
     _unique([li.name for li in cfg.listeners], "listeners", "listener", errors)
     ready = cfg.admin.ready_check
     if ready is not None:
@@ -90,6 +93,38 @@ def _check_listener(listener: Listener, path: str, clusters: Sequence[str], erro
     elif listener.cluster is not None:
         errors.append(at(child(path, "cluster"), "only tcp listeners take a cluster; http ones use 'routes'"))
     return replace(listener, routes=routes)
+
+
+def _check_tls(cfg: Config, errors: list[str]) -> None:
+    """Every TLS mode has what it needs, and nothing that belongs to another mode."""
+    for i, listener in enumerate(cfg.listeners):
+        path = child(item("listeners", i), "tls")
+        tls = listener.tls
+        if tls.mode in ("strict", "permissive") and cfg.identity is None:
+            errors.append(at(child(path, "mode"), f"'{tls.mode}' needs a top-level 'identity'"))
+        if tls.mode == "simple":
+            for name in ("cert", "key"):
+                if not getattr(tls, name):
+                    errors.append(at(child(path, name), "required when mode is 'simple'"))
+        elif tls.cert is not None or tls.key is not None:
+            errors.append(at(path, "'cert' and 'key' are for mode 'simple' (mTLS uses 'identity')"))
+        if listener.protocol == "tcp" and tls.mode == "permissive":
+            errors.append(at(child(path, "mode"), "'permissive' is for http listeners"))
+    for i, cluster in enumerate(cfg.clusters):
+        path = child(item("clusters", i), "tls")
+        ctls = cluster.tls
+        if ctls.mode == "mesh" and cfg.identity is None:
+            errors.append(at(child(path, "mode"), "'mesh' needs a top-level 'identity'"))
+        if ctls.peer is not None:
+            if ctls.mode != "mesh":
+                errors.append(at(child(path, "peer"), "only for mode 'mesh'"))
+            elif not _SPIFFE_ID.fullmatch(ctls.peer):
+                errors.append(
+                    at(child(path, "peer"), f"not a SPIFFE ID (spiffe://trust-domain/path): {ctls.peer!r}")
+                )
+        for name in ("sni", "ca"):
+            if getattr(ctls, name) is not None and ctls.mode != "simple":
+                errors.append(at(child(path, name), "only for mode 'simple'"))
 
 
 def _check_cluster(cluster: Cluster, path: str, errors: list[str]) -> None:

@@ -30,6 +30,7 @@ HOST = b"host"
 X_FORWARDED_FOR = b"x-forwarded-for"
 X_FORWARDED_PROTO = b"x-forwarded-proto"
 X_REQUEST_ID = b"x-request-id"
+X_FORWARDED_CLIENT_CERT = b"x-forwarded-client-cert"  # the mTLS caller; only Pillion may set it
 CONNECTION = b"connection"
 
 # Anything either classified or hop-by-hop: one set lookup tells the copy loop to look closer.
@@ -39,6 +40,7 @@ SPECIAL: frozenset[bytes] = HOP_BY_HOP | {
     X_FORWARDED_FOR,
     X_FORWARDED_PROTO,
     X_REQUEST_ID,
+    X_FORWARDED_CLIENT_CERT,
 }
 
 

@@ -35,10 +35,12 @@ from pillion.proxy.balancer import Balancer, hash_key, make_balancer
 from pillion.proxy.retry_budget import RetryBudget
 from pillion.proxy.stats import ProxyStats
 from pillion.runtime.tasks import spawn
+from pillion.tls.origination import TlsFailure
 
 if TYPE_CHECKING:
     from pillion.proxy.upstream import UpstreamConnection
     from pillion.telemetry.stats import Counter
+    from pillion.tls.origination import UpstreamTls
 
 log = logging.getLogger("pillion.cluster")
 
@@ -187,11 +189,19 @@ class Endpoint:
         cluster = self.cluster
         loop = asyncio.get_running_loop()
         conn = UpstreamConnection(self)
+        tls = cluster.tls
         try:
             async with asyncio.timeout(cluster.connect_timeout):
-                await loop.create_connection(lambda: cast(asyncio.Protocol, conn), self.host, self.port)
+                if tls is None:
+                    await loop.create_connection(lambda: cast(asyncio.Protocol, conn), self.host, self.port)
+                else:
+                    await tls.connect(lambda: cast(asyncio.Protocol, conn), self.host, self.port)
         except TimeoutError:
             reason = "upstream_connect_timeout"
+        except TlsFailure as exc:
+            log.warning("upstream TLS failed", extra={"endpoint": self.label, "error": str(exc)})
+            cluster.tls_failures.value += 1
+            reason = "upstream_tls_failure"
         except OSError as exc:
             log.debug("connect failed", extra={"endpoint": self.label, "error": str(exc)})
             reason = "upstream_connect_failure"
@@ -255,6 +265,8 @@ class Cluster:
         "retries_refused",
         "stats",
         "timeouts",
+        "tls",
+        "tls_failures",
         "waiters",
     )
 
@@ -262,6 +274,8 @@ class Cluster:
         self.config = config
         self.stats = stats
         self.name = config.name
+        self.tls: UpstreamTls | None = None  # set by the Runtime when the cluster's tls.mode is not off
+        self.tls_failures = stats.tls_failures.labels("", self.name)
         self.connect_timeout = float(config.connect_timeout)
         self.idle_timeout = float(config.idle_timeout)
         self.max_idle = config.max_idle_connections

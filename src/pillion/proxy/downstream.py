@@ -33,6 +33,7 @@ from pillion.http.headers import (
     HOP_BY_HOP,
     HOST,
     SPECIAL,
+    X_FORWARDED_CLIENT_CERT,
     X_FORWARDED_FOR,
     X_FORWARDED_PROTO,
     X_REQUEST_ID,
@@ -212,6 +213,7 @@ class DownstreamConnection:
         "try_timer",
         "url",
         "write_paused",
+        "xfcc",
     )
 
     def __init__(self, listener: HttpListener) -> None:
@@ -245,6 +247,7 @@ class DownstreamConnection:
         self.timer: set[DownstreamConnection] | None = None  # the current request's route-timeout bucket
         self.try_timer: set[DownstreamConnection] | None = None  # the current try's per-try timeout
         self.lingering = False  # answered and half-closed; reading only to discard (see _linger)
+        self.xfcc: bytes | None = None  # x-forwarded-client-cert for the app: the mTLS caller, if any
 
     # -- connection lifecycle ---------------------------------------------------------------------
 
@@ -256,6 +259,21 @@ class DownstreamConnection:
         if not self.admitted:  # over the listener's max_connections: closed unread, counted there
             self.closed = True
             self.transport.close()
+            return
+        tls = self.listener.tls
+        if tls is not None:
+            from pillion.tls.termination import PeerRefused
+
+            try:
+                peer = tls.peer(transport.get_extra_info("ssl_object"))
+            except PeerRefused as exc:
+                # Not a caller this mesh knows: no HTTP answer, the connection just ends (counted).
+                log.info("client refused", extra={"listener": self.listener.name, "reason": exc.reason})
+                self.listener.tls_failures.value += 1
+                self.transport.abort()
+                return
+            if peer is not None:
+                self.xfcc = peer[1]
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.admitted:
@@ -274,6 +292,9 @@ class DownstreamConnection:
         self.current = None
         self.queue.clear()
         self.listener.connection_closed(self)
+
+    def eof_received(self) -> bool | None:
+        return None  # the client is done sending: close (what asyncio.Protocol does by default)
 
     def idle(self) -> bool:
         return self.current is None and self.reading is None and self.started_at == 0.0
@@ -454,8 +475,8 @@ class DownstreamConnection:
                     continue
                 elif lname == X_REQUEST_ID:
                     request_id = value
-                elif lname == X_FORWARDED_PROTO:
-                    continue  # ours to set: this listener is where the client's protocol is known
+                elif lname in (X_FORWARDED_PROTO, X_FORWARDED_CLIENT_CERT):
+                    continue  # ours to set: this listener knows the client's protocol and identity
                 elif lname == b"transfer-encoding":
                     problem = transfer_coding_problem(value)
                     if problem is not None:
@@ -500,8 +521,10 @@ class DownstreamConnection:
         head += (
             b"x-forwarded-for: ",
             xff + b", " + self.client_ip if xff else self.client_ip,
-            b"\r\nx-forwarded-proto: http\r\n",
+            listener.forwarded_proto,
         )
+        if self.xfcc is not None:
+            head += (b"x-forwarded-client-cert: ", self.xfcc, _CRLF)
         ex.head = head
         ex.host = host
         ex.request_id = request_id

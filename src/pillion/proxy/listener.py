@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from pillion.config.model import Listener as ListenerConfig
 from pillion.http.local_reply import FLAGS
 from pillion.proxy.batch import WriteBatch
+from pillion.proxy.bind import Bound, bind, bound_port
 from pillion.proxy.deadlines import Deadlines
 from pillion.proxy.downstream import LINGER_SECONDS, DownstreamConnection, Exchange
 from pillion.proxy.router import Router, RouteStats, compile_route
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pillion.runtime.overload import Overload
     from pillion.telemetry.access_log import AccessLog
     from pillion.telemetry.stats import Counter
+    from pillion.tls.termination import DownstreamTls
 
 log = logging.getLogger("pillion.listener")
 
@@ -38,10 +39,15 @@ class HttpListener:
         clusters: dict[str, Cluster],
         stats: ProxyStats,
         access_log: AccessLog | None,
+        *,
         overload: Overload | None = None,
+        tls: DownstreamTls | None = None,
     ) -> None:
         self.name = config.name
         self.overload = overload  # process-wide limits; None for a listener built alone (tools, fuzzing)
+        self.tls = tls  # TLS termination, and for mTLS the check of each client
+        self.forwarded_proto = b"\r\nx-forwarded-proto: %b\r\n" % (b"https" if tls is not None else b"http")
+        self.tls_failures = stats.tls_failures.labels(self.name, "")
         self.stats = stats
         self.update(config, clusters)
         self.unrouted = RouteStats(
@@ -59,7 +65,7 @@ class HttpListener:
         self.idle_timeouts = stats.downstream_timeouts.labels(self.name, "idle")
         self.connections: set[DownstreamConnection] = set()
         self.draining = False
-        self.server: asyncio.Server | None = None
+        self.server: Bound | None = None
         # Both need the running loop, so they are made in start().
         self.deadlines: Deadlines[DownstreamConnection]  # route timeouts
         self.try_deadlines: Deadlines[DownstreamConnection]  # per-try timeouts
@@ -94,9 +100,7 @@ class HttpListener:
 
     @property
     def port(self) -> int:
-        assert self.server is not None
-        port: int = self.server.sockets[0].getsockname()[1]
-        return port
+        return bound_port(self.server)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -104,15 +108,13 @@ class HttpListener:
         self.try_deadlines = Deadlines(loop, DownstreamConnection.try_timed_out)
         self.batch = WriteBatch(loop)
         address = self.config.address
-        self.server = await loop.create_server(
+        self.server = await bind(
+            address,
             lambda: cast(asyncio.Protocol, DownstreamConnection(self)),
-            address.host,
-            address.port,
-            reuse_address=True,
-            backlog=1024,
+            self.tls,
+            handshake_timeout=self.headers_timeout,
+            tls_failures=self.tls_failures,
         )
-        for sock in self.server.sockets:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         log.info("listener bound", extra={"listener": self.name, "address": f"{address.host}:{self.port}"})
 
     def stop_accepting(self) -> None:

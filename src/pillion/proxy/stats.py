@@ -25,6 +25,7 @@ class ProxyStats:
     downstream_total: CounterFamily
     downstream_rejected: CounterFamily
     downstream_timeouts: CounterFamily
+    tls_failures: CounterFamily
     upstream_active: GaugeFamily
     upstream_total: CounterFamily
     connect_failures: CounterFamily
@@ -92,6 +93,13 @@ class ProxyStats:
                 "Client connections closed for being too slow: `request_headers` (a head not complete in "
                 "time: slowloris), `request` (a whole request), `idle` (keep-alive with nothing to do).",
                 ("listener", "timeout"),
+            ),
+            tls_failures=registry.counter(
+                "pillion_tls_handshake_failures_total",
+                "TLS connections refused: a failed handshake, or a peer certificate that breaks the SPIFFE "
+                "rules or is not the expected identity; from clients of `listener`, or to endpoints of "
+                "`cluster` (the other label is empty).",
+                ("listener", "cluster"),
             ),
             upstream_active=registry.gauge(
                 "pillion_upstream_connections_active", "Connections to endpoints open now.", ("cluster",)

@@ -28,12 +28,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from pillion.config.model import Listener as ListenerConfig
+from pillion.proxy.bind import Bound, bind, bound_port
 from pillion.runtime.tasks import spawn
 from pillion.telemetry.stats import CounterFamily, GaugeFamily, Registry
+from pillion.tls.origination import TlsFailure
 
 if TYPE_CHECKING:
     from pillion.proxy.cluster import Cluster, Endpoint
     from pillion.runtime.overload import Overload
+    from pillion.tls.termination import DownstreamTls
 
 log = logging.getLogger("pillion.tcp")
 
@@ -53,11 +56,13 @@ class TcpStats:
     connect_failures: CounterFamily
     rejected: CounterFamily
     idle_timeouts: CounterFamily
+    tls_failures: CounterFamily  # shared with HTTP listeners (ProxyStats)
 
     @classmethod
-    def declare(cls, registry: Registry) -> TcpStats:
+    def declare(cls, registry: Registry, tls_failures: CounterFamily) -> TcpStats:
         by = ("listener",)
         return cls(
+            tls_failures=tls_failures,
             active=registry.gauge("pillion_tcp_connections_active", "TCP client connections open now.", by),
             total=registry.counter(
                 "pillion_tcp_connections_total", "TCP client connections accepted and proxied.", by
@@ -96,15 +101,24 @@ def _reset(transport: asyncio.Transport) -> None:
 class UpstreamSide(asyncio.Protocol):
     """The connection to the endpoint: what it sends goes to the client."""
 
-    __slots__ = ("cluster", "conn", "transport")
+    __slots__ = ("cluster", "conn", "refused", "transport")
 
     def __init__(self, conn: TcpConnection, cluster: Cluster) -> None:
         self.conn = conn
         self.cluster = cluster  # counted in its max_connections until this connection is lost
         self.transport: asyncio.Transport | None = None
+        self.refused: TlsFailure | None = None  # a mesh endpoint that is not the expected peer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        tls = self.cluster.tls
+        if tls is not None:
+            try:
+                tls.verify(transport)  # before a client byte can reach it
+            except TlsFailure as exc:
+                self.refused = exc
+                self.transport.abort()
+                return
         self.conn.upstream_made(self)
 
     def data_received(self, data: bytes) -> None:
@@ -172,6 +186,17 @@ class TcpConnection(asyncio.Protocol):
             transport.close()
             return
         self.admitted = True
+        tls = self.listener.tls
+        if tls is not None:
+            from pillion.tls.termination import PeerRefused
+
+            try:
+                tls.peer(transport.get_extra_info("ssl_object"))
+            except PeerRefused as exc:
+                log.info("client refused", extra={"listener": self.listener.name, "reason": exc.reason})
+                self.listener.tls_failures.value += 1
+                transport.abort()
+                return
         transport.pause_reading()  # until the upstream is open
         self._connecting = spawn(self._open_upstream(), name=f"tcp connect {self.listener.name}")
 
@@ -237,7 +262,13 @@ class TcpConnection(asyncio.Protocol):
             side = UpstreamSide(self, cluster)
             try:
                 async with asyncio.timeout(cluster.connect_timeout):
-                    await loop.create_connection(functools.partial(_same, side), endpoint.host, endpoint.port)
+                    factory = functools.partial(_same, side)
+                    if cluster.tls is None:
+                        await loop.create_connection(factory, endpoint.host, endpoint.port)
+                    else:
+                        await cluster.tls.create_connection(factory, endpoint.host, endpoint.port)
+                    if side.refused is not None:
+                        raise side.refused
             except asyncio.CancelledError:  # the client left while we connected
                 if side.transport is None:
                     cluster.connection_closed()
@@ -372,10 +403,13 @@ class TcpListener:
         config: ListenerConfig,
         clusters: dict[str, Cluster],
         stats: TcpStats,
+        *,
         overload: Overload | None = None,
+        tls: DownstreamTls | None = None,
     ) -> None:
         self.name = config.name
         self.overload = overload  # process-wide limits, shared with every listener
+        self.tls = tls  # TLS termination (plaintext to the cluster: the Cloud SQL Auth Proxy case, reversed)
         self.update(config, clusters)
         name = self.name
         self.active = stats.active.labels(name)
@@ -385,9 +419,10 @@ class TcpListener:
         self.connect_failures = stats.connect_failures.labels(name)
         self.rejected = stats.rejected.labels(name)
         self.idle_timeouts = stats.idle_timeouts.labels(name)
+        self.tls_failures = stats.tls_failures.labels(name, "")
         self.connections: set[TcpConnection] = set()
         self.draining = False
-        self.server: asyncio.Server | None = None
+        self.server: Bound | None = None
         self.loop: asyncio.AbstractEventLoop  # set in start()
 
     @property
@@ -396,15 +431,17 @@ class TcpListener:
 
     @property
     def port(self) -> int:
-        assert self.server is not None
-        port: int = self.server.sockets[0].getsockname()[1]
-        return port
+        return bound_port(self.server)
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         address = self.config.address
-        self.server = await self.loop.create_server(
-            lambda: TcpConnection(self), address.host, address.port, reuse_address=True, backlog=1024
+        self.server = await bind(
+            address,
+            lambda: TcpConnection(self),
+            self.tls,
+            handshake_timeout=10.0,
+            tls_failures=self.tls_failures,
         )
         log.info(
             "tcp listener bound",

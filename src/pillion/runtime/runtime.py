@@ -25,6 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from pillion import __version__
 from pillion.config import Config, config_to_dict
+from pillion.config.dump import to_data
+from pillion.config.model import Cluster as ClusterConfig
+from pillion.config.model import ClusterTls, ListenerTls
 from pillion.config.model import Listener as ListenerConfig
 from pillion.proxy.cluster import Cluster
 from pillion.proxy.listener import HttpListener
@@ -38,6 +41,8 @@ from pillion.telemetry.stats import Registry
 
 if TYPE_CHECKING:
     from pillion.proxy.tcp import TcpListener, TcpStats
+    from pillion.tls.termination import DownstreamTls
+    from pillion.tls.workload import WorkloadIdentity
 
     # Listeners are used uniformly: start, bound, port, connections, prepare, stop_accepting, sweep,
     # view. tcp.py is imported only when a tcp listener is configured.
@@ -81,6 +86,7 @@ class Runtime:
         self.stats = ProxyStats.declare(self.registry)
         self.access_log = AccessLog(config.access_log.path) if config.access_log.enabled else None
         self.overload = Overload(config.overload, self.registry)
+        self.identity = self._load_identity(config)
         reloads = self.registry.counter("pillion_config_reloads_total", "Configurations applied by a reload.")
         self.reloads = reloads.labels()
         failures = self.registry.counter(
@@ -90,7 +96,7 @@ class Runtime:
         self._reload_lock = asyncio.Lock()
         self._helper_stats: dict[str, Any] = {}  # health-check and DNS stats, declared on first use
         self.retired: list[Listener] = []  # replaced by a reload, finishing their connections
-        self.clusters = {c.name: Cluster(c, self.stats) for c in config.clusters}
+        self.clusters = {c.name: self._new_cluster(c) for c in config.clusters}
         self._tcp_stats: TcpStats | None = None
         self.listeners: list[Listener] = [self._make_listener(lc, self.clusters) for lc in config.listeners]
         self.admin: Any = None
@@ -112,6 +118,8 @@ class Runtime:
         self.admin = await start_admin(self, address.host, address.port)
         self._housekeeping = spawn(self._housekeep(), name="housekeeping")
         self.overload.start()
+        if self.identity is not None:
+            self.identity.start()
         log.info(
             "pillion started",
             extra={
@@ -178,6 +186,8 @@ class Runtime:
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         await self.overload.stop()
+        if self.identity is not None:
+            await self.identity.stop()
         for cluster in self.clusters.values():
             cluster.retire()
         if self.admin is not None:
@@ -281,13 +291,45 @@ class Runtime:
             from pillion.proxy.tcp import TcpListener, TcpStats
 
             if self._tcp_stats is None:
-                self._tcp_stats = TcpStats.declare(self.registry)
-            return TcpListener(lc, clusters, self._tcp_stats, self.overload)
-        return HttpListener(lc, clusters, self.stats, self.access_log, self.overload)
+                self._tcp_stats = TcpStats.declare(self.registry, self.stats.tls_failures)
+            return TcpListener(
+                lc, clusters, self._tcp_stats, overload=self.overload, tls=self._listener_tls(lc)
+            )
+        return HttpListener(
+            lc, clusters, self.stats, self.access_log, overload=self.overload, tls=self._listener_tls(lc)
+        )
+
+    # -- TLS: loaded only when configured --------------------------------------------------------------
+
+    def _load_identity(self, config: Config) -> WorkloadIdentity | None:
+        if config.identity is None:
+            return None
+        from pillion.tls.workload import WorkloadIdentity
+
+        return WorkloadIdentity(config.identity, self.registry)
+
+    def _listener_tls(self, lc: ListenerConfig) -> DownstreamTls | None:
+        if lc.tls.mode == "off":
+            return None
+        from pillion.tls.termination import DownstreamTls
+
+        return DownstreamTls(lc.tls, self.identity)
+
+    def _new_cluster(self, cc: ClusterConfig) -> Cluster:
+        cluster = Cluster(cc, self.stats)
+        if cc.tls.mode != "off":
+            from pillion.tls.origination import UpstreamTls
+
+            cluster.tls = UpstreamTls(cc.tls, self.identity)
+        return cluster
 
     async def _apply(self, new: Config) -> None:
-        if new.admin != self.config.admin or new.access_log != self.config.access_log:
-            log.warning("admin and access_log changes take effect at the next restart")
+        if (
+            new.admin != self.config.admin
+            or new.access_log != self.config.access_log
+            or new.identity != self.config.identity
+        ):
+            log.warning("admin, access_log and identity changes take effect at the next restart")
         # 1. Build everything new without touching what serves now.
         clusters: dict[str, Cluster] = {}
         fresh: list[Cluster] = []
@@ -296,7 +338,7 @@ class Runtime:
             if old is not None and old.config == cc:
                 clusters[cc.name] = old  # unchanged: health, ejections and pools carry on
             else:
-                clusters[cc.name] = Cluster(cc, self.stats)
+                clusters[cc.name] = self._new_cluster(cc)
                 fresh.append(clusters[cc.name])
         current = {listener.name: listener for listener in self.listeners}
         listeners: list[Listener] = []
@@ -308,6 +350,7 @@ class Runtime:
                 old_listener is not None
                 and old_listener.config.address == lc.address
                 and old_listener.config.protocol == lc.protocol
+                and old_listener.config.tls == lc.tls  # (a socket's TLS is set when it binds)
             ):
                 commits.append(old_listener.prepare(lc, clusters))
                 listeners.append(old_listener)
@@ -387,3 +430,10 @@ class Runtime:
 
     def listeners_view(self) -> list[dict[str, Any]]:
         return [listener.view() for listener in self.listeners]
+
+    def certs_view(self) -> dict[str, Any]:
+        return {
+            "identity": self.identity.view() if self.identity is not None else None,
+            "listeners": {lc.name: to_data(ListenerTls, lc.tls) for lc in self.config.listeners},
+            "clusters": {cc.name: to_data(ClusterTls, cc.tls) for cc in self.config.clusters},
+        }

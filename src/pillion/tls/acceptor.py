@@ -1,0 +1,154 @@
+"""The accept loop of a TLS listener: every handshake seen (so failures are counted), and plaintext told
+apart from TLS on a `permissive` listener.
+
+Theory of operation. `loop.create_server(ssl=...)` hides failed handshakes (they never reach a protocol,
+and are only logged at debug level), and it cannot serve TLS and plaintext on one port. So a TLS
+listener accepts connections itself: the listening socket is watched with `add_reader`, each accepted
+socket gets a task that, on a permissive listener, peeks at the first byte without consuming it (a TLS
+record starts with 0x16, the handshake content type; an HTTP request never does) and then hands the
+socket to `loop.connect_accepted_socket` with or without the SSL context. The loop runs the handshake
+there, at native speed; an exception out of it is a refused client: counted, and the socket closed.
+
+`TlsAcceptor` stands in for `asyncio.Server` where a listener uses one: `sockets`, `is_serving()`,
+`close()`. Waits are bounded by `timeout` (the listener's request-headers timeout): a client that sends
+nothing, or never finishes its handshake, is dropped like a slowloris.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pillion.runtime.tasks import spawn
+
+if TYPE_CHECKING:
+    from pillion.telemetry.stats import Counter
+    from pillion.tls.termination import DownstreamTls
+
+log = logging.getLogger("pillion.tls")
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
+
+
+_TLS_HANDSHAKE = 0x16  # the content type of the first TLS record
+_ACCEPTS_PER_WAKEUP = 64  # bounded, so a flood of connections cannot starve the loop
+
+
+class TlsAcceptor:
+    def __init__(
+        self,
+        sock: socket.socket,
+        factory: Callable[[], asyncio.Protocol],
+        tls: DownstreamTls,
+        timeout: float,
+        failures: Counter,
+    ) -> None:
+        self.sockets = [sock]
+        self._factory = factory
+        self._tls = tls
+        self._permissive = tls.config.mode == "permissive"
+        self._timeout = timeout
+        self._failures = failures
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._serving = True
+        self._loop.add_reader(sock.fileno(), self._accept)
+
+    @classmethod
+    def bind(
+        cls,
+        host: str,
+        port: int,
+        factory: Callable[[], asyncio.Protocol],
+        tls: DownstreamTls,
+        *,
+        timeout: float,
+        failures: Counter,
+    ) -> TlsAcceptor:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=1024, reuse_port=False)
+        sock.setblocking(False)
+        return cls(sock, factory, tls, timeout, failures)
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    def close(self) -> None:
+        if not self._serving:
+            return
+        self._serving = False
+        sock = self.sockets[0]
+        self._loop.remove_reader(sock.fileno())
+        sock.close()
+        for task in self._tasks:  # handshakes still going: the listener is closing
+            task.cancel()
+
+    def _accept(self) -> None:
+        listening = self.sockets[0]
+        for _ in range(_ACCEPTS_PER_WAKEUP):
+            try:
+                conn, _ = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of descriptors, or the like: try again at the next wakeup
+                log.warning("accept failed", extra={"error": str(exc)})
+                return
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = spawn(self._serve(conn), name="tls accept")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, conn: socket.socket) -> None:
+        try:
+            tls = True
+            if self._permissive:
+                first = await self._first_byte(conn)
+                if first is None:  # closed, or nothing sent in time
+                    conn.close()
+                    return
+                tls = first == _TLS_HANDSHAKE
+            await self._loop.connect_accepted_socket(
+                self._factory,
+                conn,
+                ssl=self._tls.context if tls else None,
+                ssl_handshake_timeout=self._timeout if tls else None,
+            )
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        except (OSError, TimeoutError) as exc:  # (ssl.SSLError is an OSError)
+            self._failures.value += 1
+            log.info("TLS handshake refused", extra={"error": str(exc) or type(exc).__name__})
+            conn.close()
+
+    async def _first_byte(self, conn: socket.socket) -> int | None:
+        """The first byte the client sent, left unread; None if it closed or sent nothing in time."""
+        fd = conn.fileno()
+        for _ in range(3):  # readable, then the byte is there (a spurious wakeup at most once or twice)
+            try:
+                data = conn.recv(1, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                return None
+            else:
+                return data[0] if data else None
+            ready: asyncio.Future[None] = self._loop.create_future()
+            self._loop.add_reader(fd, _wake, ready)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await ready
+            except TimeoutError:
+                return None
+            finally:
+                with contextlib.suppress(OSError, ValueError):
+                    self._loop.remove_reader(fd)
+        return None
