@@ -57,7 +57,7 @@ def identity(d: Path) -> dict[str, str]:
     return {"cert": str(d / "cert.pem"), "key": str(d / "key.pem"), "trust_bundle": str(d / "bundle.pem")}
 
 
-def b_config(pki: Pki, app: str) -> dict[str, Any]:
+def b_config(pki: Pki, app: str, **listener: Any) -> dict[str, Any]:
     return {
         "service": "b",
         "admin": {"address": f"{HOST}:0"},
@@ -68,6 +68,7 @@ def b_config(pki: Pki, app: str) -> dict[str, Any]:
                 "address": f"{HOST}:0",
                 "tls": {"mode": "strict"},
                 "routes": [{"cluster": "app"}],
+                **listener,
             }
         ],
         "clusters": [{"name": "app", "endpoints": [app]}],
@@ -86,12 +87,12 @@ def a_config(pki: Pki, b: str, peer: str = B_ID, **cluster: Any) -> dict[str, An
 
 @contextlib.asynccontextmanager
 async def mesh(
-    pki: Pki, *, peer: str = B_ID, **cluster: Any
+    pki: Pki, *, peer: str = B_ID, b_listener: dict[str, Any] | None = None, **cluster: Any
 ) -> AsyncIterator[tuple[ScriptableUpstream, Runtime, Runtime, RecordingRelay]]:
     async with contextlib.AsyncExitStack() as stack:
         app = await stack.enter_async_context(ScriptableUpstream())
         b = await stack.enter_async_context(
-            running_sidecar(load_config_text(json.dumps(b_config(pki, app.address))))
+            running_sidecar(load_config_text(json.dumps(b_config(pki, app.address, **(b_listener or {})))))
         )
         relay = await stack.enter_async_context(RecordingRelay(HOST, b.listeners[0].port))
         cfg = load_config_text(json.dumps(a_config(pki, relay.address, peer, **cluster)))
@@ -164,6 +165,50 @@ def test_a_refuses_b_when_its_spiffe_id_is_not_the_configured_one(tmp_path: Path
             assert r.status == 502 and r.header("x-pillion-error") == "upstream_tls_failure"
             assert metric(a, "pillion_tls_handshake_failures_total", cluster="b") >= 1
             assert app.requests == []
+
+    run(main())
+
+
+def test_authorization_by_caller_identity_and_request(tmp_path: Path, run: Run) -> None:
+    pki = make_pki(tmp_path)
+    policy = {
+        "default": "deny",
+        "rules": [
+            {"action": "deny", "source": {"spiffe_ids": [A_ID]}, "match": {"prefix": "/api/admin"}},
+            {"action": "allow", "source": {"trust_domains": ["example.org"]}, "match": {"prefix": "/api/"}},
+        ],
+    }
+    listener = {
+        "authorization": policy,
+        "routes": [
+            # A route's own policy replaces the listener's: only sa/c may use /c (A may not).
+            {
+                "match": {"prefix": "/c"},
+                "cluster": "app",
+                "authorization": {
+                    "rules": [{"source": {"spiffe_ids": ["spiffe://example.org/ns/prod/sa/c"]}}]
+                },
+            },
+            {"cluster": "app"},
+        ],
+    }
+
+    async def main() -> None:
+        async with mesh(pki, b_listener=listener) as (app, a, b, _relay):
+            port = a.listeners[0].port
+
+            async def get(method: str, path: str) -> tuple[int, str | None]:
+                r = await http_request(HOST, port, method, path)
+                return r.status, r.header("x-pillion-error")
+
+            assert await get("GET", "/api/orders") == (200, None)
+            assert await get("POST", "/api/orders") == (200, None)
+            assert await get("GET", "/api/admin/users") == (403, "forbidden")
+            assert await get("GET", "/other") == (403, "forbidden_by_default")
+            assert await get("GET", "/c/x") == (403, "forbidden_by_default")
+            assert [r.target for r in app.requests] == ["/api/orders", "/api/orders"]
+            assert metric(b, "pillion_authz_denied_total", listener="inbound", route="route1") == 2
+            assert metric(b, "pillion_authz_denied_total", listener="inbound", route="route0") == 1
 
     run(main())
 

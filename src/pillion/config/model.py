@@ -169,6 +169,45 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AuthzSource:
+    """Who is calling: the caller's SPIFFE ID from its mTLS certificate. All given conditions must hold;
+    within a list, any entry will do."""
+
+    spiffe_ids: tuple[str, ...] = field_doc("The caller's SPIFFE ID is one of these.", factory=tuple)
+    spiffe_prefixes: tuple[str, ...] = field_doc(
+        "The caller's SPIFFE ID starts with one of these (e.g. `spiffe://example.org/ns/prod/`).",
+        factory=tuple,
+    )
+    trust_domains: tuple[str, ...] = field_doc("The caller's trust domain is one of these.", factory=tuple)
+    authenticated: bool | None = field_doc(
+        "`true`: any caller with a verified certificate; `false`: only callers without one (plaintext on a "
+        "`permissive` listener).",
+        None,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthzRule:
+    """One rule: when the caller is `source` and the request is `match`, take `action`."""
+
+    action: Literal["allow", "deny"] = field_doc("What a matching request gets.", "allow")
+    source: AuthzSource = field_doc("Conditions on the caller; any caller when unset.", factory=AuthzSource)
+    match: RouteMatch = field_doc(
+        "Conditions on the request, as in a route's `match` (path, methods, headers...); any when unset.",
+        factory=RouteMatch,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Authorization:
+    """Who may call what. Rules are tried in order; the first that matches decides. A denied request gets
+    403 with `x-pillion-error: forbidden` (a deny rule) or `forbidden_by_default`."""
+
+    default: Literal["allow", "deny"] = field_doc("The decision when no rule matches.", "deny")
+    rules: tuple[AuthzRule, ...] = field_doc("The rules, in order.", factory=tuple)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FaultDelay:
     """Hold some requests before proxying them."""
 
@@ -221,6 +260,9 @@ class Route:
     response_headers_remove: tuple[str, ...] = field_doc("Fields removed from the response.", factory=tuple)
     rate_limit: RateLimit | None = field_doc("Local rate limit; over it the client gets 429.", None)
     fault: Fault | None = field_doc("Fault injection.", None)
+    authorization: Authorization | None = field_doc(
+        "Who may use this route; replaces the listener's `authorization` when set.", None
+    )
     max_request_body_size: Size | None = field_doc(
         "Most bytes of request body on this route, instead of the listener's "
         "`limits.max_request_body_size`; over it the client gets 413. `0` means no limit.",
@@ -303,6 +345,9 @@ class Listener:
     )
     limits: Limits = field_doc("Request size and time limits.", factory=Limits)
     tls: ListenerTls = field_doc("TLS on this listener; off when unset.", factory=ListenerTls)
+    authorization: Authorization | None = field_doc(
+        "Who may call this listener's routes (a route may set its own); everyone when unset.", None
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

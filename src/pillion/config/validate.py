@@ -14,14 +14,21 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from pillion.config.errors import at, child, item, suggest
-from pillion.config.model import Address, Cluster, Config, Listener, Route, ValueMatch
+from pillion.config.model import (
+    Address,
+    Authorization,
+    Cluster,
+    Config,
+    Listener,
+    Route,
+    RouteMatch,
+    ValueMatch,
+)
 
 # Metric-label and DNS-label friendly: letters, digits, `.`, `-`, `_`; alphanumeric at both ends.
 _NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
 _NAME_RULE = "use letters, digits, '.', '-' or '_', starting and ending with a letter or digit, at most 63"
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::"}
-# SPIFFE ID: lower-case trust domain, then non-empty path segments (no `.`/`..`), nothing else.
-_SPIFFE_ID = re.compile(r"spiffe://[a-z0-9._-]+(/(?!\.\.?(/|$))[A-Za-z0-9._-]+)+")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: header names and methods
 # Framing and hop-by-hop fields are Pillion's to write: a route's header edit must not add or remove them
 # (removing a response's content-length leaves its body unframed; adding one to a request smuggles).
@@ -92,6 +99,8 @@ def _check_listener(listener: Listener, path: str, clusters: Sequence[str], erro
             errors.append(at(child(path, "routes"), "a tcp listener has no routes (use 'cluster')"))
     elif listener.cluster is not None:
         errors.append(at(child(path, "cluster"), "only tcp listeners take a cluster; http ones use 'routes'"))
+    if listener.authorization is not None:
+        _check_authorization(listener.authorization, child(path, "authorization"), errors)
     return replace(listener, routes=routes)
 
 
@@ -118,10 +127,8 @@ def _check_tls(cfg: Config, errors: list[str]) -> None:
         if ctls.peer is not None:
             if ctls.mode != "mesh":
                 errors.append(at(child(path, "peer"), "only for mode 'mesh'"))
-            elif not _SPIFFE_ID.fullmatch(ctls.peer):
-                errors.append(
-                    at(child(path, "peer"), f"not a SPIFFE ID (spiffe://trust-domain/path): {ctls.peer!r}")
-                )
+            else:
+                _check_spiffe_id(ctls.peer, child(path, "peer"), errors)
         for name in ("sni", "ca"):
             if getattr(ctls, name) is not None and ctls.mode != "simple":
                 errors.append(at(child(path, name), "only for mode 'simple'"))
@@ -266,7 +273,47 @@ def _check_policies(route: Route, path: str, errors: list[str]) -> None:
 def _check_route(route: Route, path: str, index: int, clusters: Sequence[str], errors: list[str]) -> Route:
     _check_action(route, path, clusters, errors)
     _check_policies(route, path, errors)
-    match, match_path = route.match, child(path, "match")
+    _check_match(route.match, child(path, "match"), errors)
+    if route.authorization is not None:
+        _check_authorization(route.authorization, child(path, "authorization"), errors)
+    if route.name:
+        _check_name(route.name, child(path, "name"), errors)
+        return route
+    return replace(route, name=f"route{index}")
+
+
+def _check_authorization(authz: Authorization, path: str, errors: list[str]) -> None:
+    from pillion.tls.identity import parse_trust_domain  # (no X.509 stack)
+
+    for i, rule in enumerate(authz.rules):
+        rule_path = item(child(path, "rules"), i)
+        source_path = child(rule_path, "source")
+        source = rule.source
+        for j, value in enumerate(source.spiffe_ids):
+            _check_spiffe_id(value, item(child(source_path, "spiffe_ids"), j), errors)
+        for j, value in enumerate(source.spiffe_prefixes):
+            if not value.startswith("spiffe://"):
+                errors.append(
+                    at(item(child(source_path, "spiffe_prefixes"), j), "must start with 'spiffe://'")
+                )
+        for j, value in enumerate(source.trust_domains):
+            try:
+                parse_trust_domain(value)
+            except ValueError as exc:
+                errors.append(at(item(child(source_path, "trust_domains"), j), str(exc)))
+        _check_match(rule.match, child(rule_path, "match"), errors)
+
+
+def _check_spiffe_id(value: str, path: str, errors: list[str]) -> None:
+    from pillion.tls.identity import parse_spiffe_id  # (no X.509 stack)
+
+    try:
+        parse_spiffe_id(value)
+    except ValueError as exc:
+        errors.append(at(path, str(exc)))
+
+
+def _check_match(match: RouteMatch, match_path: str, errors: list[str]) -> None:
     if sum(x is not None for x in (match.prefix, match.path, match.regex)) > 1:
         errors.append(at(match_path, "set one of 'prefix', 'path' and 'regex'"))
     _check_regex(match.regex, child(match_path, "regex"), errors)
@@ -283,10 +330,6 @@ def _check_route(route: Route, path: str, index: int, clusters: Sequence[str], e
         _check_path(match.path, child(match_path, "path"), errors)
     if match.host is not None:
         _check_host(match.host, child(match_path, "host"), errors)
-    if route.name:
-        _check_name(route.name, child(path, "name"), errors)
-        return route
-    return replace(route, name=f"route{index}")
 
 
 def _check_host(value: str, path: str, errors: list[str]) -> None:

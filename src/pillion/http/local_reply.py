@@ -29,6 +29,8 @@ REASONS: dict[str, int] = {
     "http_version_not_supported": 505,
     "request_timeout": 408,
     "no_route": 404,
+    "forbidden": 403,
+    "forbidden_by_default": 403,
     "request_body_too_large": 413,
     "uri_too_long": 414,
     "request_headers_too_large": 431,
@@ -64,6 +66,8 @@ FLAGS: dict[str, str] = {
     "fault_injected": "FI",
     "client_disconnected": "DC",
     "overloaded": "OM",
+    "forbidden": "RBAC",
+    "forbidden_by_default": "RBAC",
 }
 # Every request refused for breaking HTTP/1.1's rules is a downstream protocol error.
 _PROTOCOL_ERRORS = ("unsupported_transfer_coding", "http_version_not_supported")

@@ -200,6 +200,7 @@ class DownstreamConnection:
         "out",
         "parser",
         "paused",
+        "peer_id",
         "queue",
         "queued",
         "reading",
@@ -248,6 +249,7 @@ class DownstreamConnection:
         self.try_timer: set[DownstreamConnection] | None = None  # the current try's per-try timeout
         self.lingering = False  # answered and half-closed; reading only to discard (see _linger)
         self.xfcc: bytes | None = None  # x-forwarded-client-cert for the app: the mTLS caller, if any
+        self.peer_id: str | None = None  # the mTLS caller's SPIFFE ID, for authorization
 
     # -- connection lifecycle ---------------------------------------------------------------------
 
@@ -273,7 +275,7 @@ class DownstreamConnection:
                 self.transport.abort()
                 return
             if peer is not None:
-                self.xfcc = peer[1]
+                self.peer_id, self.xfcc = peer
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.admitted:
@@ -672,6 +674,14 @@ class DownstreamConnection:
     def _apply_policies(self, ex: Exchange, route: RouteEntry, *, delayed: bool = False) -> bool:
         """Rate limit, fault injection, local actions and request edits; False when answered here (or
         held by an injected delay, after which `_after_delay` carries on)."""
+        authorizer = route.authorizer
+        if authorizer is not None and not delayed:
+            refused = authorizer.decide(self.peer_id, ex)
+            if refused is not None:
+                assert route.authz_denied is not None
+                route.authz_denied.value += 1
+                self._reply_locally(ex, refused)
+                return False
         limiter = route.rate_limiter
         if limiter is not None and not delayed:
             wait = limiter.check(self._limit_key(ex, route))

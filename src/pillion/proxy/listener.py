@@ -77,7 +77,8 @@ class HttpListener:
     def prepare(self, config: ListenerConfig, clusters: dict[str, Cluster]) -> Callable[[], None]:
         """Compile a (reloaded) config now; the returned function puts it in force. From then on the
         routes and limits apply to the next request of every connection, and the socket stays bound."""
-        router = Router([compile_route(self.name, r, clusters, self.stats) for r in config.routes])
+        authz = config.authorization
+        router = Router([compile_route(self.name, r, clusters, self.stats, authz) for r in config.routes])
 
         def commit() -> None:
             self.config = config

@@ -13,7 +13,7 @@ from bisect import bisect_right
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from pillion.config.model import DirectResponse, Fault, RateLimit, Redirect, Route
+from pillion.config.model import Authorization, DirectResponse, Fault, RateLimit, Redirect, Route
 from pillion.http.header_edit import HeaderEdit, compile_edit
 
 # Imported for real, not under TYPE_CHECKING: the compiled (mypyc) dataclasses below need these
@@ -36,6 +36,12 @@ class FaultInjector(Protocol):
     """What a route needs of filters/fault.py's injector."""
 
     def decide(self) -> tuple[float, int]: ...
+
+
+class Authorizer(Protocol):
+    """What a route needs of filters/authz.py's policy."""
+
+    def decide(self, peer: str | None, req: RequestView) -> str | None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -76,6 +82,8 @@ class RouteEntry(RouteStats):
     rate_key: str = "route"
     rate_header: bytes = b""
     fault: FaultInjector | None = None
+    authorizer: Authorizer | None = None
+    authz_denied: Counter | None = None
     direct: DirectResponse | None = None
     redirect: Redirect | None = None
     request_edit: HeaderEdit | None = None
@@ -107,7 +115,22 @@ def _fault_injector(config: Fault | None) -> FaultInjector | None:
     return fault.FaultInjector(config)
 
 
-def compile_route(listener: str, route: Route, clusters: dict[str, Cluster], stats: ProxyStats) -> RouteEntry:
+def _authorizer(config: Authorization | None) -> Authorizer | None:
+    if config is None:
+        return None
+    from pillion.filters import authz
+
+    return authz.Authorizer(config)
+
+
+def compile_route(
+    listener: str,
+    route: Route,
+    clusters: dict[str, Cluster],
+    stats: ProxyStats,
+    authorization: Authorization | None = None,
+) -> RouteEntry:
+    """`authorization` is the listener's policy, used when the route has none of its own."""
     m = route.match
     cluster = clusters[route.cluster] if route.cluster is not None else None
     cluster_label = cluster.name if cluster is not None else ""
@@ -129,6 +152,7 @@ def compile_route(listener: str, route: Route, clusters: dict[str, Cluster], sta
         rate_key=limit.key if limit is not None else "route",
         rate_header=(limit.header or "").lower().encode() if limit is not None else b"",
         fault=_fault_injector(route.fault),
+        authorizer=_authorizer(route.authorization or authorization),
         direct=route.direct_response,
         redirect=route.redirect,
         request_edit=request_edit,
@@ -138,6 +162,8 @@ def compile_route(listener: str, route: Route, clusters: dict[str, Cluster], sta
     )
     if entry.rate_limiter is not None:
         entry.rate_limited = stats.rate_limit().limited.labels(listener, route.name)
+    if entry.authorizer is not None:
+        entry.authz_denied = stats.authz().denied.labels(listener, route.name)
     if entry.fault is not None:
         entry.fault_delays = stats.fault().delays.labels(listener, route.name)
         entry.fault_aborts = stats.fault().aborts.labels(listener, route.name)
@@ -146,6 +172,7 @@ def compile_route(listener: str, route: Route, clusters: dict[str, Cluster], sta
         for x in (
             entry.rate_limiter,
             entry.fault,
+            entry.authorizer,
             entry.direct,
             entry.redirect,
             request_edit,

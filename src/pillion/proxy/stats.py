@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from pillion.telemetry.stats import Counter, CounterFamily, GaugeFamily, HistogramFamily, Registry
 
 if TYPE_CHECKING:
+    from pillion.filters.authz import AuthzStats
     from pillion.filters.fault import FaultStats
     from pillion.filters.rate_limit import RateLimitStats
 
@@ -43,6 +44,7 @@ class ProxyStats:
     # neither the import nor the series.
     _rate_limit: RateLimitStats | None = None
     _fault: FaultStats | None = None
+    _authz: AuthzStats | None = None
 
     def rate_limit(self) -> RateLimitStats:
         if self._rate_limit is None:
@@ -57,6 +59,13 @@ class ProxyStats:
 
             self._fault = FaultStats.declare(self.registry)
         return self._fault
+
+    def authz(self) -> AuthzStats:
+        if self._authz is None:
+            from pillion.filters.authz import AuthzStats
+
+            self._authz = AuthzStats.declare(self.registry)
+        return self._authz
 
     @classmethod
     def declare(cls, registry: Registry) -> ProxyStats:
