@@ -12,14 +12,21 @@ output, because neither wrk 4.1 nor hey 0.1.4 has a machine-readable summary.
     below saturation the latency is the time the target *adds* to a request. We read "Requests/sec:",
     "NN% in X secs" from "Latency distribution", "[code] N responses" and the "Error distribution" counts.
     hey prints latencies with 4 decimals of a second: its percentiles are quantised to 100 us.
+  * bench/slowloris.py (the slowloris attacker): `ready N` once its N connections are open, then one JSON
+    line of statistics when it stops (`parse_slowloris`).
   * Prometheus text exposition: `counter_total(text, names)` sums every sample of the first metric whose
-    name matches, so the harness can compare Pillion's own request count with wrk's.
+    name matches, so the harness can compare Pillion's own request count with wrk's; `labelled_total`
+    sums the samples of one metric that carry some label values.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
+
+SLOWLORIS = Path(__file__).resolve().parent / "slowloris.py"
 
 _UNIT_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
 
@@ -120,6 +127,64 @@ def parse_hey(text: str) -> HeyResult:
     return HeyResult(float(rps.group(1)), percentiles, status, errors)
 
 
+def slowloris_argv(python: str, port: int, connections: int, duration_s: float) -> list[str]:
+    return [
+        python,
+        str(SLOWLORIS),
+        str(port),
+        "--connections",
+        str(connections),
+        "--duration",
+        f"{duration_s:g}",
+    ]
+
+
+@dataclass(frozen=True)
+class SlowlorisResult:
+    """What the attacker saw (see bench/slowloris.py). Lifetimes are from a connection's first byte to the
+    server closing it; `oldest_open_s` is the age of the oldest connection still open when it stopped."""
+
+    connections: int
+    opened: int
+    closed_by_server: int
+    eof: int
+    reset: int
+    connect_failed: int
+    lifetime_min_s: float | None
+    lifetime_median_s: float | None
+    lifetime_max_s: float | None
+    max_open: int
+    still_open: int
+    oldest_open_s: float
+    reply_bytes: int
+    reply_sample: str
+
+
+def parse_slowloris(text: str) -> SlowlorisResult:
+    """The attacker's last JSON line."""
+    lines = [line for line in text.splitlines() if line.startswith("{")]
+    if not lines:
+        raise ValueError("the slowloris attacker printed no statistics")
+    doc = json.loads(lines[-1])
+    life = doc.get("lifetime_s") or {}
+    return SlowlorisResult(
+        connections=int(doc["connections"]),
+        opened=int(doc["opened"]),
+        closed_by_server=int(doc["closed_by_server"]),
+        eof=int(doc["eof"]),
+        reset=int(doc["reset"]),
+        connect_failed=int(doc["connect_failed"]),
+        lifetime_min_s=life.get("min"),
+        lifetime_median_s=life.get("median"),
+        lifetime_max_s=life.get("max"),
+        max_open=int(doc["max_open"]),
+        still_open=int(doc["still_open"]),
+        oldest_open_s=float(doc["oldest_open_s"]),
+        reply_bytes=int(doc["reply_bytes"]),
+        reply_sample=str(doc["reply_sample"]),
+    )
+
+
 def _samples(text: str) -> list[tuple[str, float]]:
     """(metric name, value) for every sample line of a Prometheus text exposition."""
     out: list[tuple[str, float]] = []
@@ -140,6 +205,17 @@ def _samples(text: str) -> list[tuple[str, float]]:
         except ValueError:
             continue
     return out
+
+
+def labelled_total(text: str, name: str, **labels: str) -> float | None:
+    """Sum of the samples of `name` whose labels include `labels`; None when there is none."""
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") and all(w in line for w in wanted)
+    ]
+    return sum(values) if values else None
 
 
 def counter_total(

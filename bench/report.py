@@ -12,7 +12,10 @@ present when either outbound row was part of the run, on "pillion-outbound" agai
 (both doing host routing, retries, circuit breaking and outlier detection). A Pillion row that FAILED or
 saw errors fails its bars. The minimal row never decides a bar: the Bar section only adds an informational
 "minimal proxy / HAProxy" CPU line (`floor_line`), the floor that Python on this runtime sets, and a
-missing or FAILED minimal row just leaves "-" in its places. Nothing here runs a process: it is pure
+missing or FAILED minimal row just leaves "-" in its places. The slowloris bar compares the "pillion"
+row with itself: the fixed-rate hey p99 while bench/slowloris.py holds 500 slow connections on it over
+the same without them (medians over its own rounds), and it also needs every request answered 2xx and
+every slow connection closed by Pillion's header timeout. Nothing here runs a process: it is pure
 data -> text.
 """
 
@@ -24,12 +27,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from loadgen import HeyResult, WrkResult
+from loadgen import HeyResult, SlowlorisResult, WrkResult
 
 CPU_BAR = 1.15  # Pillion CPU/request <= 1.15 x HAProxy's
 P99_BAR = 1.20  # Pillion fixed-rate p99 <= 1.2 x HAProxy's
 RSS_BAR_MIB = 30.0  # Pillion VmRSS after the run <= 30 MiB
 OUTBOUND_CPU_BAR = 1.3  # Pillion outbound CPU/request <= 1.3 x HAProxy outbound's
+SLOWLORIS_P99_BAR = 2.0  # Pillion fixed-rate p99 under slowloris <= 2 x its p99 without
+SLOWLORIS_SWEEP_SLACK_S = 2.0  # a slow connection must be closed within the header timeout + this
 NOISY_PCT = 15.0  # CPU used by other processes (% of a core) above which a run is flagged as not quiet
 
 
@@ -94,6 +99,55 @@ class TargetReport:
     @property
     def usable(self) -> bool:
         return self.error is None and bool(self.rounds)
+
+
+@dataclass
+class SlowlorisRound:
+    """One baseline hey run and one hey run under attack, in `order`, against the same Pillion."""
+
+    round: int
+    order: str  # "baseline first" / "attack first"
+    baseline: HeyResult
+    attacked: HeyResult
+    attacker: SlowlorisResult
+    baseline_cpu_s: float  # Pillion's utime+stime during each hey run
+    attacked_cpu_s: float
+    load_core_busy_pct: float  # the load core (hey + attacker) during the attacked run
+    timeouts_delta: float | None  # pillion_downstream_timeouts_total{timeout="request_headers"}, whole attack
+
+    @property
+    def errors(self) -> int:
+        return sum(h.errors + h.non_2xx_3xx for h in (self.baseline, self.attacked))
+
+
+@dataclass
+class SlowlorisReport:
+    connections: int
+    headers_timeout_s: float
+    rounds: list[SlowlorisRound] = field(default_factory=list)
+    error: str | None = None
+
+    def summary(self) -> dict[str, float | None]:
+        def cpu(seconds: float, hey: HeyResult) -> float | None:
+            return seconds * 1e6 / hey.requests if hey.requests else None
+
+        r = self.rounds
+        out = {
+            "baseline_p50_us": median([x.baseline.p(50) for x in r]),
+            "baseline_p99_us": median([x.baseline.p(99) for x in r]),
+            "attacked_p50_us": median([x.attacked.p(50) for x in r]),
+            "attacked_p99_us": median([x.attacked.p(99) for x in r]),
+            "baseline_cpu_us_per_req": median([cpu(x.baseline_cpu_s, x.baseline) for x in r]),
+            "attacked_cpu_us_per_req": median([cpu(x.attacked_cpu_s, x.attacked) for x in r]),
+            "load_core_busy_pct": median([x.load_core_busy_pct for x in r]),
+        }
+        out["p99_ratio"] = ratio(out["attacked_p99_us"], out["baseline_p99_us"])
+        return out
+
+    def lifetime_range(self) -> tuple[float, float] | None:
+        lows = [x.attacker.lifetime_min_s for x in self.rounds if x.attacker.lifetime_min_s is not None]
+        highs = [x.attacker.lifetime_max_s for x in self.rounds if x.attacker.lifetime_max_s is not None]
+        return (min(lows), max(highs)) if lows and highs else None
 
 
 # metric name -> how to read it from one round
@@ -190,13 +244,65 @@ def _row_problem(row: TargetReport | None, what: str) -> str | None:
     return None
 
 
-def bars(targets: dict[str, TargetReport], summaries: dict[str, dict[str, float | None]]) -> list[Bar]:
-    """The three Pillion-vs-HAProxy bars, then the outbound bar when an outbound row was in the run."""
+def bars(
+    targets: dict[str, TargetReport],
+    summaries: dict[str, dict[str, float | None]],
+    slowloris: SlowlorisReport | None = None,
+) -> list[Bar]:
+    """The three Pillion-vs-HAProxy bars, the outbound bar when an outbound row was in the run, and the
+    slowloris bar when that run was made."""
     out = _inbound_bars(targets, summaries)
     outbound = outbound_bar(targets, summaries)
     if outbound is not None:
         out.append(outbound)
+    if slowloris is not None:
+        out.append(slowloris_bar(slowloris))
     return out
+
+
+def _slowloris_problems(r: SlowlorisReport) -> list[str]:
+    """Why the slowloris run cannot count (the attack was not in force), or what Pillion got wrong besides
+    latency (errors, slow connections not closed in time)."""
+    problems: list[str] = []
+    if r.error is not None:
+        problems.append(f"the run FAILED: {r.error.splitlines()[0]}")
+    if not r.rounds:
+        return problems or ["no data"]
+    if any(x.errors for x in r.rounds):
+        problems.append(f"{sum(x.errors for x in r.rounds)} errors/non-2xx responses")
+    weak = [x.round for x in r.rounds if x.attacker.max_open < r.connections]
+    if weak:
+        problems.append(f"the attacker never held all {r.connections} connections (rounds {weak})")
+    limit = r.headers_timeout_s + SLOWLORIS_SWEEP_SLACK_S
+    if any(x.attacker.closed_by_server == 0 for x in r.rounds):
+        problems.append("no slow connection was closed by Pillion in some round")
+    span = r.lifetime_range()
+    if span is not None and span[1] > limit:
+        problems.append(f"a slow connection lived {span[1]:.2f} s (limit {limit:g} s)")
+    oldest = max(x.attacker.oldest_open_s for x in r.rounds)
+    if oldest > limit:
+        problems.append(f"a slow connection was still open after {oldest:.2f} s (limit {limit:g} s)")
+    return problems
+
+
+def slowloris_bar(r: SlowlorisReport) -> Bar:
+    name = (
+        f"Pillion p99 under {r.connections} slowloris connections <= {SLOWLORIS_P99_BAR:g}x its own "
+        "(fixed rate, hey), all requests succeed, slow connections closed by the header timeout"
+    )
+    s = r.summary()
+    p99 = s["p99_ratio"]
+    problems = _slowloris_problems(r)
+    closed = sum(x.attacker.closed_by_server for x in r.rounds)
+    span = r.lifetime_range()
+    detail = (
+        f"@2k: {fmt_ms(s['attacked_p99_us'], 1)} under attack vs {fmt_ms(s['baseline_p99_us'], 1)} without "
+        f"= {fmt_ratio(p99)} (limit {SLOWLORIS_P99_BAR:g}x); {closed:,} slow connections closed by Pillion "
+        + (f"{span[0]:.1f}..{span[1]:.1f} s after their first byte " if span else "")
+        + f"(request_headers_timeout {r.headers_timeout_s:g} s)"
+        + (f"; {'; '.join(problems)}" if problems else "; no errors")
+    )
+    return Bar(name, not problems and p99 is not None and p99 <= SLOWLORIS_P99_BAR, detail)
 
 
 def outbound_bar(
@@ -341,6 +447,8 @@ def render_markdown(
     summaries: dict[str, dict[str, float | None]],
     rat: dict[str, dict[str, float | None]],
     verdicts: list[Bar],
+    *,
+    slowloris: SlowlorisReport | None = None,
 ) -> str:
     params = meta["params"]
     out: list[str] = ["# Pillion benchmark results", ""]
@@ -413,6 +521,10 @@ def render_markdown(
     else:
         out.append("No ratios: the Pillion rows have no data.")
 
+    if slowloris is not None:
+        out += ["", f"## Slowloris (Pillion under {slowloris.connections} slow connections)", ""]
+        out += _slowloris_section(slowloris, params)
+
     out += ["", "## Bar", ""]
     out += [f"- **{'PASS' if b.passed else 'FAIL'}** {b.name}: {b.detail}" for b in verdicts]
     floor = floor_line(targets, summaries)
@@ -481,6 +593,88 @@ def render_markdown(
     out += ["", "## Notes", ""]
     out += [f"- {n}" for n in meta.get("notes", [])]
     return "\n".join(out) + "\n"
+
+
+def _slowloris_section(r: SlowlorisReport, params: dict[str, Any]) -> list[str]:
+    if not r.rounds:
+        return [f"**FAILED**: {r.error or 'no data'}"]
+    s = r.summary()
+    base_req = [x.baseline.requests for x in r.rounds]
+    att_req = [x.attacked.requests for x in r.rounds]
+    base_err = sum(x.baseline.errors + x.baseline.non_2xx_3xx for x in r.rounds)
+    att_err = sum(x.attacked.errors + x.attacked.non_2xx_3xx for x in r.rounds)
+    out = _table(
+        ["Pillion (metrics on, access log off)", "p50@2k", "p99@2k", "CPU µs/req @2k", "requests", "errors"],
+        [
+            [
+                "baseline: no attack",
+                fmt_ms(s["baseline_p50_us"], 1),
+                fmt_ms(s["baseline_p99_us"], 1),
+                fmt_num(s["baseline_cpu_us_per_req"]),
+                "/".join(f"{n:,}" for n in base_req),
+                str(base_err),
+            ],
+            [
+                f"under {r.connections} slowloris connections",
+                fmt_ms(s["attacked_p50_us"], 1),
+                fmt_ms(s["attacked_p99_us"], 1),
+                fmt_num(s["attacked_cpu_us_per_req"]),
+                "/".join(f"{n:,}" for n in att_req),
+                str(att_err),
+            ],
+            [
+                "ratio (under attack / baseline)",
+                fmt_ratio(ratio(s["attacked_p50_us"], s["baseline_p50_us"])),
+                fmt_ratio(s["p99_ratio"]),
+                fmt_ratio(ratio(s["attacked_cpu_us_per_req"], s["baseline_cpu_us_per_req"])),
+                "",
+                "",
+            ],
+        ],
+    )
+    a = [x.attacker for x in r.rounds]
+    span = r.lifetime_range()
+    deltas = [x.timeouts_delta for x in r.rounds]
+    replies = sum(x.reply_bytes for x in a)
+    sample = next((x.reply_sample for x in a if x.reply_sample), "")
+    busy = fmt_num(s["load_core_busy_pct"], 0)
+    out += [
+        "",
+        f"Medians over {len(r.rounds)} rounds; each round is one hey run without and one with the attack "
+        "(alternating which comes first), both `"
+        + str(params.get("slowloris_hey_cmd", "hey"))
+        + "` against the "
+        f"Pillion row, whose listener has `request_headers_timeout: {r.headers_timeout_s:g}s`. The attacker "
+        f"(`{params.get('slowloris_cmd', 'bench/slowloris.py')}`, on the load core with hey) holds "
+        f"{r.connections} connections that each sent a request line, a Host field and the start of a "
+        "third field, then trickle one more byte of it every 0.2-0.3 s and never finish; each one Pillion "
+        "closes is reopened at once.",
+        "",
+        f"- Slow connections: {sum(x.opened for x in a):,} opened, "
+        f"{sum(x.closed_by_server for x in a):,} closed by Pillion "
+        f"({sum(x.eof for x in a):,} FIN, {sum(x.reset for x in a):,} reset: the close raced a trickled "
+        f"byte), {sum(x.connect_failed for x in a)} connect failures, at most "
+        f"{max(x.max_open for x in a)} held at once"
+        + (f", closed {span[0]:.2f}..{span[1]:.2f} s after their first byte" if span else "")
+        + f"; still open when the attacker stopped: {sum(x.still_open for x in a)} "
+        f"(oldest {max(x.oldest_open_s for x in a):.2f} s).",
+        '- `pillion_downstream_timeouts_total{timeout="request_headers"}` rose by '
+        + "/".join("?" if d is None else f"{d:,.0f}" for d in deltas)
+        + " per round (attacker: "
+        + "/".join(f"{x.closed_by_server:,}" for x in a)
+        + " closed).",
+        f"- Bytes Pillion sent to slow clients: {replies}"
+        + (f" (e.g. {sample[:60]!r})" if replies else " (closed without an answer)")
+        + f". Load core busy during the attacked runs (hey + attacker): {busy}%.",
+        "- p99@2k per round, baseline / under attack: "
+        + "; ".join(
+            f"round {x.round} ({x.order}) {fmt_ms(x.baseline.p(99), 1)} / {fmt_ms(x.attacked.p(99), 1)}"
+            for x in r.rounds
+        ),
+    ]
+    if r.error is not None:
+        out += ["", "```", r.error, "```"]
+    return out
 
 
 def _sanity(targets: dict[str, TargetReport]) -> list[str]:
@@ -591,6 +785,8 @@ def to_json(
     summaries: dict[str, dict[str, float | None]],
     rat: dict[str, dict[str, float | None]],
     verdicts: list[Bar],
+    *,
+    slowloris: SlowlorisReport | None = None,
 ) -> str:
     doc = {
         "meta": meta,
@@ -617,5 +813,12 @@ def to_json(
         "ratios": rat,
         "bars": [asdict(b) for b in verdicts],
         "floor": floor_line(targets, summaries),
+        "slowloris": None
+        if slowloris is None
+        else {
+            **asdict(slowloris),
+            "median": slowloris.summary(),
+            "lifetime_range_s": slowloris.lifetime_range(),
+        },
     }
     return json.dumps(doc, indent=2, default=str) + "\n"

@@ -17,6 +17,14 @@ a visit is:
   3. fixed rate: `hey -z D -c 8 -q 250` (~2000 req/s) for the latency a proxy adds when not saturated,
      with its own CPU/request.
 
+After the rounds, the slowloris run (when the Pillion row is live): SLOWLORIS_ROUNDS rounds, each one
+hey run as in 3. without an attack and one while bench/slowloris.py (on the load core) holds 500
+connections that trickle a request head and never finish it, reopening each one Pillion closes; the
+order alternates per round. It yields the p99 under attack over the p99 without, the requests' status
+codes, and what the attacker saw of Pillion's request_headers_timeout (2 s in the Pillion row's config).
+The attacker is always stopped in `finally` (SIGTERM, then SIGKILL), and Pillion is given a second to
+settle after it.
+
 The report (bench/report.py) takes medians over rounds, ratios against HAProxy, nginx and the minimal
 proxy (and of the outbound Pillion row against the outbound HAProxy row), and evaluates the bars. A
 target that cannot start, dies, or whose load run fails is marked FAILED with the error and its log tail,
@@ -43,11 +51,23 @@ from importlib import metadata
 from pathlib import Path
 from types import FrameType
 
-from loadgen import counter_total, hey_argv, parse_hey, parse_wrk, wrk_argv
+from loadgen import (
+    HeyResult,
+    SlowlorisResult,
+    counter_total,
+    hey_argv,
+    labelled_total,
+    parse_hey,
+    parse_slowloris,
+    parse_wrk,
+    slowloris_argv,
+    wrk_argv,
+)
 from procs import (
     CLK_TCK,
     Completed,
     CpuSample,
+    Proc,
     ProcGroup,
     cpu_sample,
     describe,
@@ -57,10 +77,22 @@ from procs import (
     pss_kib,
     rss_kib,
 )
-from report import Measurement, TargetReport, bars, floor_line, ratios, render_markdown, summarize, to_json
+from report import (
+    Measurement,
+    SlowlorisReport,
+    SlowlorisRound,
+    TargetReport,
+    bars,
+    floor_line,
+    ratios,
+    render_markdown,
+    summarize,
+    to_json,
+)
 from servers import (
     HOST,
     LABELS,
+    PILLION_HEADERS_TIMEOUT_S,
     TARGET_KEYS,
     Target,
     check_forwarding,
@@ -76,6 +108,9 @@ from servers import (
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PER_VISIT_OVERHEAD_S = 1.0  # process start-up, /proc reads, probes
+SLOWLORIS_READY_S = 15.0  # the attacker's connections must all be open within this
+SLOWLORIS_SETTLE_S = 1.0  # after the attacker stops, before the next hey run
+SLOWLORIS_OVERHEAD_S = 2.0  # per round: the attacker's start and ramp, and the settle time
 
 
 class MeasureError(Exception):
@@ -94,6 +129,8 @@ class Settings:
     server_cpu: int
     load_cpu: int
     ready_timeout: float
+    slowloris_rounds: int
+    slowloris_connections: int
     pillion: str
     only: tuple[str, ...]
     quick: bool
@@ -125,6 +162,14 @@ def parse_args(argv: list[str] | None) -> Settings:
     )
     p.add_argument("--load-cpu", type=int, default=1, help="core for wrk, hey and the harness (default 1)")
     p.add_argument("--ready-timeout", type=float, default=15.0, help="seconds a server gets to become ready")
+    p.add_argument(
+        "--slowloris-rounds",
+        type=int,
+        help="rounds of the slowloris run against the Pillion row (default 3; quick 1; 0 skips it)",
+    )
+    p.add_argument(
+        "--slowloris-connections", type=int, default=500, help="slow connections the attacker holds (500)"
+    )
     p.add_argument(
         "--pillion", default=str(REPO / ".venv" / "bin" / "pillion"), help="the pillion executable"
     )
@@ -160,6 +205,8 @@ def parse_args(argv: list[str] | None) -> Settings:
         server_cpu=a.server_cpu,
         load_cpu=a.load_cpu,
         ready_timeout=a.ready_timeout,
+        slowloris_rounds=int(pick(a.slowloris_rounds, 3, 1)),
+        slowloris_connections=a.slowloris_connections,
         pillion=a.pillion,
         only=("upstream", *(k for k in TARGET_KEYS if k in only and k != "upstream")),
         quick=a.quick,
@@ -304,6 +351,136 @@ def measure(
     )
 
 
+# ---- the slowloris run --------------------------------------------------------------------------------
+
+
+def slowloris_duration(s: Settings) -> float:
+    """Seconds of each slowloris-round hey run: the usual, but long enough that Pillion closes slow
+    connections (and the attacker reopens them) while it runs, even in --quick mode."""
+    return max(s.rate_duration, PILLION_HEADERS_TIMEOUT_S + 3.0)
+
+
+def _hey_run(s: Settings, group: ProcGroup, t: Target) -> tuple[HeyResult, float, float]:
+    """One fixed-rate hey run: its result, the target's CPU seconds, and the load core's busy %."""
+    assert t.proc is not None
+    seconds = slowloris_duration(s)
+    h0, m0 = cpu_sample(t.proc.pid), machine_sample()
+    done = group.run(
+        hey_argv(t.url, seconds, s.rate_concurrency, s.rate_qps), s.load_cpu, timeout=seconds + 30
+    )
+    m1, h1 = machine_sample(), cpu_sample(t.proc.pid)
+    if done.returncode != 0:
+        raise MeasureError(f"hey exited {done.returncode}:\n{_tail(done)}")
+    try:
+        hey = parse_hey(done.stdout)
+    except ValueError as exc:
+        raise MeasureError(f"{exc}:\n{_tail(done)}") from exc
+    _alive(t)
+    busy = (m1.busy.get(s.load_cpu, 0) - m0.busy.get(s.load_cpu, 0)) / CLK_TCK
+    return hey, (h1.ticks - h0.ticks) / CLK_TCK, 100 * busy / (m1.wall - m0.wall)
+
+
+def _header_timeouts(t: Target) -> float | None:
+    """Pillion's count of connections closed by request_headers_timeout (None when unreadable)."""
+    if t.admin_port is None:
+        return None
+    try:
+        status, body = http_get(HOST, t.admin_port, "/metrics", timeout=5.0)
+    except OSError:
+        return None
+    if status != 200:
+        return None
+    return labelled_total(
+        body.decode(errors="replace"), "pillion_downstream_timeouts_total", timeout="request_headers"
+    )
+
+
+def _wait_ready(proc: Proc, timeout: float) -> None:
+    """Until the attacker prints `ready N` (all its connections open); MeasureError if it exits or is late."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if "ready " in proc.log.read_text(errors="replace"):
+                return
+        if not proc.alive():
+            raise MeasureError(f"the slowloris attacker exited {proc.popen.returncode}:\n{proc.tail()}")
+        time.sleep(0.05)
+    raise MeasureError(f"the slowloris attacker was not ready within {timeout:g} s:\n{proc.tail()}")
+
+
+def _under_attack(
+    s: Settings, group: ProcGroup, t: Target, log: Path
+) -> tuple[HeyResult, float, float, SlowlorisResult, float | None]:
+    """The hey run while the attacker holds its slow connections; the attacker is stopped in `finally`."""
+    before = _header_timeouts(t)
+    limit = SLOWLORIS_READY_S + slowloris_duration(s) + 30  # the attacker stops by itself after this
+    argv = slowloris_argv(sys.executable, t.port, s.slowloris_connections, limit)
+    attacker = group.spawn("slowloris", argv, log, s.load_cpu)
+    try:
+        _wait_ready(attacker, SLOWLORIS_READY_S)
+        hey, cpu_s, busy = _hey_run(s, group, t)
+    finally:
+        group.stop(attacker)  # SIGTERM: it prints its statistics and exits; SIGKILL if it does not
+        group.procs.remove(attacker)
+    after = _header_timeouts(t)
+    try:
+        seen = parse_slowloris(log.read_text(errors="replace"))
+    except (OSError, ValueError, KeyError) as exc:
+        raise MeasureError(f"slowloris statistics unreadable ({exc}):\n{attacker.tail()}") from exc
+    delta = None if before is None or after is None else after - before
+    return hey, cpu_s, busy, seen, delta
+
+
+def run_slowloris(s: Settings, group: ProcGroup, tmp: Path, t: Target) -> SlowlorisReport:
+    report = SlowlorisReport(s.slowloris_connections, PILLION_HEADERS_TIMEOUT_S)
+    root = tmp / "slowloris"
+    root.mkdir(parents=True, exist_ok=True)
+    for rnd in range(1, s.slowloris_rounds + 1):
+        attack_first = rnd % 2 == 0  # alternate, so a drift of the machine does not favour one side
+        try:
+            if attack_first:
+                attacked = _under_attack(s, group, t, root / f"round{rnd}.log")
+                time.sleep(SLOWLORIS_SETTLE_S)
+                baseline = _hey_run(s, group, t)
+            else:
+                baseline = _hey_run(s, group, t)
+                attacked = _under_attack(s, group, t, root / f"round{rnd}.log")
+                time.sleep(SLOWLORIS_SETTLE_S)
+        except MeasureError as exc:
+            report.error = f"round {rnd}: {exc}"
+            print(f"bench: slowloris round {rnd}: FAILED\n{_indent(str(exc))}", flush=True)
+            break
+        hey, cpu_s, busy, seen, delta = attacked
+        m = SlowlorisRound(
+            round=rnd,
+            order="attack first" if attack_first else "baseline first",
+            baseline=baseline[0],
+            attacked=hey,
+            attacker=seen,
+            baseline_cpu_s=baseline[1],
+            attacked_cpu_s=cpu_s,
+            load_core_busy_pct=busy,
+            timeouts_delta=delta,
+        )
+        report.rounds.append(m)
+        print(_slowloris_progress(m), flush=True)
+    return report
+
+
+def _slowloris_progress(m: SlowlorisRound) -> str:
+    def ms(us: float | None) -> str:
+        return "?" if us is None else f"{us / 1000:.1f}ms"
+
+    a = m.attacker
+    return (
+        f"bench: slowloris round {m.round} ({m.order}): p99@2k {ms(m.baseline.p(99))} -> "
+        f"{ms(m.attacked.p(99))} under {a.max_open} slow connections; errors {m.errors}; "
+        f"{a.closed_by_server} closed by Pillion after "
+        f"{a.lifetime_min_s or 0:.2f}..{a.lifetime_max_s or 0:.2f} s, {a.still_open} open at the end "
+        f"(oldest {a.oldest_open_s:.2f} s); load core {m.load_core_busy_pct:.0f}%"
+    )
+
+
 # ---- the run ------------------------------------------------------------------------------------------
 
 
@@ -437,6 +614,9 @@ def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
     order = list(targets)
     live = sum(1 for t in targets.values() if t.error is None)
     estimate = s.rounds * live * (s.warmup + s.duration + s.rate_duration + PER_VISIT_OVERHEAD_S)
+    slowloris_on = "pillion" in targets and s.slowloris_rounds > 0
+    if slowloris_on:
+        estimate += s.slowloris_rounds * (2 * slowloris_duration(s) + SLOWLORIS_OVERHEAD_S)
     print(f"bench: {live} targets x {s.rounds} rounds, about {estimate / 60:.1f} min", flush=True)
 
     aborted: str | None = None
@@ -465,12 +645,21 @@ def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
         if aborted:
             break
 
+    slowloris: SlowlorisReport | None = None
+    if slowloris_on:
+        pillion = targets["pillion"]
+        if pillion.error is None and not aborted:
+            slowloris = run_slowloris(s, group, tmp, pillion)
+        else:
+            slowloris = SlowlorisReport(s.slowloris_connections, PILLION_HEADERS_TIMEOUT_S)
+            slowloris.error = "not run: " + (aborted or "the Pillion row FAILED")
+
     for key, t in targets.items():
         reports[key].error = t.error
         reports[key].xff_seen = t.xff_seen
     summaries = {k: summarize(r) for k, r in reports.items()}
     rat = ratios(summaries)
-    verdicts = bars(reports, summaries)
+    verdicts = bars(reports, summaries, slowloris)
     meta: dict[str, object] = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "elapsed_s": round(time.monotonic() - started, 1),
@@ -495,14 +684,20 @@ def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
             "hey_cmd": _cmd(s.load_cpu, hey_argv("URL", s.rate_duration, s.rate_concurrency, s.rate_qps)),
             "pillion_cmd": f"taskset -c {s.server_cpu} {s.pillion} run -c bench.yaml",
             "minimal_cmd": _cmd(s.server_cpu, [*minimal_argv(sys.executable, 0, 0)[:2], "PORT", "UPSTREAM"]),
+            "slowloris_rounds": s.slowloris_rounds if slowloris_on else 0,
+            "slowloris_hey_cmd": _cmd(
+                s.load_cpu, hey_argv("URL", slowloris_duration(s), s.rate_concurrency, s.rate_qps)
+            ),
+            "slowloris_cmd": f"taskset -c {s.load_cpu} python bench/slowloris.py PORT "
+            f"--connections {s.slowloris_connections}",
         },
         "notes": [n.format(tck=CLK_TCK, ticks=8 * CLK_TCK) for n in NOTES],
     }
-    markdown = render_markdown(meta, reports, summaries, rat, verdicts)
+    markdown = render_markdown(meta, reports, summaries, rat, verdicts, slowloris=slowloris)
     s.results.parent.mkdir(parents=True, exist_ok=True)
     s.results.write_text(markdown)
     s.json_out.parent.mkdir(parents=True, exist_ok=True)
-    s.json_out.write_text(to_json(meta, reports, summaries, rat, verdicts))
+    s.json_out.write_text(to_json(meta, reports, summaries, rat, verdicts, slowloris=slowloris))
     print()
     print(markdown)
     print(f"bench: wrote {s.results} and {s.json_out} in {time.monotonic() - started:.0f} s")

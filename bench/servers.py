@@ -18,8 +18,10 @@ core, single-threaded:
     config, no log. It is the calibration row: about the floor for a Python proxy on this runtime,
     so the report can split Pillion's cost into the runtime's share and Pillion's own. Ready when GET /
     answers through it.
-  * pillion   -- `pillion run -c bench.yaml`, metrics on (always), access log off; `pillion-log` is the same
-    with the access log written to a file. Readiness is the admin server's `GET /ready`.
+  * pillion   -- `pillion run -c bench.yaml`, metrics on (always), access log off, and
+    `request_headers_timeout: 2s` (the slowloris run attacks this one; no benchmark request is anywhere
+    near it); `pillion-log` is the same with the access log written to a file. Readiness is the admin
+    server's `GET /ready`.
   * pillion-outbound -- Pillion as an outbound sidecar: listener `outbound` whose first three routes match
     other Host names (`payments.svc`, `*.internal`, `users.svc:8080`, clusters on a port nothing listens
     on), then `host: 127.0.0.1` (wrk's Host, port ignored) to cluster `app` with `retries: {attempts: 2,
@@ -80,6 +82,9 @@ DECOY_HOSTS: tuple[tuple[str, str], ...] = (
 DECOY = f"{HOST}:9"
 NO_ROUTE_HOST = "unknown.example"  # check_forwarding: no route takes it, both outbound rows answer 404
 TARGET_KEYS: tuple[str, ...] = tuple(LABELS)
+# The `pillion` row's request_headers_timeout: a slowloris connection is closed this long after its head
+# began, plus up to one listener sweep (once a second).
+PILLION_HEADERS_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -263,6 +268,7 @@ def pillion_yaml(port: int, admin_port: int, upstream_port: int, access_log: Pat
         "  - name: inbound\n"
         f"    address: {HOST}:{port}\n"
         "    protocol: http\n"
+        f"    limits: {{request_headers_timeout: {PILLION_HEADERS_TIMEOUT_S:g}s}}\n"
         "    routes:\n"
         "      - match: {prefix: /}\n"
         "        cluster: app\n"

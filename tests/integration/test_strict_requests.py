@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from pillion.runtime.runtime import Runtime
 from pillion.testing.http import parse_responses, raw_exchange_detailed
 from pillion.testing.loops import Run
@@ -130,18 +132,26 @@ def test_request_timeout_answers_408_and_counts_it(run: Run) -> None:
     run(main())
 
 
-def test_a_slow_head_is_closed_and_counted(run: Run) -> None:
+@pytest.mark.parametrize(
+    "sent",
+    [b"GET / HTTP/1.1\r\nHost: a\r\n", b"\r\n\r\n", b"G", b""],
+    ids=["header-bytes", "empty-lines", "partial-method", "nothing"],
+)
+def test_a_slow_head_is_closed_and_counted(sent: bytes, run: Run) -> None:
+    """The head timer runs from accept and from any byte sent between requests, not from the request
+    target: empty lines, a lone first byte of a method, or nothing at all are closed in time too."""
+
     async def main() -> None:
         async with ScriptableUpstream() as up:
             cfg = sidecar_config([up.address], limits={"request_headers_timeout": "500ms"})
             async with running_sidecar(cfg) as rt:
-                result = await raw_exchange_detailed(
-                    HOST, rt.listeners[0].port, b"GET / HTTP/1.1\r\nHost: a\r\n", read_timeout=4.0
-                )
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                result = await raw_exchange_detailed(HOST, rt.listeners[0].port, sent, read_timeout=4.0)
                 assert result.data == b"" and result.ending in ("eof", "reset")
+                assert loop.time() - started < 2.5  # 500 ms, plus at most one once-a-second sweep
                 assert _timeouts(rt, "request_headers") == 1
                 assert up.requests == []
-                await asyncio.sleep(0)
 
     run(main())
 

@@ -128,6 +128,7 @@ def test_pillion_config_has_the_fixed_shape(tmp_path: Path) -> None:
                 "name": "inbound",
                 "address": "127.0.0.1:8000",
                 "protocol": "http",
+                "limits": {"request_headers_timeout": "2s"},  # the slowloris run relies on it
                 "routes": [{"match": {"prefix": "/"}, "cluster": "app"}],
             }
         ],
@@ -374,3 +375,69 @@ def test_log_tail_collapses_repeats_and_shortens_long_lines(tmp_path: Path) -> N
     tail = proc.tail()
     assert "5 times" in tail and tail.endswith("END") and len(tail) < 800
     group.stop_all()
+
+
+SLOWLORIS_OUT = """ready 500
+{"connections": 500, "opened": 1000, "closed_by_server": 500, "eof": 490, "reset": 10, "connect_failed": 0, \
+"lifetime_s": {"min": 2.01, "median": 2.5, "max": 2.98}, "max_open": 500, "still_open": 500, \
+"oldest_open_s": 2.4, "reply_bytes": 0, "reply_sample": ""}
+"""
+
+
+def test_slowloris_statistics_and_labelled_counters_are_parsed() -> None:
+    r = loadgen.parse_slowloris(SLOWLORIS_OUT)
+    assert (r.opened, r.closed_by_server, r.eof, r.reset, r.max_open) == (1000, 500, 490, 10, 500)
+    assert (r.lifetime_min_s, r.lifetime_max_s, r.oldest_open_s) == (2.01, 2.98, 2.4)
+    with pytest.raises(ValueError):
+        loadgen.parse_slowloris("ready 500\nTraceback ...\n")
+    argv = loadgen.slowloris_argv("/venv/bin/python", 8000, 500, 45)
+    assert argv[0] == "/venv/bin/python" and Path(argv[1]).is_file()
+    assert argv[2:] == ["8000", "--connections", "500", "--duration", "45"]
+    text = (
+        'pillion_downstream_timeouts_total{listener="inbound",timeout="request_headers"} 7\n'
+        'pillion_downstream_timeouts_total{listener="inbound",timeout="idle"} 3\n'
+    )
+    assert loadgen.labelled_total(text, "pillion_downstream_timeouts_total", timeout="request_headers") == 7
+    assert loadgen.labelled_total(text, "pillion_downstream_timeouts_total") == 10
+    assert loadgen.labelled_total(text, "pillion_downstream_timeouts_total", timeout="request") is None
+
+
+def _slowloris(*, attacked_p99: float, errors: int = 0, lifetime_max: float = 2.98) -> report.SlowlorisReport:
+    r = report.SlowlorisReport(500, 2.0)
+    stats = loadgen.parse_slowloris(SLOWLORIS_OUT)
+    stats = loadgen.SlowlorisResult(**{**stats.__dict__, "lifetime_max_s": lifetime_max})
+    for rnd in (1, 2, 3):
+        base = loadgen.HeyResult(2000.0, {50: 400.0, 99: 1000.0}, {200: 10000}, 0)
+        hit = loadgen.HeyResult(2000.0, {50: 400.0, 99: attacked_p99}, {200: 10000 - errors, 502: errors}, 0)
+        r.rounds.append(report.SlowlorisRound(rnd, "baseline first", base, hit, stats, 0.5, 0.6, 40.0, 500.0))
+    return r
+
+
+def test_the_slowloris_bar_needs_latency_success_and_closed_connections() -> None:
+    ok = report.slowloris_bar(_slowloris(attacked_p99=1900.0))
+    assert ok.passed and "1.9 ms under attack vs 1.0 ms without = 1.90x" in ok.detail
+    assert "1,500 slow connections closed by Pillion 2.0..3.0 s" in ok.detail
+    assert not report.slowloris_bar(_slowloris(attacked_p99=2100.0)).passed
+    errors = report.slowloris_bar(_slowloris(attacked_p99=1000.0, errors=3))
+    assert not errors.passed and "9 errors/non-2xx" in errors.detail
+    late = report.slowloris_bar(_slowloris(attacked_p99=1000.0, lifetime_max=4.5))
+    assert not late.passed and "lived 4.50 s (limit 4 s)" in late.detail
+    failed = report.SlowlorisReport(500, 2.0, error="round 1: the slowloris attacker exited 1")
+    assert not report.slowloris_bar(failed).passed
+
+
+def test_the_slowloris_run_is_rendered_and_in_the_json() -> None:
+    targets = _targets(pillion_cpu_s=4.0, pillion_hey_p99=500, pillion_rss=20 * 1024)
+    summaries = {k: report.summarize(t) for k, t in targets.items()}
+    slow = _slowloris(attacked_p99=1500.0)
+    verdicts = report.bars(targets, summaries, slow)
+    assert len(verdicts) == 4 and verdicts[-1].passed and "slowloris" in verdicts[-1].name
+    rat = report.ratios(summaries)
+    text = report.render_markdown(_meta(), targets, summaries, rat, verdicts, slowloris=slow)
+    assert "## Slowloris (Pillion under 500 slow connections)" in text
+    assert "| ratio (under attack / baseline) | 1.00x | 1.50x |" in text
+    assert "rose by 500/500/500 per round" in text
+    doc = json.loads(report.to_json(_meta(), targets, summaries, rat, verdicts, slowloris=slow))
+    assert doc["slowloris"]["median"]["p99_ratio"] == pytest.approx(1.5)
+    assert "Slowloris" not in report.render_markdown(_meta(), targets, summaries, rat, verdicts[:3])
+    assert run.parse_args([]).slowloris_rounds == 3 and run.parse_args(["--quick"]).slowloris_rounds == 1

@@ -255,6 +255,9 @@ class DownstreamConnection:
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        # The head timer runs from accept, like nginx's client_header_timeout: a client that connects and
+        # sends nothing is closed after request_headers_timeout, not idle_timeout.
+        self.started_at = self.request_started = self.last_active
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0].encode() if peer else b""
         self.admitted = self.listener.connection_opened(self)
@@ -365,6 +368,10 @@ class DownstreamConnection:
     def data_received(self, data: bytes) -> None:
         if self.lingering:
             return  # the rest of a request already answered: discarded
+        if not self.started_at and self.reading is None:
+            # Bytes with no request in progress start the head timer, whatever they are: empty lines
+            # and a lone first byte of a method must not hold a connection past the timeout either.
+            self.started_at = self.request_started = self.last_active = self.loop.time()
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade:
@@ -416,7 +423,8 @@ class DownstreamConnection:
 
     def on_url(self, url: bytes) -> None:
         # No on_message_begin callback (one Python call less per request): the per-head state is
-        # reset when a head completes, and the first piece of the URL marks when the head began.
+        # reset when a head completes, and the first piece of the URL marks when a head pipelined
+        # behind another in the same read began (data_received marks the others).
         if not self.started_at:
             self.started_at = self.request_started = self.last_active = self.loop.time()
         self.url += url
