@@ -80,6 +80,9 @@ def _status_line(status: int, phrase: bytes) -> bytes:
 
 
 _LAST_CHUNK = b"0\r\n\r\n"
+# The end of the x-forwarded-for line and the x-forwarded-proto line, per client protocol.
+_PROTO_HTTP = b"\r\nx-forwarded-proto: http\r\n"
+_PROTO_HTTPS = b"\r\nx-forwarded-proto: https\r\n"
 
 
 class _Rejected(Exception):
@@ -190,6 +193,7 @@ class DownstreamConnection:
         "close_delimited",
         "closed",
         "current",
+        "forwarded_proto",
         "head_size",
         "headers",
         "last_active",
@@ -250,6 +254,7 @@ class DownstreamConnection:
         self.lingering = False  # answered and half-closed; reading only to discard (see _linger)
         self.xfcc: bytes | None = None  # x-forwarded-client-cert for the app: the mTLS caller, if any
         self.peer_id: str | None = None  # the mTLS caller's SPIFFE ID, for authorization
+        self.forwarded_proto = _PROTO_HTTP  # https once the connection turns out to be TLS
 
     # -- connection lifecycle ---------------------------------------------------------------------
 
@@ -269,8 +274,11 @@ class DownstreamConnection:
         if tls is not None:
             from pillion.tls.termination import PeerRefused
 
+            sslobj = transport.get_extra_info("ssl_object")
+            if sslobj is not None:  # (a permissive listener serves plaintext clients too)
+                self.forwarded_proto = _PROTO_HTTPS
             try:
-                peer = tls.peer(transport.get_extra_info("ssl_object"))
+                peer = tls.peer(sslobj)
             except PeerRefused as exc:
                 # Not a caller this mesh knows: no HTTP answer, the connection just ends (counted).
                 log.info("client refused", extra={"listener": self.listener.name, "reason": exc.reason})
@@ -531,7 +539,7 @@ class DownstreamConnection:
         head += (
             b"x-forwarded-for: ",
             xff + b", " + self.client_ip if xff else self.client_ip,
-            listener.forwarded_proto,
+            self.forwarded_proto,
         )
         if self.xfcc is not None:
             head += (b"x-forwarded-client-cert: ", self.xfcc, _CRLF)

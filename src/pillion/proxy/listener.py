@@ -46,7 +46,6 @@ class HttpListener:
         self.name = config.name
         self.overload = overload  # process-wide limits; None for a listener built alone (tools, fuzzing)
         self.tls = tls  # TLS termination, and for mTLS the check of each client
-        self.forwarded_proto = b"\r\nx-forwarded-proto: %b\r\n" % (b"https" if tls is not None else b"http")
         self.tls_failures = stats.tls_failures.labels(self.name, "")
         self.stats = stats
         self.update(config, clusters)

@@ -283,10 +283,16 @@ class TcpConnection(asyncio.Protocol):
                 endpoint.connect_failures.value += 1
                 endpoint.failed()  # outlier detection, as for HTTP
                 failed.append(endpoint)
-                log.debug(
-                    "tcp connect failed",
-                    extra={"listener": listener.name, "endpoint": endpoint.label, "error": repr(exc)},
-                )
+                extra = {
+                    "listener": listener.name,
+                    "endpoint": endpoint.label,
+                    "error": str(exc) or repr(exc),
+                }
+                if isinstance(exc, TlsFailure):  # a configuration problem, not a passing blip: say so
+                    cluster.tls_failures.value += 1
+                    log.warning("upstream TLS failed", extra=extra)
+                else:
+                    log.debug("tcp connect failed", extra=extra)
                 continue
             self._connecting = None
             return  # UpstreamSide.connection_made has attached it

@@ -124,6 +124,10 @@ class TlsAcceptor:
         except asyncio.CancelledError:
             conn.close()
             raise
+        except ConnectionError:
+            # Connected and went away without a handshake (a TCP probe, a load balancer's check):
+            # not a refused client, so not counted.
+            conn.close()
         except (OSError, TimeoutError) as exc:  # (ssl.SSLError is an OSError)
             self._failures.value += 1
             log.info("TLS handshake refused", extra={"error": str(exc) or type(exc).__name__})
