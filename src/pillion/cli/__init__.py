@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pillion.cli.demo", "run an example app with a sidecar in front of it"),
     "wait": ("pillion.cli.wait", "exit 0 once a sidecar's /ready answers 200, 1 on timeout"),
     "ca": ("pillion.cli.ca", "a small certificate authority for workload identities (SPIFFE)"),
+    "top": ("pillion.cli.top", "a live terminal view of a running sidecar (admin API)"),
 }
 
 
