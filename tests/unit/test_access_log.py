@@ -1,4 +1,5 @@
-"""The access log: exact fields, JSON validity for any path, buffering, errors counted and never raised."""
+"""The access log: exact fields, JSON validity for any path, buffering, errors counted and never raised;
+the text format, sampling, and reopening for log rotation."""
 
 from __future__ import annotations
 
@@ -6,14 +7,19 @@ import calendar
 import json
 import logging
 import os
+import random
 import time
+import timeit
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pillion.config import ConfigError, load_config_text
+from pillion.config.model import AccessLog as AccessLogConfig
 from pillion.telemetry import access_log as access_log_module
-from pillion.telemetry.access_log import AccessLog
+from pillion.telemetry.access_log import TEXT_FIELDS, AccessLog, compile_text_format
+from pillion.testing.access_log import DEFAULT_TEXT_LINE, parse_text_line
 
 
 def _write(log: AccessLog, **over: Any) -> None:
@@ -60,6 +66,7 @@ def test_fields(tmp_path: Path) -> None:
         "upstream": "10.0.0.1:8080",
         "cluster": "backend",
         "request_id": "req-1",
+        "trace_id": "",
         "error": "",
         "flags": "",
     }
@@ -190,3 +197,229 @@ def test_default_ts_is_now_minus_duration(tmp_path: Path) -> None:
     logged = calendar.timegm(time.strptime(line["ts"][:19], "%Y-%m-%dT%H:%M:%S"))
     assert before - 2.0 - 1.0 <= logged <= before - 2.0 + 1.0
     assert line["duration_ms"] == 2000.0
+
+
+# -- trace id, upstream duration, text format, sampling, reopen ---------------------------------------
+
+DEFAULT_TEXT = AccessLogConfig().text_format
+
+
+def test_trace_id_and_upstream_duration(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path))
+    _write(log, trace_id="4bf92f3577b34da6a3ce929d0e0e4736", upstream_duration=0.0009876)
+    _write(log)
+    log.close()
+    first, second = _read(path)
+    assert first["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert first["upstream_duration_ms"] == 0.988
+    assert '"duration_ms":1.235,"upstream_duration_ms":0.988,' in path.read_text()
+    assert second["trace_id"] == "" and "upstream_duration_ms" not in second  # none: the key is left out
+
+
+def test_default_text_format(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path), text_format=DEFAULT_TEXT)
+    _write(log, upstream_duration=0.001, trace_id="abc", flags="UT,URX")
+    _write(log, upstream="", route="", cluster="", error="no_route", status=404, request_id='a "b" \\c')
+    log.close()
+    first, second = (parse_text_line(line) for line in path.read_text(encoding="ascii").splitlines())
+    assert first == {
+        "ts": "2023-11-14T22:13:20.123Z",
+        "method": "GET",
+        "path": "/api/users?id=1",
+        "status": "200",
+        "flags": "UT,URX",
+        "received": "56",
+        "sent": "1234",
+        "duration": "1.235",
+        "upstream_duration": "1.000",
+        "request_id": "req-1",
+        "upstream": "10.0.0.1:8080",
+        "listener": "inbound",
+        "route": "route0",
+        "cluster": "backend",
+        "trace_id": "abc",
+        "error": "-",
+    }
+    # Empty values are "-"; a quoted value with quotes and backslashes is escaped as in JSON.
+    assert second["upstream_duration"] == second["flags"] == second["route"] == second["trace_id"] == "-"
+    assert second["error"] == "no_route" and second["upstream"] == "-"
+    assert second["request_id"] == 'a "b" \\c'
+    assert '"a \\"b\\" \\\\c"' in path.read_text()
+
+
+def test_text_format_cannot_be_broken_out_of(tmp_path: Path) -> None:
+    """Whatever the client sends, a text line stays one ASCII line and its quoted fields stay quoted."""
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path), text_format=DEFAULT_TEXT)
+    nasty = '/x" 200 - 0 0 1.0 - "forged"\r\n[2023-01-01T00:00:00.000Z] "GET /\udcff/☃/😀'
+    _write(log, path=nasty, method='G"ET', request_id="\n\x00\x7f")
+    _write(log, path=bytes(range(256)))
+    log.close()
+    lines = path.read_bytes().split(b"\n")
+    assert len(lines) == 3 and lines[2] == b""  # two lines, each ending in a newline
+    assert all(line.isascii() for line in lines)
+    first, second = parse_text_line(lines[0].decode()), parse_text_line(lines[1].decode())
+    assert first["path"] == nasty and first["request_id"] == "\n\x00\x7f" and first["status"] == "200"
+    assert second["path"] == bytes(range(256)).decode("utf-8", "backslashreplace")
+
+
+def test_custom_text_format(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path), text_format="%RESPONSE_CODE% 100%% %DURATION%ms {braces} %ROUTE%")
+    _write(log)
+    log.close()
+    assert path.read_text() == "200 100% 1.235ms {braces} route0\n"
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        ("%STATUS%", "unknown field %STATUS%"),
+        ("100% done", "without its closing"),
+        ("%PATH%\n%PATH%", "single line"),
+        ("%PATH% ☃", "ASCII"),
+    ],
+)
+def test_bad_text_format(template: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        compile_text_format(template)
+
+
+def test_every_text_field_renders() -> None:
+    line = compile_text_format(" ".join(f"%{name}%" for name in TEXT_FIELDS))
+    out = line("T", "M", "/p", 200, "F", 1, 2, 0.5, None, "U", "R", "X", "L", "RO", "C", "E")
+    assert out == "T M /p 200 F 1 2 500.000 - U R X L RO C E\n"
+
+
+def test_text_costs_no_more_than_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The point of generating the text renderer: it must not be slower than the JSON line. Measured as
+    the best of many short runs, alternating the two so that load on the machine hits both alike, and
+    without flushes (the writer thread would compete for the GIL); measured so, the two are within a few
+    percent (about 2.3 us a line on a busy CI machine). The bound is generous: a timing test must not
+    flake, and what it guards against -- a call per field -- cost 75% more."""
+    monkeypatch.setattr(access_log_module, "FLUSH_BYTES", 1 << 40)
+    fields: dict[str, Any] = dict(
+        method="GET", path=b"/api/users?id=1", status=200, bytes_sent=1234, bytes_received=56,
+        duration=0.00123456, upstream="10.0.0.1:8080", request_id="3f2a9c1e-7b4d-4e21-a9f3-00000001a2b3",
+        error="", listener="inbound", route="route0", cluster="backend",
+    )  # fmt: skip
+    logs = {"json": AccessLog(os.devnull), "text": AccessLog(os.devnull, text_format=DEFAULT_TEXT)}
+    best = dict.fromkeys(logs, float("inf"))
+    try:
+        for _ in range(60):
+            for name, log in logs.items():
+                write = log.write
+                best[name] = min(best[name], timeit.timeit(lambda: write(**fields), number=300))  # noqa: B023
+                log._buf.clear()
+    finally:
+        for log in logs.values():
+            log.close()
+    assert best["text"] < best["json"] * 1.3, best
+
+
+def test_sampling_zero_logs_only_errors(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path), sampling=0.0)
+    for status, error in ((200, ""), (404, ""), (499, "client_disconnected"), (404, "no_route"), (503, "")):
+        _write(log, status=status, error=error)
+    log.close()
+    assert [(x["status"], x["error"]) for x in _read(path)] == [
+        (499, "client_disconnected"),
+        (404, "no_route"),
+        (503, ""),
+    ]
+
+
+def test_sampling_keeps_about_the_share_asked_for(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path), sampling=0.25)
+    random.seed(7)  # the log draws from the module-level generator
+    for _ in range(4000):
+        _write(log)
+    log.close()
+    assert 800 < len(_read(path)) < 1200
+
+
+@pytest.mark.parametrize("sampling", [-0.1, 1.5, float("nan")])
+def test_sampling_out_of_range(sampling: float, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="sampling"):
+        AccessLog(str(tmp_path / "access.log"), sampling=sampling)
+
+
+def test_reopen_after_a_move_loses_no_line(tmp_path: Path) -> None:
+    path, moved = tmp_path / "access.log", tmp_path / "access.log.1"
+    log = AccessLog(str(path))
+    for i in range(3):
+        _write(log, request_id=f"before{i}")
+    log.flush()
+    _write(log, request_id="buffered")  # not yet handed to the writer when the file moves
+    path.rename(moved)  # logrotate's move...
+    log.reopen()  # ...then its postrotate signal
+    for i in range(3):
+        _write(log, request_id=f"after{i}")
+    log.close()
+    assert log.reopens == 1
+    assert [x["request_id"] for x in _read(moved)] == ["before0", "before1", "before2", "buffered"]
+    assert [x["request_id"] for x in _read(path)] == ["after0", "after1", "after2"]
+
+
+def test_reopen_failure_keeps_the_old_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    directory = tmp_path / "logs"
+    directory.mkdir()
+    path = directory / "access.log"
+    log = AccessLog(str(path))
+    moved = tmp_path / "access.log.1"
+    path.rename(moved)
+    directory.rmdir()  # the path cannot be created again
+    with caplog.at_level(logging.ERROR, logger="pillion.access_log"):
+        log.reopen()
+        _write(log, request_id="still-logged")
+        log.close()
+    assert log.reopens == 0 and log.write_errors == 1
+    assert [x["request_id"] for x in _read(moved)] == ["still-logged"]
+    assert any("reopen failed" in r.getMessage() for r in caplog.records)
+
+
+def test_reopen_of_stdout_is_a_no_op(capfd: pytest.CaptureFixture[str]) -> None:
+    log = AccessLog("-")
+    log.reopen()
+    _write(log, request_id="x")
+    log.close()
+    assert log.reopens == 0 and json.loads(capfd.readouterr().out)["request_id"] == "x"
+
+
+def test_from_config(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog.from_config(AccessLogConfig(enabled=True, path=str(path), format="text", sampling=0.0))
+    _write(log, status=502, error="upstream_reset")
+    _write(log)  # sampled out
+    log.close()
+    [line] = path.read_text().splitlines()
+    assert DEFAULT_TEXT_LINE.match(line) is not None
+
+
+@pytest.mark.parametrize(
+    ("yaml", "error"),
+    [
+        ("{sampling: 1.5}", "access_log.sampling: must be between 0 and 1"),
+        ("{sampling: .nan}", "access_log.sampling: "),
+        ("{format: csv}", "access_log.format"),
+        ("{text_format: '%PATH% %LATENCY%'}", "access_log.text_format: unknown field %LATENCY%"),
+        ("{text_format: '50% off'}", "access_log.text_format: a '%' without its closing '%'"),
+    ],
+)
+def test_config_errors(yaml: str, error: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(f"service: s\naccess_log: {yaml}\n", env={})
+    assert any(e.startswith(error) for e in caught.value.errors), caught.value.errors
+
+
+def test_config_accepts_text_and_sampling() -> None:
+    cfg = load_config_text("service: s\naccess_log: {format: text, sampling: 0.1, text_format: '%PATH%'}\n")
+    assert (cfg.access_log.format, cfg.access_log.sampling, cfg.access_log.text_format) == (
+        "text",
+        0.1,
+        "%PATH%",
+    )

@@ -487,6 +487,21 @@ class Identity:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Tracing:
+    """Distributed tracing: W3C Trace Context and B3 propagation, spans exported over OTLP/HTTP
+    (docs/tracing.md)."""
+
+    otlp_endpoint: str = field_doc(
+        "Where spans are sent: an OTLP/HTTP protobuf URL, e.g. `http://collector:4318/v1/traces`."
+    )
+    sampling: float = field_doc(
+        "Share of new traces recorded, 0-1. A request that arrives with a trace follows its caller's "
+        "decision (the sampled flag), so a trace is recorded by every sidecar or by none.",
+        0.01,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReadyCheck:
     """The app's own health check, consulted by `GET /ready` on the admin server."""
 
@@ -528,10 +543,37 @@ class Overload:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccessLog:
-    """One JSON line per request."""
+    """One line per request, JSON or text, written off the event loop. A file is reopened on SIGUSR1,
+    so logrotate can move it and signal (`postrotate`: `kill -USR1 <pid>`) without losing a line."""
 
     enabled: bool = field_doc("Write the access log.", False)
     path: str = field_doc("File to append to; `-` means standard output.", "-")
+    format: Literal["json", "text"] = field_doc(
+        "`json`: one JSON object per line with the keys `ts`, `listener`, `route`, `method`, `path`, "
+        "`status`, `bytes_sent`, `bytes_received`, `duration_ms`, `upstream_duration_ms` (only when a "
+        "response head came from an upstream), `upstream`, `cluster`, `request_id`, `trace_id`, `error` "
+        "(the local-reply reason) and `flags` (response flags, see docs/proxy.md). `text`: the line "
+        "`text_format` describes.",
+        "json",
+    )
+    text_format: str = field_doc(
+        "The line written with `format: text`; each `%FIELD%` is replaced by a value, `%%` is a `%`. "
+        "Fields: `START_TIME` (UTC, ISO 8601, milliseconds), `METHOD`, `PATH`, `RESPONSE_CODE`, "
+        "`RESPONSE_FLAGS`, `BYTES_RECEIVED`, `BYTES_SENT`, `DURATION` and `UPSTREAM_DURATION` "
+        "(milliseconds, 3 decimals), `UPSTREAM_HOST`, `REQUEST_ID`, `TRACE_ID`, `LISTENER`, `ROUTE`, "
+        '`CLUSTER`, `ERROR` (the local-reply reason). An empty value is written `-`; `\\`, `"`, control '
+        "and non-ASCII characters are escaped as in JSON strings, so a quoted field never breaks the line. "
+        "The default is modelled on Envoy's default format.",
+        '[%START_TIME%] "%METHOD% %PATH%" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% '
+        '%DURATION% %UPSTREAM_DURATION% "%REQUEST_ID%" "%UPSTREAM_HOST%" %LISTENER% %ROUTE% %CLUSTER% '
+        "%TRACE_ID% %ERROR%",
+    )
+    sampling: float = field_doc(
+        "Share of requests logged, 0-1, chosen at random (`0.01`: one in a hundred). Errors are always "
+        "logged: a status of 500 or more, and any request with an `error` (a local reply such as 404 "
+        "`no_route`, 429 or 503 `overflow`; a client that disconnected; an upstream reset mid-response).",
+        1.0,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -548,6 +590,7 @@ class Config:
     )
     access_log: AccessLog = field_doc("Per-request log.", factory=AccessLog)
     overload: Overload = field_doc("Load shedding past process-wide limits.", factory=Overload)
+    tracing: Tracing | None = field_doc("Distributed tracing; off when unset.", None)
     identity: Identity | None = field_doc(
         "The workload identity for mutual TLS (listener `tls.mode` strict/permissive, cluster `mesh`).", None
     )

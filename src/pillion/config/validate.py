@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from pillion.config.errors import at, child, item, suggest
 from pillion.config.model import (
+    AccessLog,
     Address,
     Authorization,
     Cluster,
@@ -74,13 +75,31 @@ def check(cfg: Config) -> tuple[Config, list[str]]:
     sockets = [("admin.address", cfg.admin.address)]
     sockets += [(child(item("listeners", i), "address"), li.address) for i, li in enumerate(cfg.listeners)]
     _check_collisions(sockets, errors)
+    if cfg.tracing is not None:
+        if not 0.0 <= cfg.tracing.sampling <= 1.0:
+            errors.append(at("tracing.sampling", "must be between 0 and 1"))
+        if not cfg.tracing.otlp_endpoint.startswith(("http://", "https://")):
+            errors.append(at("tracing.otlp_endpoint", "must be an http:// or https:// URL"))
     if cfg.overload.max_connections < 0:
         errors.append(at("overload.max_connections", "must be 0 (no limit) or more"))
     if cfg.overload.check_interval <= 0:
         errors.append(at("overload.check_interval", "must be greater than 0"))
     if not cfg.access_log.path:
         errors.append(at("access_log.path", "must not be empty (use '-' for standard output)"))
+    _check_access_log(cfg.access_log, errors)
     return replace(cfg, listeners=listeners), errors
+
+
+def _check_access_log(access_log: AccessLog, errors: list[str]) -> None:
+    if not 0.0 <= access_log.sampling <= 1.0:  # (NaN fails too)
+        errors.append(at("access_log.sampling", "must be between 0 and 1"))
+    # Checked even with format: json, so a broken template is found before someone switches to it.
+    from pillion.telemetry.access_log import compile_text_format
+
+    try:
+        compile_text_format(access_log.text_format)
+    except ValueError as exc:
+        errors.append(at("access_log.text_format", str(exc)))
 
 
 def _check_listener(listener: Listener, path: str, clusters: Sequence[str], errors: list[str]) -> Listener:

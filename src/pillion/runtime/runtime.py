@@ -35,6 +35,7 @@ from pillion.proxy.stats import ProxyStats
 from pillion.runtime.overload import Overload
 from pillion.runtime.tasks import spawn
 from pillion.telemetry.access_log import AccessLog
+from pillion.telemetry.loop_lag import LoopLag
 from pillion.telemetry.process import register_process_metrics
 from pillion.telemetry.prometheus import render
 from pillion.telemetry.stats import Registry
@@ -83,8 +84,9 @@ class Runtime:
         self.service = config.service
         self.registry = Registry()
         register_process_metrics(self.registry, __version__)
+        self.loop_lag = LoopLag(self.registry)
         self.stats = ProxyStats.declare(self.registry)
-        self.access_log = AccessLog(config.access_log.path) if config.access_log.enabled else None
+        self.access_log = AccessLog.from_config(config.access_log) if config.access_log.enabled else None
         self.overload = Overload(config.overload, self.registry)
         self.identity = self._load_identity(config)
         reloads = self.registry.counter("pillion_config_reloads_total", "Configurations applied by a reload.")
@@ -118,6 +120,7 @@ class Runtime:
         self.admin = await start_admin(self, address.host, address.port)
         self._housekeeping = spawn(self._housekeep(), name="housekeeping")
         self.overload.start()
+        self.loop_lag.start()
         if self.identity is not None:
             self.identity.start()
         log.info(
@@ -134,6 +137,8 @@ class Runtime:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        # SIGUSR1: logrotate moved the access log (postrotate); ignored, rather than fatal, without one.
+        loop.add_signal_handler(signal.SIGUSR1, self.access_log.reopen if self.access_log else lambda: None)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("signal received, draining", extra={"signal": sig.name})
@@ -186,6 +191,7 @@ class Runtime:
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         await self.overload.stop()
+        await self.loop_lag.stop()
         if self.identity is not None:
             await self.identity.stop()
         for cluster in self.clusters.values():
