@@ -181,8 +181,9 @@ def test_live_metrics_pass_promtool_and_access_log_is_json(tmp_path: Path) -> No
         ("/status/503", 503, "id/status/503"),
         ("/b?q=1", 200, "id/b?q=1"),
     ]
-    for field in ("method", "bytes_sent", "duration_ms", "upstream", "error"):
+    for field in ("method", "bytes_sent", "duration_ms", "upstream", "error", "upstream_duration_ms"):
         assert field in lines[0]
+    assert 0 < lines[0]["upstream_duration_ms"] <= lines[0]["duration_ms"]
 
 
 def test_invalid_config_exits_1_naming_the_path(tmp_path: Path) -> None:

@@ -136,12 +136,14 @@ class Exchange:
         "retried",
         "route",
         "sent",
+        "sent_at",
         "start",
         "status",
         "target",
         "tries",
         "upstream",
         "upstream_address",
+        "upstream_duration",
     )
 
     def __init__(self, start: float) -> None:
@@ -181,6 +183,8 @@ class Exchange:
         self.replay: list[bytes] | None = None  # body bytes kept for a retry (retry routes only)
         self.replay_size = 0
         self.flags = ""  # access-log response flags decided along the way (URX)
+        self.sent_at = 0.0  # when the current try's head went upstream
+        self.upstream_duration = -1.0  # the answering try: head sent to response head; -1 for none
 
 
 class DownstreamConnection:
@@ -846,6 +850,7 @@ class DownstreamConnection:
     def _attach(self, ex: Exchange, conn: UpstreamConnection) -> None:
         ex.upstream = conn
         ex.sent = True
+        ex.sent_at = perf_counter()
         if ex.endpoint is not conn.endpoint:  # handed over at max_connections from another endpoint
             if ex.endpoint is not None:
                 ex.endpoint.active -= 1
@@ -1011,6 +1016,7 @@ class DownstreamConnection:
         retry = route.retry if route is not None else None
         if retry is not None and status in retry.statuses and self._retry_response(ex, headers):
             return
+        ex.upstream_duration = perf_counter() - ex.sent_at
         self._cancel_timeout()
         self.response_started = True
         ex.status = status

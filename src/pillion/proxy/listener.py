@@ -177,6 +177,7 @@ class HttpListener:
             listener=self.name,
             route=route.name if route is not None else "",
             cluster=route.labels[2] if route is not None else "",
+            upstream_duration=ex.upstream_duration if ex.upstream_duration >= 0.0 else None,
         )
 
     def sweep(self, now: float) -> None:
