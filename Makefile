@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Debian packages the tests and the benchmark meet for real.
-SYSTEM_PACKAGES := haproxy nginx-light wrk hey prometheus curl openssl redis-server
+SYSTEM_PACKAGES := haproxy nginx-light wrk hey prometheus curl openssl redis-server tmux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint unit bench system-deps venv dev clean
+.PHONY: demo test lint unit bench system-deps venv dev clean fuzz fuzz-short
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,15 +46,42 @@ system-deps:
 	fi
 
 lint: dev
-	$(BIN)/ruff check src tests bench setup.py
-	$(BIN)/ruff format --check src tests bench setup.py
+	$(BIN)/ruff check src tests bench fuzz setup.py
+	$(BIN)/ruff format --check src tests bench fuzz setup.py
 	$(BIN)/mypy
 
 test: dev system-deps lint $(COMPILED)/.stamp
 	$(BIN)/pytest -q
+	$(MAKE) --no-print-directory fuzz-short
 	@echo "the whole suite again, against the compiled build:"
 	PYTHONPATH=$(CURDIR)/$(COMPILED) $(BIN)/python -c 'import pillion.proxy.downstream as m; assert m.__file__.endswith(".so"), m.__file__'
 	PYTHONPATH=$(CURDIR)/$(COMPILED) $(BIN)/pytest -q -p no:cacheprovider
+
+# Fuzzing (fuzz/): atheris harnesses for request parsing, response parsing and config loading, on the
+# pure-Python install (atheris instruments Python code). An input over 1 s fails (-timeout=1), as does
+# any failed check; the input is saved under $(FUZZ_OUT)/artifacts. New corpus entries go to
+# $(FUZZ_OUT)/<harness>, the seeds stay in fuzz/corpus/<harness>. `make test` runs FUZZ_SHORT
+# (harness=seconds, 60 s in all); `make fuzz` runs FUZZ_RUNS inputs per harness (about 15 min each).
+FUZZ_RUNS ?= 1000000
+FUZZ_SHORT ?= request=30 response=15 config=15
+FUZZ_OUT := build/fuzz
+FUZZ_OPTS = -timeout=1 -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix=$(FUZZ_OUT)/artifacts/$$h-
+fuzz_dict = $$( [ $$h = config ] || echo -dict=fuzz/http.dict)
+# One harness: $$h and $$limit set by the caller; the log is kept, and shown in part when it fails.
+fuzz_run = mkdir -p $(FUZZ_OUT)/$$h $(FUZZ_OUT)/artifacts; \
+	if $(BIN)/python fuzz/fuzz_$$h.py $(FUZZ_OPTS) $(fuzz_dict) $$limit $(FUZZ_OUT)/$$h fuzz/corpus/$$h \
+	  >$(FUZZ_OUT)/$$h.log 2>&1; then \
+	  echo "fuzz $$h: $$(grep -h '^Done' $(FUZZ_OUT)/$$h.log); $$(grep -h '^slowest' $(FUZZ_OUT)/$$h.log | tail -1)"; \
+	else echo "fuzz $$h FAILED (log: $(FUZZ_OUT)/$$h.log):"; grep -v -E '^\#[0-9]+ +(NEW|REDUCE|pulse)' \
+	  $(FUZZ_OUT)/$$h.log | tail -40; failed="$$failed $$h"; fi
+
+fuzz-short: dev
+	@failed=""; for spec in $(FUZZ_SHORT); do h=$${spec%%=*}; limit=-max_total_time=$${spec#*=}; \
+	  $(fuzz_run); done; [ -z "$$failed" ] || { echo "fuzzing failed:$$failed"; exit 1; }
+
+fuzz: dev
+	@failed=""; for h in request response config; do limit=-runs=$(FUZZ_RUNS); \
+	  $(fuzz_run); done; [ -z "$$failed" ] || { echo "fuzzing failed:$$failed"; exit 1; }
 
 bench: dev system-deps $(COMPILED)/.stamp
 	PYTHONPATH=$(CURDIR)/$(COMPILED) $(BIN)/python bench/run.py

@@ -30,6 +30,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
@@ -312,10 +313,21 @@ def machine_sample() -> MachineSample:
 
 
 def http_get(
-    host: str, port: int, path: str, timeout: float = 2.0, headers: dict[str, str] | None = None
+    host: str,
+    port: int,
+    path: str,
+    timeout: float = 2.0,
+    headers: dict[str, str] | None = None,
+    *,
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int, bytes]:
-    """One GET on a fresh connection (no proxy environment variables involved); `headers` may replace Host."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    """One GET on a fresh connection (no proxy environment variables involved); `headers` may replace Host.
+    With `context`, over TLS (the mTLS pairs' server sides)."""
+    conn = (
+        http.client.HTTPConnection(host, port, timeout=timeout)
+        if context is None
+        else http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+    )
     try:
         conn.request("GET", path, headers=headers or {})
         resp = conn.getresponse()
@@ -324,7 +336,26 @@ def http_get(
         conn.close()
 
 
-def wait_http(host: str, port: int, path: str, timeout: float, proc: Proc | None = None) -> None:
+def tls_session(host: str, port: int, context: ssl.SSLContext, timeout: float = 2.0) -> str:
+    """The TLS version and cipher suite a handshake with `host:port` negotiates, e.g. "TLSv1.3
+    TLS_AES_256_GCM_SHA384" (ssl.SSLError, an OSError, when it fails)."""
+    with (
+        socket.create_connection((host, port), timeout=timeout) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        cipher = tls.cipher()
+        return f"{tls.version()} {cipher[0] if cipher else '?'}"
+
+
+def wait_http(
+    host: str,
+    port: int,
+    path: str,
+    timeout: float,
+    proc: Proc | None = None,
+    *,
+    context: ssl.SSLContext | None = None,
+) -> None:
     """Poll until GET `path` answers 200; raise RuntimeError (with the last problem) on timeout or exit."""
     deadline = time.monotonic() + timeout
     last = "no attempt"
@@ -332,11 +363,14 @@ def wait_http(host: str, port: int, path: str, timeout: float, proc: Proc | None
         if proc is not None and not proc.alive():
             raise RuntimeError(f"{proc.name} exited with status {proc.popen.returncode} before it was ready")
         try:
-            status, _ = http_get(host, port, path, timeout=1.0)
+            status, _ = http_get(host, port, path, timeout=1.0, context=context)
             if status == 200:
                 return
             last = f"HTTP {status}"
         except OSError as exc:
             last = f"{type(exc).__name__}: {exc}"
         time.sleep(0.1)
-    raise RuntimeError(f"GET http://{host}:{port}{path} did not answer 200 within {timeout:.0f} s ({last})")
+    scheme = "http" if context is None else "https"
+    raise RuntimeError(
+        f"GET {scheme}://{host}:{port}{path} did not answer 200 within {timeout:.0f} s ({last})"
+    )

@@ -15,8 +15,11 @@ saw errors fails its bars. The minimal row never decides a bar: the Bar section 
 missing or FAILED minimal row just leaves "-" in its places. The slowloris bar compares the "pillion"
 row with itself: the fixed-rate hey p99 while bench/slowloris.py holds 500 slow connections on it over
 the same without them (medians over its own rounds), and it also needs every request answered 2xx and
-every slow connection closed by Pillion's header timeout. Nothing here runs a process: it is pure
-data -> text.
+every slow connection closed by Pillion's header timeout. The mTLS run (`MtlsReport`) has a table of its
+own: per pair (A -> mTLS -> B), the CPU per request of each sidecar and the fixed-rate p99 minus the direct
+call's in the same round (`added_p99_us`: the median of the per-round differences); its two bars compare
+each Pillion sidecar with the HAProxy on the same side (1.5x) and cap the Pillion pair's added p99 (1 ms).
+Nothing here runs a process: it is pure data -> text.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ RSS_BAR_MIB = 30.0  # Pillion VmRSS after the run <= 30 MiB
 OUTBOUND_CPU_BAR = 1.3  # Pillion outbound CPU/request <= 1.3 x HAProxy outbound's
 SLOWLORIS_P99_BAR = 2.0  # Pillion fixed-rate p99 under slowloris <= 2 x its p99 without
 SLOWLORIS_SWEEP_SLACK_S = 2.0  # a slow connection must be closed within the header timeout + this
+MTLS_CPU_BAR = 1.5  # each Pillion sidecar of the mTLS pair: CPU/request <= 1.5 x HAProxy's on that side
+MTLS_ADDED_P99_BAR_US = 1000.0  # the Pillion pair's fixed-rate p99 minus the direct call's, same round
 NOISY_PCT = 15.0  # CPU used by other processes (% of a core) above which a run is flagged as not quiet
 
 
@@ -150,6 +155,161 @@ class SlowlorisReport:
         return (min(lows), max(highs)) if lows and highs else None
 
 
+@dataclass
+class PairVisit:
+    """One mTLS pair (sidecar A -> mTLS -> sidecar B -> upstream), one round: a saturating wrk run and a
+    fixed-rate hey run through A, with A's and B's CPU (utime+stime) over each."""
+
+    round: int
+    slot: int
+    wrk: WrkResult
+    client_cpu_s: float
+    server_cpu_s: float
+    upstream_cpu_s: float
+    client_rss_kib: int
+    server_rss_kib: int
+    server_core_busy_pct: float
+    load_core_busy_pct: float
+    outside_pct: float
+    hey: HeyResult
+    hey_client_cpu_s: float
+    hey_server_cpu_s: float
+    upstream_conns_opened: int | None = None
+    client_counted: float | None = None  # Pillion A's pillion_http_requests_total rise over the wrk run
+    server_counted: float | None = None  # Pillion B's
+    server_accepts: float | None = None  # Pillion B's connections accepted (= TLS handshakes) over it
+    foreign_top: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def client_cpu_us_per_req(self) -> float | None:
+        return _per_request(self.client_cpu_s, self.wrk.requests)
+
+    @property
+    def server_cpu_us_per_req(self) -> float | None:
+        return _per_request(self.server_cpu_s, self.wrk.requests)
+
+    @property
+    def hey_client_cpu_us_per_req(self) -> float | None:
+        return _per_request(self.hey_client_cpu_s, self.hey.requests)
+
+    @property
+    def hey_server_cpu_us_per_req(self) -> float | None:
+        return _per_request(self.hey_server_cpu_s, self.hey.requests)
+
+    @property
+    def errors(self) -> int:
+        return self.wrk.errors + self.hey.errors + self.hey.non_2xx_3xx
+
+
+def _per_request(seconds: float, requests: int) -> float | None:
+    return seconds * 1e6 / requests if requests else None
+
+
+@dataclass
+class MtlsRound:
+    """One round of the mTLS run: the direct call at the fixed rate and each live pair, in `order`."""
+
+    round: int
+    order: list[str]  # "direct" and the pair keys, rotated per round
+    direct: HeyResult | None = None
+    pairs: dict[str, PairVisit] = field(default_factory=dict)
+
+    def added_p99_us(self, key: str) -> float | None:
+        """p99 through the pair minus p99 of the direct call, both at the fixed rate in this round."""
+        visit = self.pairs.get(key)
+        through = visit.hey.p(99) if visit is not None else None
+        direct = self.direct.p(99) if self.direct is not None else None
+        return None if through is None or direct is None else through - direct
+
+
+@dataclass
+class MtlsPair:
+    """What the harness learnt of one pair before the rounds (servers.check_pair), and whether it FAILED."""
+
+    key: str
+    label: str
+    error: str | None = None
+    xff_seen: str | None = None
+    xfcc_seen: str | None = None
+    tls_seen: str | None = None  # version and suite B negotiated with the harness (as A would)
+    refusals: str | None = None  # how B refused plaintext and a TLS client without a certificate
+
+
+# metric name -> how to read it from one pair visit
+PAIR_METRICS: dict[str, Callable[[PairVisit], float | None]] = {
+    "rps": lambda v: v.wrk.rps,
+    "p50_us": lambda v: v.wrk.p(50),
+    "p99_us": lambda v: v.wrk.p(99),
+    "client_cpu_us_per_req": lambda v: v.client_cpu_us_per_req,
+    "server_cpu_us_per_req": lambda v: v.server_cpu_us_per_req,
+    "upstream_cpu_us_per_req": lambda v: _per_request(v.upstream_cpu_s, v.wrk.requests),
+    "hey_rps": lambda v: v.hey.rps,
+    "hey_p50_us": lambda v: v.hey.p(50),
+    "hey_p99_us": lambda v: v.hey.p(99),
+    "hey_client_cpu_us_per_req": lambda v: v.hey_client_cpu_us_per_req,
+    "hey_server_cpu_us_per_req": lambda v: v.hey_server_cpu_us_per_req,
+    "client_rss_mib": lambda v: v.client_rss_kib / 1024,
+    "server_rss_mib": lambda v: v.server_rss_kib / 1024,
+    "server_core_busy_pct": lambda v: v.server_core_busy_pct,
+    "load_core_busy_pct": lambda v: v.load_core_busy_pct,
+    "outside_pct": lambda v: v.outside_pct,
+}
+
+MTLS_RATIO_METRICS: dict[str, str] = {
+    "client_cpu_us_per_req": "A CPU µs/request (wrk, saturated)",
+    "server_cpu_us_per_req": "B CPU µs/request (wrk, saturated)",
+    "hey_client_cpu_us_per_req": "A CPU µs/request at the fixed rate (hey)",
+    "hey_server_cpu_us_per_req": "B CPU µs/request at the fixed rate (hey)",
+    "hey_p99_us": "p99 through the pair at the fixed rate (hey)",
+    "rps": "req/s through the pair (wrk; higher is better)",
+}
+
+
+@dataclass
+class MtlsReport:
+    """The mTLS run: the Pillion pair and the HAProxy pair doing the same hop, and the direct call."""
+
+    rate_rps: float  # the fixed rate of the hey runs
+    pairs: dict[str, MtlsPair]
+    rounds: list[MtlsRound] = field(default_factory=list)
+    error: str | None = None  # the run could not go on (identities not made, the upstream died, ...)
+
+    @property
+    def rate_label(self) -> str:
+        return f"@{self.rate_rps / 1000:g}k"
+
+    def visits(self, key: str) -> list[PairVisit]:
+        return [r.pairs[key] for r in self.rounds if key in r.pairs]
+
+    def errors(self, key: str) -> int:
+        return sum(v.errors for v in self.visits(key))
+
+    def usable(self, key: str) -> bool:
+        pair = self.pairs.get(key)
+        return pair is not None and pair.error is None and bool(self.visits(key))
+
+    def summary(self, key: str) -> dict[str, float | None]:
+        """Medians over rounds; `added_p99_us` is the median of the per-round differences."""
+        visits = self.visits(key)
+        out = {name: median([get(v) for v in visits]) for name, get in PAIR_METRICS.items()}
+        out["added_p99_us"] = median([r.added_p99_us(key) for r in self.rounds])
+        return out
+
+    def direct_summary(self) -> dict[str, float | None]:
+        direct = [r.direct for r in self.rounds if r.direct is not None]
+        return {
+            "hey_rps": median([h.rps for h in direct]),
+            "hey_p50_us": median([h.p(50) for h in direct]),
+            "hey_p99_us": median([h.p(99) for h in direct]),
+        }
+
+    def ratios(self) -> dict[str, float | None]:
+        """Pillion pair / HAProxy pair for each MTLS_RATIO_METRICS metric (None where either is missing)."""
+        p = self.summary("pillion-mtls") if self.usable("pillion-mtls") else {}
+        h = self.summary("haproxy-mtls") if self.usable("haproxy-mtls") else {}
+        return {m: ratio(p.get(m), h.get(m)) for m in MTLS_RATIO_METRICS}
+
+
 # metric name -> how to read it from one round
 METRICS: dict[str, Callable[[Measurement], float | None]] = {
     "rps": lambda m: m.wrk.rps,
@@ -248,16 +408,75 @@ def bars(
     targets: dict[str, TargetReport],
     summaries: dict[str, dict[str, float | None]],
     slowloris: SlowlorisReport | None = None,
+    mtls: MtlsReport | None = None,
 ) -> list[Bar]:
-    """The three Pillion-vs-HAProxy bars, the outbound bar when an outbound row was in the run, and the
-    slowloris bar when that run was made."""
+    """The three Pillion-vs-HAProxy bars, the outbound bar when an outbound row was in the run, the
+    slowloris bar when that run was made, and the two mTLS bars when that run was made."""
     out = _inbound_bars(targets, summaries)
     outbound = outbound_bar(targets, summaries)
     if outbound is not None:
         out.append(outbound)
     if slowloris is not None:
         out.append(slowloris_bar(slowloris))
+    if mtls is not None:
+        out += mtls_bars(mtls)
     return out
+
+
+def _pair_problem(r: MtlsReport, key: str, what: str) -> str | None:
+    """Why a pair cannot pass a bar (not in the run, FAILED, no data, errors), or None."""
+    pair = r.pairs.get(key)
+    if pair is None:
+        return f"no {what} (not part of the run)"
+    if pair.error is not None:
+        return f"{what} FAILED: {pair.error.splitlines()[0]}"
+    if not r.visits(key):
+        return f"no {what} data" + (f" ({r.error.splitlines()[0]})" if r.error else "")
+    if r.errors(key):
+        return f"{what} answered with {r.errors(key)} errors/non-2xx responses"
+    return None
+
+
+def mtls_bars(r: MtlsReport) -> list[Bar]:
+    """Each Pillion sidecar's CPU/request against the HAProxy doing the same side of the hop, and the
+    p99 the Pillion pair adds to the direct call at the fixed rate (the HAProxy pair's shown beside it)."""
+    at = r.rate_label
+    cpu_name = (
+        f"Pillion mTLS sidecars' CPU/request <= {MTLS_CPU_BAR:g}x HAProxy's on the same side of the hop "
+        "(A originates, B terminates; wrk)"
+    )
+    p99_name = (
+        f"Pillion mTLS pair adds <= {MTLS_ADDED_P99_BAR_US / 1000:g} ms p99 over the direct call "
+        f"(fixed rate {r.rate_rps:g} req/s, hey)"
+    )
+    problem = _pair_problem(r, "pillion-mtls", "Pillion pair")
+    if problem is not None:
+        return [Bar(cpu_name, False, problem), Bar(p99_name, False, problem)]
+    p = r.summary("pillion-mtls")
+    h = r.summary("haproxy-mtls") if r.usable("haproxy-mtls") else {}
+    rat = r.ratios()
+    a, b = rat["client_cpu_us_per_req"], rat["server_cpu_us_per_req"]
+    hap_note = "" if h else f" ({_pair_problem(r, 'haproxy-mtls', 'HAProxy pair') or 'no HAProxy pair data'})"
+    cpu = Bar(
+        cpu_name,
+        a is not None and b is not None and a <= MTLS_CPU_BAR and b <= MTLS_CPU_BAR,
+        f"A: {fmt_num(p['client_cpu_us_per_req'])} vs {fmt_num(h.get('client_cpu_us_per_req'))} µs/req "
+        f"= {fmt_ratio(a)}; B: {fmt_num(p['server_cpu_us_per_req'])} vs "
+        f"{fmt_num(h.get('server_cpu_us_per_req'))} µs/req = {fmt_ratio(b)} (limit {MTLS_CPU_BAR:g}x each)"
+        f"{hap_note}; {at}: A {fmt_ratio(rat['hey_client_cpu_us_per_req'])}, "
+        f"B {fmt_ratio(rat['hey_server_cpu_us_per_req'])}",
+    )
+    added = p["added_p99_us"]
+    hap_added = h.get("added_p99_us")
+    latency = Bar(
+        p99_name,
+        added is not None and added <= MTLS_ADDED_P99_BAR_US,
+        f"{at}: {fmt_added(added)} (p99 {fmt_ms(p['hey_p99_us'], 1)} through the pair vs "
+        f"{fmt_ms(r.direct_summary()['hey_p99_us'], 1)} direct; median of per-round differences; limit "
+        f"{MTLS_ADDED_P99_BAR_US / 1000:g} ms; hey resolution 0.1 ms); HAProxy pair (reference): "
+        + fmt_added(hap_added),
+    )
+    return [cpu, latency]
 
 
 def _slowloris_problems(r: SlowlorisReport) -> list[str]:
@@ -431,6 +650,11 @@ def fmt_ms(us: float | None, digits: int = 3) -> str:
     return "-" if us is None else f"{us / 1000:.{digits}f} ms"
 
 
+def fmt_added(us: float | None) -> str:
+    """A latency difference with its sign, in ms to hey's 0.1 ms: "+0.9 ms", "-0.1 ms" (noise)."""
+    return "-" if us is None else f"{us / 1000:+.1f} ms"
+
+
 def fmt_ratio(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}x"
 
@@ -449,6 +673,7 @@ def render_markdown(
     verdicts: list[Bar],
     *,
     slowloris: SlowlorisReport | None = None,
+    mtls: MtlsReport | None = None,
 ) -> str:
     params = meta["params"]
     out: list[str] = ["# Pillion benchmark results", ""]
@@ -524,6 +749,10 @@ def render_markdown(
     if slowloris is not None:
         out += ["", f"## Slowloris (Pillion under {slowloris.connections} slow connections)", ""]
         out += _slowloris_section(slowloris, params)
+
+    if mtls is not None:
+        out += ["", "## mTLS between two sidecars (A -> mTLS -> B -> upstream)", ""]
+        out += _mtls_section(mtls, params)
 
     out += ["", "## Bar", ""]
     out += [f"- **{'PASS' if b.passed else 'FAIL'}** {b.name}: {b.detail}" for b in verdicts]
@@ -677,6 +906,178 @@ def _slowloris_section(r: SlowlorisReport, params: dict[str, Any]) -> list[str]:
     return out
 
 
+def _mtls_section(r: MtlsReport, params: dict[str, Any]) -> list[str]:
+    at = r.rate_label
+    header = [
+        "",
+        "req/s",
+        "p99",
+        "A CPU µs/req",
+        "B CPU µs/req",
+        f"A CPU µs/req {at}",
+        f"B CPU µs/req {at}",
+        f"p50{at}",
+        f"p99{at}",
+        f"added p99{at}",
+        "RSS A / B MiB",
+        "upstream CPU µs/req",
+        "status",
+    ]
+    d = r.direct_summary()
+    rows = [
+        [
+            "direct (upstream, no proxy)",
+            *(["-"] * 6),
+            fmt_ms(d["hey_p50_us"], 1),
+            fmt_ms(d["hey_p99_us"], 1),
+            "-",
+            "-",
+            "-",
+            "not run"
+            if not r.rounds
+            else "ok"
+            if all(x.direct is not None for x in r.rounds)
+            else "**FAILED**",
+        ]
+    ]
+    for key, pair in r.pairs.items():
+        s = r.summary(key)
+        if pair.error is not None:
+            status = "**FAILED**"
+        elif r.errors(key):
+            status = f"⚠ {r.errors(key)} errors"
+        else:
+            status = "ok" if r.visits(key) else "no data"
+        if not r.visits(key):
+            rows.append([pair.label, *(["-"] * (len(header) - 2)), status])
+            continue
+        added = s["added_p99_us"]
+        rows.append(
+            [
+                pair.label,
+                fmt_num(s["rps"], 0),
+                fmt_ms(s["p99_us"]),
+                fmt_num(s["client_cpu_us_per_req"]),
+                fmt_num(s["server_cpu_us_per_req"]),
+                fmt_num(s["hey_client_cpu_us_per_req"]),
+                fmt_num(s["hey_server_cpu_us_per_req"]),
+                fmt_ms(s["hey_p50_us"], 1),
+                fmt_ms(s["hey_p99_us"], 1),
+                fmt_added(added),
+                f"{fmt_num(s['client_rss_mib'])} / {fmt_num(s['server_rss_mib'])}",
+                fmt_num(s["upstream_cpu_us_per_req"]),
+                status,
+            ]
+        )
+    rat = r.ratios()
+    rows.append(
+        [
+            "ratio Pillion / HAProxy",
+            fmt_ratio(rat["rps"]),
+            "",
+            fmt_ratio(rat["client_cpu_us_per_req"]),
+            fmt_ratio(rat["server_cpu_us_per_req"]),
+            fmt_ratio(rat["hey_client_cpu_us_per_req"]),
+            fmt_ratio(rat["hey_server_cpu_us_per_req"]),
+            "",
+            fmt_ratio(rat["hey_p99_us"]),
+            "",
+            "",
+            "",
+            "",
+        ]
+    )
+    out = _table(header, rows)
+    out += [
+        "",
+        f"Medians over {len(r.rounds)} rounds. Each round measures the direct call and each pair once, in an "
+        "order rotated per round; a pair's visit is a warm-up, then `"
+        + str(params.get("mtls_wrk_cmd", "wrk"))
+        + "` through A (req/s, p99 and CPU µs/req: each sidecar's own utime+stime over the run divided by "
+        "the requests wrk completed), then `"
+        + str(params.get("mtls_hey_cmd", "hey"))
+        + f"` ({r.rate_rps:g} req/s) for the fixed-rate columns; the direct row is that hey run straight "
+        f"to the upstream. Added p99{at} is, per round, p99 through the pair minus p99 of the direct call, "
+        "then the median over rounds (hey resolution 0.1 ms). A, B and the upstream share the server core. "
+        "The pairs keep their connections alive (load generator -> A, A -> B, B -> upstream), so the "
+        "measured runs are TLS record work, not handshakes.",
+        "",
+    ]
+    for pair in r.pairs.values():
+        if pair.error is not None:
+            out += [f"- {pair.label}: **FAILED**", "", "```", pair.error, "```", ""]
+            continue
+        out.append(
+            f"- {pair.label}: B negotiated `{pair.tls_seen or '?'}` with the harness presenting A's SVID; "
+            f"B refused {pair.refusals or '?'}; the upstream saw X-Forwarded-For {pair.xff_seen!r} and "
+            + (
+                f"x-forwarded-client-cert `{pair.xfcc_seen}`"
+                if pair.xfcc_seen
+                else "no x-forwarded-client-cert (not added by this proxy)"
+            )
+            + "."
+        )
+    for key, pair in r.pairs.items():
+        visits = r.visits(key)
+        if not visits:
+            continue
+        counted = [
+            f"round {v.round}: A {v.client_counted:,.0f}, B {v.server_counted:,.0f} (wrk {v.wrk.requests:,})"
+            for v in visits
+            if v.client_counted is not None and v.server_counted is not None
+        ]
+        if counted:
+            out.append(f"- {pair.label}: pillion_http_requests_total rose by " + "; ".join(counted) + ".")
+        accepts = [v.server_accepts for v in visits]
+        if any(x is not None for x in accepts):
+            out.append(
+                f"- {pair.label}: connections B accepted (TLS handshakes) during the measured wrk runs: "
+                + "/".join("?" if x is None else f"{x:,.0f}" for x in accepts)
+                + "."
+            )
+        opened = [v.upstream_conns_opened for v in visits]
+        out.append(
+            f"- {pair.label}: upstream connections opened during the measured wrk runs: "
+            + "/".join("?" if x is None else str(x) for x in opened)
+            + f"; CPU used outside the benchmark: {fmt_num(median([v.outside_pct for v in visits]), 0)}% "
+            f"(max {fmt_num(max(v.outside_pct for v in visits), 0)}%) of a core; "
+            f"core busy {fmt_num(median([v.server_core_busy_pct for v in visits]), 0)}% / "
+            f"{fmt_num(median([v.load_core_busy_pct for v in visits]), 0)}%."
+        )
+        errs = [
+            f"round {v.round}: wrk non-2xx {v.wrk.non_2xx_3xx}, socket errors {v.wrk.socket_errors or 0}, "
+            f"hey errors {v.hey.errors}, hey non-2xx {v.hey.non_2xx_3xx}"
+            for v in visits
+            if v.errors
+        ]
+        if errs:
+            out.append(f"- ⚠ {pair.label}: " + "; ".join(errs) + ".")
+
+    def cell(x: MtlsRound, key: str) -> str:
+        v = x.pairs.get(key)
+        added = x.added_p99_us(key)
+        if v is None:
+            return f"{key} -"
+        return (
+            f"{key} {fmt_ms(v.hey.p(99), 1)}"
+            + ("" if added is None else f" ({fmt_added(added)})")
+            + f", A/B {fmt_num(v.client_cpu_us_per_req)}/{fmt_num(v.server_cpu_us_per_req)} µs/req"
+        )
+
+    out.append(
+        f"- Per round, p99{at} direct; through each pair (added), and A/B CPU µs/req (wrk): "
+        + "; ".join(
+            f"round {x.round} ({', '.join(x.order)}): direct "
+            + (fmt_ms(x.direct.p(99), 1) if x.direct is not None else "-")
+            + "".join(f"; {cell(x, key)}" for key in r.pairs)
+            for x in r.rounds
+        )
+    )
+    if r.error is not None:
+        out += ["", "```", r.error, "```"]
+    return out
+
+
 def _sanity(targets: dict[str, TargetReport]) -> list[str]:
     lines: list[str] = []
     for key in ("pillion", "pillion-log", "pillion-outbound"):
@@ -787,6 +1188,7 @@ def to_json(
     verdicts: list[Bar],
     *,
     slowloris: SlowlorisReport | None = None,
+    mtls: MtlsReport | None = None,
 ) -> str:
     doc = {
         "meta": meta,
@@ -819,6 +1221,15 @@ def to_json(
             **asdict(slowloris),
             "median": slowloris.summary(),
             "lifetime_range_s": slowloris.lifetime_range(),
+        },
+        "mtls": None
+        if mtls is None
+        else {
+            **asdict(mtls),
+            "median": {key: mtls.summary(key) for key in mtls.pairs},
+            "direct_median": mtls.direct_summary(),
+            "ratios": {"pillion-mtls/haproxy-mtls": mtls.ratios()},
+            "added_p99_us_per_round": {key: [r.added_p99_us(key) for r in mtls.rounds] for key in mtls.pairs},
         },
     }
     return json.dumps(doc, indent=2, default=str) + "\n"

@@ -3,12 +3,13 @@
 Theory of operation: one run starts an nginx upstream and seven reverse proxies in front of it (HAProxy,
 nginx, the minimal uvloop + httptools calibration proxy bench/minimal_proxy.py, Pillion with metrics on
 and access log off, Pillion with the access log written to a file, and the outbound pair: HAProxy and
-Pillion each doing host routing, retries, a circuit breaker and outlier detection), every server a child
-process pinned to the server core (`taskset -c 0`) while the load generators and this harness live on the
-load core (`taskset -c 1`), so a proxy and the upstream it needs compete for one core exactly as a sidecar
-and its app would, and the client never steals from them. All servers stay up for the whole run (idle
-when not measured). Then ROUNDS rounds each visit every live target once, in an order rotated per round;
-a visit is:
+Pillion each doing host routing, retries, a circuit breaker and outlier detection), plus two mTLS pairs
+(sidecar A -> mutual TLS -> sidecar B -> the upstream, once with two Pillions and once with two HAProxys,
+identities made by `pillion ca`), every server a child process pinned to the server core (`taskset -c 0`)
+while the load generators and this harness live on the load core (`taskset -c 1`), so a proxy and the
+upstream it needs compete for one core exactly as a sidecar and its app would, and the client never
+steals from them. All servers stay up for the whole run (idle when not measured). Then ROUNDS rounds each
+visit every live target once, in an order rotated per round; a visit is:
 
   1. warm-up: wrk for WARMUP seconds (connections, upstream pools, caches);
   2. measured: read the upstream's stub_status, Pillion's /metrics and the access-log size, sample the
@@ -17,7 +18,13 @@ a visit is:
   3. fixed rate: `hey -z D -c 8 -q 250` (~2000 req/s) for the latency a proxy adds when not saturated,
      with its own CPU/request.
 
-After the rounds, the slowloris run (when the Pillion row is live): SLOWLORIS_ROUNDS rounds, each one
+After the rounds, the mTLS run (when a pair is selected): MTLS_ROUNDS rounds, each one hey run straight to
+the upstream at ~1000 req/s and one visit of each pair (warm-up, `wrk` with A's and B's CPU sampled around
+it, then hey at the same ~1000 req/s), in an order rotated per round. It yields each sidecar's CPU per
+request, to compare side by side with the HAProxy doing the same side of the hop, and the p99 a pair adds
+to the direct call in the same round.
+
+Then the slowloris run (when the Pillion row is live): SLOWLORIS_ROUNDS rounds, each one
 hey run as in 3. without an attack and one while bench/slowloris.py (on the load core) holds 500
 connections that trickle a request head and never finish it, reopening each one Pillion closes; the
 order alternates per round. It yields the p99 under attack over the p99 without, the requests' status
@@ -26,9 +33,10 @@ The attacker is always stopped in `finally` (SIGTERM, then SIGKILL), and Pillion
 settle after it.
 
 The report (bench/report.py) takes medians over rounds, ratios against HAProxy, nginx and the minimal
-proxy (and of the outbound Pillion row against the outbound HAProxy row), and evaluates the bars. A
-target that cannot start, dies, or whose load run fails is marked FAILED with the error and its log tail,
-and the run goes on -- Pillion's data plane may not exist yet. All children are stopped in `finally`
+proxy (and of the outbound Pillion row against the outbound HAProxy row, and of each Pillion sidecar of the
+mTLS pair against its HAProxy counterpart), and evaluates the bars. A target (or pair) that cannot start,
+dies, or whose load run fails is marked FAILED with the error and its log tail, and the run goes on --
+Pillion's data plane may not exist yet. All children are stopped in `finally`
 (SIGINT and SIGTERM included) and the temporary directory is removed. Exit status: 0 (it is a
 measurement) unless `--check` is given and a bar fails (1), or the harness itself cannot run (2).
 """
@@ -67,6 +75,7 @@ from procs import (
     CLK_TCK,
     Completed,
     CpuSample,
+    MachineSample,
     Proc,
     ProcGroup,
     cpu_sample,
@@ -79,6 +88,10 @@ from procs import (
 )
 from report import (
     Measurement,
+    MtlsPair,
+    MtlsReport,
+    MtlsRound,
+    PairVisit,
     SlowlorisReport,
     SlowlorisRound,
     TargetReport,
@@ -92,16 +105,24 @@ from report import (
 from servers import (
     HOST,
     LABELS,
+    MTLS_KEYS,
     PILLION_HEADERS_TIMEOUT_S,
     TARGET_KEYS,
+    Identities,
+    Pair,
     Target,
     check_forwarding,
+    check_pair,
+    make_identities,
     minimal_argv,
     start_haproxy,
+    start_haproxy_pair,
     start_minimal,
     start_nginx,
     start_pillion,
+    start_pillion_pair,
     start_upstream,
+    stop_pair,
     upstream_status,
 )
 
@@ -131,8 +152,13 @@ class Settings:
     ready_timeout: float
     slowloris_rounds: int
     slowloris_connections: int
+    mtls_rounds: int
+    mtls_duration: int
+    mtls_rate_duration: float
+    mtls_rate_qps: float
     pillion: str
     only: tuple[str, ...]
+    mtls_pairs: tuple[str, ...]
     quick: bool
     check: bool
     results: Path
@@ -171,23 +197,43 @@ def parse_args(argv: list[str] | None) -> Settings:
         "--slowloris-connections", type=int, default=500, help="slow connections the attacker holds (500)"
     )
     p.add_argument(
+        "--mtls-rounds",
+        type=int,
+        help="rounds of the mTLS pair run (default 3; quick 1; 0 skips it)",
+    )
+    p.add_argument(
+        "--mtls-duration", type=int, help="seconds of each measured wrk run through a pair (4; quick 2)"
+    )
+    p.add_argument(
+        "--mtls-rate-duration",
+        type=float,
+        help="seconds of each fixed-rate hey run of the mTLS run (default 5; quick 2)",
+    )
+    p.add_argument(
+        "--mtls-rate-qps",
+        type=float,
+        default=125,
+        help="hey req/s per worker in the mTLS run (default 125: 1000 total with 8 workers)",
+    )
+    p.add_argument(
         "--pillion", default=str(REPO / ".venv" / "bin" / "pillion"), help="the pillion executable"
     )
     p.add_argument(
         "--only",
-        default=",".join(TARGET_KEYS),
-        help=f"comma-separated targets to measure (default all: {','.join(TARGET_KEYS)})",
+        default=",".join((*TARGET_KEYS, *MTLS_KEYS)),
+        help=f"comma-separated targets and mTLS pairs to measure (default all: {','.join(TARGET_KEYS)}; "
+        f"{','.join(MTLS_KEYS)})",
     )
-    p.add_argument("--quick", action="store_true", help="smoke mode, about a minute: 2 rounds of 3 s + 2 s")
+    p.add_argument("--quick", action="store_true", help="smoke mode, about 2 minutes: 2 rounds of 3 s + 2 s")
     p.add_argument("--check", action="store_true", help="exit 1 if a bar fails")
     p.add_argument("--results", type=Path, default=BENCH / "RESULTS.md", help="markdown report path")
     p.add_argument("--json", type=Path, default=BENCH / "out" / "results.json", help="JSON results path")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory (configs, logs)")
     a = p.parse_args(argv)
     only = tuple(k.strip() for k in a.only.split(",") if k.strip())
-    unknown = [k for k in only if k not in TARGET_KEYS]
+    unknown = [k for k in only if k not in TARGET_KEYS and k not in MTLS_KEYS]
     if unknown:
-        p.error(f"unknown target(s) {unknown}; choose from {list(TARGET_KEYS)}")
+        p.error(f"unknown target(s) {unknown}; choose from {[*TARGET_KEYS, *MTLS_KEYS]}")
     if a.server_cpu == a.load_cpu:
         p.error("--server-cpu and --load-cpu must differ")
 
@@ -207,8 +253,13 @@ def parse_args(argv: list[str] | None) -> Settings:
         ready_timeout=a.ready_timeout,
         slowloris_rounds=int(pick(a.slowloris_rounds, 3, 1)),
         slowloris_connections=a.slowloris_connections,
+        mtls_rounds=int(pick(a.mtls_rounds, 3, 1)),
+        mtls_duration=int(pick(a.mtls_duration, 4, 2)),
+        mtls_rate_duration=pick(a.mtls_rate_duration, 5, 2),
+        mtls_rate_qps=a.mtls_rate_qps,
         pillion=a.pillion,
         only=("upstream", *(k for k in TARGET_KEYS if k in only and k != "upstream")),
+        mtls_pairs=tuple(k for k in MTLS_KEYS if k in only),
         quick=a.quick,
         check=a.check,
         results=a.results,
@@ -310,21 +361,8 @@ def measure(
         raise MeasureError(f"{exc}:\n{_tail(hey_done)}") from exc
     _alive(t)
 
-    wall = m1.wall - m0.wall
-    busy = {core: (m1.busy[core] - m0.busy.get(core, 0)) / CLK_TCK for core in m1.busy}
-    ours_s = sum((cpu1[k].ticks - cpu0[k].ticks) / CLK_TCK for k in cpu1 if k in cpu0)
-    ours_s += (m1.self_s - m0.self_s) + (m1.children_s - m0.children_s)  # the harness, and wrk once reaped
-    steal = sum(m1.steal[c] - m0.steal.get(c, 0) for c in m1.steal) / CLK_TCK
+    sh = _shares(s, (m0, m1), (f0, f1), (cpu0, cpu1))
     counted = None if ctr0 is None or ctr1 is None else ctr1[1] - ctr0[1]
-    ours = {os.getpid()}.union(*(c.pids for c in cpu0.values()), *(c.pids for c in cpu1.values()))
-    others = sorted(
-        ((ticks - f0.get(pid, 0), pid) for pid, ticks in f1.items() if pid not in ours), reverse=True
-    )
-    foreign = [
-        (describe(pid), round(100 * ticks / CLK_TCK / wall, 1))
-        for ticks, pid in others[:3]
-        if 100 * ticks / CLK_TCK / wall >= 2
-    ]
     return Measurement(
         round=rnd,
         slot=slot,
@@ -334,10 +372,10 @@ def measure(
         upstream_cpu_s=(cpu1[upstream.key].ticks - cpu0[upstream.key].ticks) / CLK_TCK,
         rss_kib=rss,
         pss_kib=pss,
-        server_core_busy_pct=100 * busy.get(s.server_cpu, 0.0) / wall,
-        load_core_busy_pct=100 * busy.get(s.load_cpu, 0.0) / wall,
-        outside_pct=max(0.0, 100 * (sum(busy.values()) - ours_s) / wall),
-        steal_pct=100 * steal / wall,
+        server_core_busy_pct=sh.server_core_busy_pct,
+        load_core_busy_pct=sh.load_core_busy_pct,
+        outside_pct=sh.outside_pct,
+        steal_pct=sh.steal_pct,
         tree_changed=cpu0[t.key].pids != cpu1[t.key].pids,
         hey=hey,
         hey_cpu_s=(h1.ticks - h0.ticks) / CLK_TCK,
@@ -347,7 +385,51 @@ def measure(
         counter_delta=counted,
         counter_note=note,
         access_log_lines=log_lines,
-        foreign_top=foreign,
+        foreign_top=sh.foreign,
+    )
+
+
+@dataclass(frozen=True)
+class Shares:
+    """How the machine's CPU went during a measured run: the two cores' load, what processes outside the
+    benchmark used (% of one core), hypervisor steal, and the busiest outsiders."""
+
+    server_core_busy_pct: float
+    load_core_busy_pct: float
+    outside_pct: float
+    steal_pct: float
+    foreign: list[tuple[str, float]]
+
+
+def _shares(
+    s: Settings,
+    machine: tuple[MachineSample, MachineSample],
+    everyone: tuple[dict[int, int], dict[int, int]],
+    ours: tuple[dict[str, CpuSample], dict[str, CpuSample]],
+) -> Shares:
+    """From /proc samples taken before and after a run: the machine's, every process's ticks, and the
+    benchmark's own servers' (keyed by target)."""
+    (m0, m1), (f0, f1), (cpu0, cpu1) = machine, everyone, ours
+    wall = m1.wall - m0.wall
+    busy = {core: (m1.busy[core] - m0.busy.get(core, 0)) / CLK_TCK for core in m1.busy}
+    ours_s = sum((cpu1[k].ticks - cpu0[k].ticks) / CLK_TCK for k in cpu1 if k in cpu0)
+    ours_s += (m1.self_s - m0.self_s) + (m1.children_s - m0.children_s)  # the harness, and wrk once reaped
+    steal = sum(m1.steal[c] - m0.steal.get(c, 0) for c in m1.steal) / CLK_TCK
+    pids = {os.getpid()}.union(*(c.pids for c in cpu0.values()), *(c.pids for c in cpu1.values()))
+    others = sorted(
+        ((ticks - f0.get(pid, 0), pid) for pid, ticks in f1.items() if pid not in pids), reverse=True
+    )
+    foreign = [
+        (describe(pid), round(100 * ticks / CLK_TCK / wall, 1))
+        for ticks, pid in others[:3]
+        if 100 * ticks / CLK_TCK / wall >= 2
+    ]
+    return Shares(
+        server_core_busy_pct=100 * busy.get(s.server_cpu, 0.0) / wall,
+        load_core_busy_pct=100 * busy.get(s.load_cpu, 0.0) / wall,
+        outside_pct=max(0.0, 100 * (sum(busy.values()) - ours_s) / wall),
+        steal_pct=100 * steal / wall,
+        foreign=foreign,
     )
 
 
@@ -481,6 +563,213 @@ def _slowloris_progress(m: SlowlorisRound) -> str:
     )
 
 
+# ---- the mTLS pairs -----------------------------------------------------------------------------------
+
+
+def mtls_rate(s: Settings) -> float:
+    return s.rate_concurrency * s.mtls_rate_qps
+
+
+def _fixed_rate(s: Settings, group: ProcGroup, url: str) -> HeyResult:
+    """One hey run at the mTLS run's fixed rate; MeasureError if it fails."""
+    done = group.run(
+        hey_argv(url, s.mtls_rate_duration, s.rate_concurrency, s.mtls_rate_qps),
+        s.load_cpu,
+        timeout=s.mtls_rate_duration + 30,
+    )
+    if done.returncode != 0:
+        raise MeasureError(f"hey exited {done.returncode}:\n{_tail(done)}")
+    try:
+        return parse_hey(done.stdout)
+    except ValueError as exc:
+        raise MeasureError(f"{exc}:\n{_tail(done)}") from exc
+
+
+def _metric(t: Target, name: str) -> float | None:
+    """Sum of a labelled metric on Pillion's admin /metrics (None when not Pillion or unreadable)."""
+    if t.admin_port is None:
+        return None
+    try:
+        status, body = http_get(HOST, t.admin_port, "/metrics", timeout=5.0)
+    except OSError:
+        return None
+    return labelled_total(body.decode(errors="replace"), name) if status == 200 else None
+
+
+def _delta(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
+
+
+def measure_pair(
+    s: Settings, group: ProcGroup, pair: Pair, *, upstream: Target, servers: list[Target], rnd: int, slot: int
+) -> PairVisit:
+    """A visit of one pair, like `measure` for a target: warm-up, the measured wrk run with A's and B's CPU
+    sampled around it, then the fixed-rate hey run with their CPU again."""
+    a, b = pair.client, pair.server
+    assert a.proc is not None and b.proc is not None and upstream.proc is not None
+    warm = group.run(wrk_argv(pair.url, s.connections, s.warmup), s.load_cpu, timeout=s.warmup + 30)
+    if warm.returncode != 0:
+        raise MeasureError(f"warm-up wrk exited {warm.returncode}:\n{_tail(warm)}")
+    _alive(a)
+    _alive(b)
+
+    up0 = upstream_status(upstream.port)
+    counted0 = [_metric(x, "pillion_http_requests_total") for x in pair.sides]
+    accepts0 = _metric(b, "pillion_downstream_connections_total")
+    live = [x for x in servers if x.proc is not None and x.proc.alive()]
+    cpu0 = {x.key: cpu_sample(x.proc.pid) for x in live if x.proc is not None}
+    f0, m0 = process_ticks(), machine_sample()
+    done = group.run(
+        wrk_argv(pair.url, s.connections, s.mtls_duration), s.load_cpu, timeout=s.mtls_duration + 30
+    )
+    m1, f1 = machine_sample(), process_ticks()
+    cpu1 = {x.key: cpu_sample(x.proc.pid) for x in live if x.proc is not None}
+    rss = (rss_kib(a.proc.pid), rss_kib(b.proc.pid))
+    up1 = upstream_status(upstream.port)
+    counted1 = [_metric(x, "pillion_http_requests_total") for x in pair.sides]
+    accepts1 = _metric(b, "pillion_downstream_connections_total")
+    if done.returncode != 0:
+        raise MeasureError(f"wrk exited {done.returncode}:\n{_tail(done)}")
+    try:
+        wrk = parse_wrk(done.stdout)
+    except ValueError as exc:
+        raise MeasureError(f"{exc}:\n{_tail(done)}") from exc
+    _alive(a)
+    _alive(b)
+
+    h0 = (cpu_sample(a.proc.pid), cpu_sample(b.proc.pid))
+    hey = _fixed_rate(s, group, pair.url)
+    h1 = (cpu_sample(a.proc.pid), cpu_sample(b.proc.pid))
+    _alive(a)
+    _alive(b)
+
+    sh = _shares(s, (m0, m1), (f0, f1), (cpu0, cpu1))
+
+    def used(key: str) -> float:
+        return (cpu1[key].ticks - cpu0[key].ticks) / CLK_TCK
+
+    return PairVisit(
+        round=rnd,
+        slot=slot,
+        wrk=wrk,
+        client_cpu_s=used(a.key),
+        server_cpu_s=used(b.key),
+        upstream_cpu_s=used(upstream.key),
+        client_rss_kib=rss[0],
+        server_rss_kib=rss[1],
+        server_core_busy_pct=sh.server_core_busy_pct,
+        load_core_busy_pct=sh.load_core_busy_pct,
+        outside_pct=sh.outside_pct,
+        hey=hey,
+        hey_client_cpu_s=(h1[0].ticks - h0[0].ticks) / CLK_TCK,
+        hey_server_cpu_s=(h1[1].ticks - h0[1].ticks) / CLK_TCK,
+        upstream_conns_opened=None if up0 is None or up1 is None else up1[0] - up0[0] - 1,  # minus our probe
+        client_counted=_delta(counted0[0], counted1[0]),
+        server_counted=_delta(counted0[1], counted1[1]),
+        server_accepts=_delta(accepts0, accepts1),
+        foreign_top=sh.foreign,
+    )
+
+
+def start_pairs(s: Settings, group: ProcGroup, tmp: Path, upstream: Target) -> dict[str, Pair]:
+    """The CA, A's and B's SVIDs, then each pair `--only` kept, started and checked. A pair that cannot
+    start or fails a check is returned FAILED (and stopped); so are both when the identities fail."""
+    pairs: dict[str, Pair] = {}
+    ids: Identities | None = None
+    problem: str | None = None
+    try:
+        ids = make_identities(tmp, s.pillion)
+    except (RuntimeError, OSError) as exc:
+        problem = f"the SVIDs could not be made with `{s.pillion} ca`: {exc}"
+    for key in s.mtls_pairs:
+        if ids is None:
+            pair = Pair(key, Target(f"{key}-a", 0), Target(f"{key}-b", 0), error=problem)
+        elif key == "pillion-mtls":
+            pair = start_pillion_pair(
+                group, tmp, s.server_cpu, upstream.port, s.ready_timeout, pillion=s.pillion, ids=ids
+            )
+        else:
+            pair = start_haproxy_pair(group, tmp, s.server_cpu, upstream.port, s.ready_timeout, ids=ids)
+        if pair.error is None and ids is not None:
+            check_pair(pair, ids)
+            if pair.error is not None:
+                stop_pair(group, pair)
+        if pair.error is not None:
+            print(f"bench: {pair.label}: FAILED\n{_indent(pair.error)}", flush=True)
+        pairs[key] = pair
+    return pairs
+
+
+def _report_pairs(pairs: dict[str, Pair]) -> dict[str, MtlsPair]:
+    return {
+        k: MtlsPair(k, p.label, p.error, p.xff_seen, p.xfcc_seen, p.tls_seen, p.refusals)
+        for k, p in pairs.items()
+    }
+
+
+def run_mtls(
+    s: Settings, group: ProcGroup, pairs: dict[str, Pair], *, upstream: Target, servers: list[Target]
+) -> MtlsReport:
+    """MTLS_ROUNDS rounds, each one hey run straight to the upstream and one visit of each live pair, in an
+    order rotated per round. A pair whose run fails is marked FAILED and stopped; the run goes on."""
+    report = MtlsReport(mtls_rate(s), _report_pairs(pairs))
+    order = ["direct", *pairs]
+    for rnd in range(1, s.mtls_rounds + 1):
+        if all(pair.error is not None for pair in pairs.values()):
+            report.error = report.error or "not run: no pair is up"  # the direct call alone means nothing
+            break
+        shift = (rnd - 1) % len(order)
+        this = MtlsRound(rnd, order[shift:] + order[:shift])
+        for slot, key in enumerate(this.order):
+            if key == "direct":
+                try:
+                    this.direct = _fixed_rate(s, group, upstream.url)
+                except MeasureError as exc:
+                    report.error = f"round {rnd}: the direct call failed: {exc}"
+                    print(f"bench: mtls round {rnd} direct: FAILED\n{_indent(str(exc))}", flush=True)
+                continue
+            pair = pairs[key]
+            if pair.error is not None:
+                continue
+            try:
+                visit = measure_pair(s, group, pair, upstream=upstream, servers=servers, rnd=rnd, slot=slot)
+            except MeasureError as exc:
+                pair.fail(str(exc))
+                stop_pair(group, pair)
+                print(
+                    f"bench: mtls round {rnd} {pair.label}: FAILED\n{_indent(pair.error or '')}", flush=True
+                )
+                continue
+            this.pairs[key] = visit
+            print(_pair_progress(pair, visit), flush=True)
+        report.rounds.append(this)
+        if upstream.proc is None or not upstream.proc.alive():
+            report.error = f"round {rnd}: the upstream nginx exited"
+            break
+        if this.direct is not None:
+            print(
+                f"bench: mtls round {rnd} direct: p99 {this.direct.p(99) or 0:.0f}us; added p99: "
+                + ", ".join(
+                    f"{k} {added:+.0f}us" for k in this.pairs if (added := this.added_p99_us(k)) is not None
+                ),
+                flush=True,
+            )
+    report.pairs = _report_pairs(pairs)  # a pair may have FAILED during the rounds
+    return report
+
+
+def _pair_progress(pair: Pair, v: PairVisit) -> str:
+    flag = f" ERRORS={v.errors}" if v.errors else ""
+    return (
+        f"bench: mtls round {v.round} {pair.key:<12} {v.wrk.rps:>9,.0f} req/s  "
+        f"p99 {(v.wrk.p(99) or 0) / 1000:.3f}ms  cpu A {v.client_cpu_us_per_req or 0:.1f} "
+        f"B {v.server_cpu_us_per_req or 0:.1f}us/req  fixed rate: "
+        f"cpu A {v.hey_client_cpu_us_per_req or 0:.1f} B {v.hey_server_cpu_us_per_req or 0:.1f}us/req "
+        f"p99 {(v.hey.p(99) or 0) / 1000:.1f}ms  "
+        f"other-cpu {v.outside_pct:.0f}%{flag}"
+    )
+
+
 # ---- the run ------------------------------------------------------------------------------------------
 
 
@@ -609,7 +898,11 @@ def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
             print(f"bench: {t.label}: FAILED\n{_indent(t.error)}", flush=True)
             if t.proc is not None:
                 group.stop(t.proc)
-    servers = list(targets.values())
+    mtls_on = bool(s.mtls_pairs) and s.mtls_rounds > 0
+    pairs = start_pairs(s, group, tmp, upstream) if mtls_on else {}
+    # The pairs' sidecars are the benchmark's own processes too (idle during the rounds): their CPU is
+    # ours, not "outside".
+    servers = [*targets.values(), *(side for pair in pairs.values() for side in pair.sides if side.proc)]
     reports = {k: TargetReport(k, LABELS[k]) for k in targets}
     order = list(targets)
     live = sum(1 for t in targets.values() if t.error is None)
@@ -617,6 +910,10 @@ def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
     slowloris_on = "pillion" in targets and s.slowloris_rounds > 0
     if slowloris_on:
         estimate += s.slowloris_rounds * (2 * slowloris_duration(s) + SLOWLORIS_OVERHEAD_S)
+    if mtls_on:
+        live_pairs = sum(1 for pair in pairs.values() if pair.error is None)
+        visit = s.warmup + s.mtls_duration + s.mtls_rate_duration + PER_VISIT_OVERHEAD_S
+        estimate += s.mtls_rounds * (live_pairs * visit + s.mtls_rate_duration)
     print(f"bench: {live} targets x {s.rounds} rounds, about {estimate / 60:.1f} min", flush=True)
 
     aborted: str | None = None
@@ -645,6 +942,13 @@ def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
         if aborted:
             break
 
+    mtls: MtlsReport | None = None
+    if mtls_on:
+        if aborted:
+            mtls = MtlsReport(mtls_rate(s), _report_pairs(pairs), error=f"not run: {aborted}")
+        else:
+            mtls = run_mtls(s, group, pairs, upstream=upstream, servers=servers)
+
     slowloris: SlowlorisReport | None = None
     if slowloris_on:
         pillion = targets["pillion"]
@@ -659,7 +963,7 @@ def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
         reports[key].xff_seen = t.xff_seen
     summaries = {k: summarize(r) for k, r in reports.items()}
     rat = ratios(summaries)
-    verdicts = bars(reports, summaries, slowloris)
+    verdicts = bars(reports, summaries, slowloris, mtls)
     meta: dict[str, object] = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "elapsed_s": round(time.monotonic() - started, 1),
@@ -690,14 +994,21 @@ def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
             ),
             "slowloris_cmd": f"taskset -c {s.load_cpu} python bench/slowloris.py PORT "
             f"--connections {s.slowloris_connections}",
+            "mtls_rounds": s.mtls_rounds if mtls_on else 0,
+            "mtls_pairs": list(pairs),
+            "mtls_wrk_cmd": _cmd(s.load_cpu, wrk_argv("URL", s.connections, s.mtls_duration)),
+            "mtls_hey_cmd": _cmd(
+                s.load_cpu, hey_argv("URL", s.mtls_rate_duration, s.rate_concurrency, s.mtls_rate_qps)
+            ),
+            "mtls_rate_rps": mtls_rate(s),
         },
         "notes": [n.format(tck=CLK_TCK, ticks=8 * CLK_TCK) for n in NOTES],
     }
-    markdown = render_markdown(meta, reports, summaries, rat, verdicts, slowloris=slowloris)
+    markdown = render_markdown(meta, reports, summaries, rat, verdicts, slowloris=slowloris, mtls=mtls)
     s.results.parent.mkdir(parents=True, exist_ok=True)
     s.results.write_text(markdown)
     s.json_out.parent.mkdir(parents=True, exist_ok=True)
-    s.json_out.write_text(to_json(meta, reports, summaries, rat, verdicts, slowloris=slowloris))
+    s.json_out.write_text(to_json(meta, reports, summaries, rat, verdicts, slowloris=slowloris, mtls=mtls))
     print()
     print(markdown)
     print(f"bench: wrote {s.results} and {s.json_out} in {time.monotonic() - started:.0f} s")

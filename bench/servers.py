@@ -1,4 +1,4 @@
-"""The servers under test: one upstream and seven reverse proxies in front of it, all started as children.
+"""The servers under test: an upstream, seven reverse proxies and two mTLS pairs in front of it, all children.
 
 Theory of operation: each server gets a directory of its own under the run's temporary directory, holding
 its generated configuration, its log (stdout+stderr) and, for nginx, its pid and temp paths -- nothing
@@ -37,6 +37,15 @@ core, single-threaded:
     touches the upstream). bench/README.md lists what is not exactly equivalent. check_forwarding also
     asks both for an unknown Host and expects 404.
 
+The mTLS pairs are two sidecars each, in a row: A takes plaintext and originates mutual TLS, B terminates
+it and calls the upstream in plaintext. `make_identities` makes a CA and SVIDs for A and B with `pillion
+ca` (under tmp/mtls); the Pillion pair is `pillion-mtls` (A: outbound listener -> cluster `tls: {mode:
+mesh, peer: B's SPIFFE ID}`; B: `tls: {mode: strict}` listener), the HAProxy pair `haproxy-mtls` (A: `server
+... ssl verify required ca-file crt`; B: `bind ... ssl crt ca-file verify required`), both with Pillion's TLS
+floor (1.2+, ECDHE + AEAD). B is ready when a TLS GET presenting A's SVID answers 200, A when a GET
+through both does; `check_pair` then proves B is mTLS-only and, for Pillion, that the upstream sees B's
+x-forwarded-client-cert naming A. The upstream echoes that header on `/__xfcc`.
+
 Both nginx instances and the proxy nginx's clients get `keepalive_requests 1000000`, so no server closes a
 benchmark connection every 1000 requests (nginx's default) while the others keep theirs.
 
@@ -46,13 +55,16 @@ its `Target` carries `error` (reason + log tail) and the report shows the row as
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import pwd
+import ssl
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from procs import Proc, ProcGroup, free_port, http_get, wait_http
+from procs import Proc, ProcGroup, free_port, http_get, tls_session, wait_http
 
 HOST = "127.0.0.1"
 BODY = b"hello world\n"
@@ -82,6 +94,23 @@ DECOY_HOSTS: tuple[tuple[str, str], ...] = (
 DECOY = f"{HOST}:9"
 NO_ROUTE_HOST = "unknown.example"  # check_forwarding: no route takes it, both outbound rows answer 404
 TARGET_KEYS: tuple[str, ...] = tuple(LABELS)
+# The mTLS pairs (a run of their own after the rounds, see bench/README.md) and their two sidecars each:
+# A takes plaintext from the load generator and originates mTLS, B terminates it in front of the upstream.
+MTLS_LABELS: dict[str, str] = {
+    "pillion-mtls": "Pillion pair (A -> mTLS -> B)",
+    "haproxy-mtls": "HAProxy pair (A -> mTLS -> B)",
+    "pillion-mtls-a": "Pillion A (client side: originates mTLS)",
+    "pillion-mtls-b": "Pillion B (server side: terminates mTLS)",
+    "haproxy-mtls-a": "HAProxy A (client side: originates mTLS)",
+    "haproxy-mtls-b": "HAProxy B (server side: terminates mTLS)",
+}
+MTLS_KEYS: tuple[str, ...] = ("pillion-mtls", "haproxy-mtls")
+TRUST_DOMAIN = "bench.local"
+SPIFFE_A = f"spiffe://{TRUST_DOMAIN}/ns/bench/sa/a"
+SPIFFE_B = f"spiffe://{TRUST_DOMAIN}/ns/bench/sa/b"
+# Pillion's TLS settings (src/pillion/tls/contexts.py) for HAProxy: TLS 1.2 at least, and for 1.2 only
+# ECDHE with an AEAD; TLS 1.3 (OpenSSL's default suites) is what both ends of either pair negotiate.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 # The `pillion` row's request_headers_timeout: a slowloris connection is closed this long after its head
 # began, plus up to one listener sweep (once a second).
 PILLION_HEADERS_TIMEOUT_S = 2.0
@@ -101,7 +130,7 @@ class Target:
 
     @property
     def label(self) -> str:
-        return LABELS[self.key]
+        return LABELS.get(self.key) or MTLS_LABELS[self.key]
 
     @property
     def url(self) -> str:
@@ -144,6 +173,7 @@ def upstream_conf(root: Path, port: int) -> str:
         + f"        listen {HOST}:{port} backlog=4096;\n"
         + '        location / { return 200 "hello world\\n"; }\n'
         + '        location = /__xff { return 200 "$http_x_forwarded_for"; }\n'
+        + '        location = /__xfcc { return 200 "$http_x_forwarded_client_cert"; }\n'
         + "        location = /__status { stub_status; }\n"
         + "    }\n"
         + "}\n"
@@ -178,11 +208,9 @@ def nginx_proxy_conf(root: Path, port: int, upstream_port: int) -> str:
     )
 
 
-# What both HAProxy targets share: one thread, keep-alive on both sides, connection reuse, forwardfor.
-HAPROXY_COMMON = (
-    "global\n"
-    "    nbthread 1\n"
-    "    maxconn 4096\n"
+# What every HAProxy shares: one thread, keep-alive on both sides, connection reuse, forwardfor.
+HAPROXY_GLOBAL = "global\n    nbthread 1\n    maxconn 4096\n"
+HAPROXY_DEFAULTS = (
     "defaults\n"
     "    mode http\n"
     "    option http-keep-alive\n"
@@ -193,6 +221,7 @@ HAPROXY_COMMON = (
     "    timeout server 300s\n"
     "    timeout http-keep-alive 300s\n"
 )
+HAPROXY_COMMON = HAPROXY_GLOBAL + HAPROXY_DEFAULTS
 
 
 def haproxy_cfg(port: int, upstream_port: int) -> str:
@@ -490,3 +519,286 @@ def upstream_status(port: int) -> tuple[int, int] | None:
         return accepts, requests
     except (OSError, ValueError, IndexError):
         return None
+
+
+# ---- the mTLS pairs -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Svid:
+    """One workload's identity files, as `pillion ca issue` writes them, plus `combined` (certificate then
+    key in one file, which is what HAProxy's `crt` takes)."""
+
+    cert: Path
+    key: Path
+    bundle: Path
+    combined: Path
+
+
+@dataclass(frozen=True)
+class Identities:
+    """SVIDs for A and B from one throw-away CA (bench.local), made fresh for each run."""
+
+    a: Svid
+    b: Svid
+
+    def client_context(self, *, certificate: bool = True) -> ssl.SSLContext:
+        """The harness's TLS client towards a B: trusts the bundle, presents A's SVID (or no certificate, to
+        see B refuse), and checks no host name (an SVID names a workload, not a host)."""
+        ctx = ssl.create_default_context(cafile=str(self.a.bundle))
+        ctx.check_hostname = False
+        if certificate:
+            ctx.load_cert_chain(self.a.cert, self.a.key)
+        return ctx
+
+
+def make_identities(tmp: Path, pillion: str, timeout: float = 30.0) -> Identities:
+    """`pillion ca init` and two `pillion ca issue` under tmp/mtls; RuntimeError with the output if any
+    fails. The CLI (not pillion.tls.ca) so the harness needs nothing from Pillion's package."""
+    root = _dir(tmp, "mtls")
+    ca = root / "ca"
+    steps = [[pillion, "ca", "init", "--dir", str(ca)]]
+    for name, spiffe_id in (("a", SPIFFE_A), ("b", SPIFFE_B)):
+        steps.append(
+            [pillion, "ca", "issue", "--ca", str(ca), "--spiffe-id", spiffe_id, "--out", str(root / name)]
+        )
+    for argv in steps:
+        what = " ".join(argv[1:3])
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise RuntimeError(f"{what} failed: {exc}") from exc
+        if done.returncode != 0:
+            out = (done.stdout + done.stderr).strip()
+            raise RuntimeError(f"{what} exited {done.returncode}" + (f":\n{out}" if out else ""))
+    svids = []
+    for name in ("a", "b"):
+        d = root / name
+        combined = root / f"{name}.pem"
+        combined.write_text((d / "cert.pem").read_text() + (d / "key.pem").read_text())
+        combined.chmod(0o600)
+        svids.append(Svid(d / "cert.pem", d / "key.pem", d / "bundle.pem", combined))
+    return Identities(*svids)
+
+
+def _identity_yaml(svid: Svid) -> str:
+    return (
+        "identity:\n"
+        f"  cert: {json.dumps(str(svid.cert))}\n"
+        f"  key: {json.dumps(str(svid.key))}\n"
+        f"  trust_bundle: {json.dumps(str(svid.bundle))}\n"
+    )
+
+
+def pillion_mtls_client_yaml(port: int, admin_port: int, server_port: int, svid: Svid) -> str:
+    """Sidecar A: the app's plaintext calls on an outbound listener, to cluster `b` over mTLS, where B must
+    present the SVID SPIFFE_B."""
+    return (
+        "service: bench-a\n"
+        f"admin: {{address: {HOST}:{admin_port}}}\n" + _identity_yaml(svid) + "listeners:\n"
+        "  - name: outbound\n"
+        f"    address: {HOST}:{port}\n"
+        "    protocol: http\n"
+        "    direction: outbound\n"
+        "    routes:\n"
+        "      - match: {prefix: /}\n"
+        "        cluster: b\n"
+        "clusters:\n"
+        "  - name: b\n"
+        f"    endpoints: [{HOST}:{server_port}]\n"
+        "    connect_timeout: 1s\n"
+        f"    tls: {{mode: mesh, peer: {json.dumps(SPIFFE_B)}}}\n"
+        "access_log: {enabled: false}\n"
+    )
+
+
+def pillion_mtls_server_yaml(port: int, admin_port: int, upstream_port: int, svid: Svid) -> str:
+    """Sidecar B: an mTLS-only (`strict`) inbound listener in front of the upstream, plaintext to it."""
+    return (
+        "service: bench-b\n"
+        f"admin: {{address: {HOST}:{admin_port}}}\n" + _identity_yaml(svid) + "listeners:\n"
+        "  - name: inbound\n"
+        f"    address: {HOST}:{port}\n"
+        "    protocol: http\n"
+        "    tls: {mode: strict}\n"
+        "    routes:\n"
+        "      - match: {prefix: /}\n"
+        "        cluster: app\n"
+        "clusters:\n"
+        "  - name: app\n"
+        f"    endpoints: [{HOST}:{upstream_port}]\n"
+        "    connect_timeout: 1s\n"
+        "access_log: {enabled: false}\n"
+    )
+
+
+HAPROXY_TLS_GLOBAL = (
+    "    ssl-default-bind-options ssl-min-ver TLSv1.2\n"
+    f"    ssl-default-bind-ciphers {TLS12_CIPHERS}\n"
+    "    ssl-default-server-options ssl-min-ver TLSv1.2\n"
+    f"    ssl-default-server-ciphers {TLS12_CIPHERS}\n"
+)
+
+
+def haproxy_mtls_client_cfg(port: int, server_port: int, svid: Svid) -> str:
+    """HAProxy A: plaintext in, mTLS to B presenting A's SVID. `verify required` + `ca-file` checks B's
+    chain only: no `sni`, so no name check (`verifyhost` compares DNS names/CN, never a URI SAN)."""
+    return (
+        f"{HAPROXY_GLOBAL}{HAPROXY_TLS_GLOBAL}{HAPROXY_DEFAULTS}"
+        "frontend outbound\n"
+        f"    bind {HOST}:{port}\n"
+        "    default_backend b\n"
+        "backend b\n"
+        f"    server b1 {HOST}:{server_port} ssl verify required ca-file {svid.bundle} crt {svid.combined}\n"
+    )
+
+
+def haproxy_mtls_server_cfg(port: int, upstream_port: int, svid: Svid) -> str:
+    """HAProxy B: terminates mTLS (a client certificate chaining to the bundle required), plaintext on."""
+    return (
+        f"{HAPROXY_GLOBAL}{HAPROXY_TLS_GLOBAL}{HAPROXY_DEFAULTS}"
+        "frontend inbound\n"
+        f"    bind {HOST}:{port} ssl crt {svid.combined} ca-file {svid.bundle} verify required\n"
+        "    default_backend app\n"
+        "backend app\n"
+        f"    server app1 {HOST}:{upstream_port}\n"
+    )
+
+
+@dataclass
+class Pair:
+    """Two sidecars in a row: `client` (A, where the load goes) and `server` (B, in front of the upstream).
+    What check_pair saw is kept for the report."""
+
+    key: str
+    client: Target
+    server: Target
+    error: str | None = None
+    xff_seen: str | None = None
+    xfcc_seen: str | None = None
+    tls_seen: str | None = None
+    refusals: str | None = None
+
+    @property
+    def label(self) -> str:
+        return MTLS_LABELS[self.key]
+
+    @property
+    def url(self) -> str:
+        return self.client.url
+
+    @property
+    def sides(self) -> tuple[Target, Target]:
+        return self.client, self.server
+
+    def fail(self, reason: str) -> None:
+        tails = [f"--- {t.label} log tail ---\n{t.proc.tail()}" for t in self.sides if t.proc is not None]
+        self.error = "\n".join([reason, *(x for x in tails if not x.endswith("---\n"))])
+
+
+def _start_pair(
+    group: ProcGroup,
+    pair: Pair,
+    argvs: tuple[list[str], list[str]],
+    root: Path,
+    *,
+    cpu: int,
+    timeout: float,
+    ids: Identities,
+) -> Pair:
+    """Spawn B and A, then wait for B (a TLS GET with A's certificate) and A (a plain GET through both);
+    on a failure the pair carries the reason and both logs, and both are stopped."""
+    for side, argv, name in ((pair.server, argvs[1], "b"), (pair.client, argvs[0], "a")):
+        try:
+            side.proc = group.spawn(side.key, argv, root / f"{name}.log", cpu)
+        except OSError as exc:
+            pair.error = f"cannot execute {argv[0]}: {exc}"
+            stop_pair(group, pair)
+            return pair
+    assert pair.server.proc is not None and pair.client.proc is not None
+    try:
+        wait_http(HOST, pair.server.port, "/", timeout, pair.server.proc, context=ids.client_context())
+        wait_http(HOST, pair.client.port, "/", timeout, pair.client.proc)
+    except RuntimeError as exc:
+        pair.fail(str(exc))
+        stop_pair(group, pair)
+    return pair
+
+
+def stop_pair(group: ProcGroup, pair: Pair) -> None:
+    for side in pair.sides:
+        if side.proc is not None:
+            group.stop(side.proc)
+
+
+def start_pillion_pair(
+    group: ProcGroup,
+    tmp: Path,
+    cpu: int,
+    upstream_port: int,
+    timeout: float,
+    *,
+    pillion: str,
+    ids: Identities,
+) -> Pair:
+    root = _dir(tmp, "pillion-mtls")
+    a = Target("pillion-mtls-a", free_port(), admin_port=free_port())
+    b = Target("pillion-mtls-b", free_port(), admin_port=free_port())
+    assert a.admin_port is not None and b.admin_port is not None
+    (root / "a.yaml").write_text(pillion_mtls_client_yaml(a.port, a.admin_port, b.port, ids.a))
+    (root / "b.yaml").write_text(pillion_mtls_server_yaml(b.port, b.admin_port, upstream_port, ids.b))
+    argvs = ([pillion, "run", "-c", str(root / "a.yaml")], [pillion, "run", "-c", str(root / "b.yaml")])
+    return _start_pair(group, Pair("pillion-mtls", a, b), argvs, root, cpu=cpu, timeout=timeout, ids=ids)
+
+
+def start_haproxy_pair(
+    group: ProcGroup, tmp: Path, cpu: int, upstream_port: int, timeout: float, *, ids: Identities
+) -> Pair:
+    root = _dir(tmp, "haproxy-mtls")
+    a = Target("haproxy-mtls-a", free_port())
+    b = Target("haproxy-mtls-b", free_port())
+    (root / "a.cfg").write_text(haproxy_mtls_client_cfg(a.port, b.port, ids.a))
+    (root / "b.cfg").write_text(haproxy_mtls_server_cfg(b.port, upstream_port, ids.b))
+    argvs = (["haproxy", "-db", "-f", str(root / "a.cfg")], ["haproxy", "-db", "-f", str(root / "b.cfg")])
+    return _start_pair(group, Pair("haproxy-mtls", a, b), argvs, root, cpu=cpu, timeout=timeout, ids=ids)
+
+
+def _refused(port: int, context: ssl.SSLContext | None) -> str | None:
+    """How B refused a GET (plaintext, or TLS without a client certificate); None if it answered one."""
+    try:
+        status, _ = http_get(HOST, port, "/", context=context)
+    except (OSError, http.client.HTTPException) as exc:
+        return type(exc).__name__ + (
+            f" ({exc.reason})" if isinstance(exc, ssl.SSLError) and exc.reason else ""
+        )
+    del status
+    return None
+
+
+def check_pair(pair: Pair, ids: Identities) -> None:
+    """The pair forwards (GET / through A returns the upstream's body) and B is really mTLS-only: it
+    answers a TLS client presenting A's SVID, and refuses plaintext and a TLS client without a
+    certificate. For Pillion, the upstream must also see B's x-forwarded-client-cert naming A."""
+    try:
+        status, body = http_get(HOST, pair.client.port, "/")
+        if status != 200 or body != BODY:
+            pair.fail(f"GET / through A answered {status} {body[:200]!r}, expected 200 {BODY!r}")
+            return
+        pair.xff_seen = http_get(HOST, pair.client.port, "/__xff")[1].decode(errors="replace")
+        pair.xfcc_seen = http_get(HOST, pair.client.port, "/__xfcc")[1].decode(errors="replace")
+        pair.tls_seen = tls_session(HOST, pair.server.port, ids.client_context())
+    except OSError as exc:
+        pair.fail(f"probing the pair failed: {type(exc).__name__}: {exc}")
+        return
+    if pair.key == "pillion-mtls" and not (
+        f"By={SPIFFE_B};" in pair.xfcc_seen and pair.xfcc_seen.endswith(f";URI={SPIFFE_A}")
+    ):
+        pair.fail(f"the upstream saw x-forwarded-client-cert {pair.xfcc_seen!r}, expected B's naming A")
+        return
+    plain = _refused(pair.server.port, None)
+    anonymous = _refused(pair.server.port, ids.client_context(certificate=False))
+    if plain is None or anonymous is None:
+        which = "plaintext" if plain is None else "TLS without a client certificate"
+        pair.fail(f"B answered a GET over {which}: it is not mTLS-only")
+        return
+    pair.refusals = f"plaintext: {plain}; TLS without a client certificate: {anonymous}"

@@ -186,6 +186,21 @@ def test_live_metrics_pass_promtool_and_access_log_is_json(tmp_path: Path) -> No
     assert 0 < lines[0]["upstream_duration_ms"] <= lines[0]["duration_ms"]
 
 
+def test_unreadable_identity_files_exit_1_naming_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "tls.yaml"
+    missing = tmp_path / "nope" / "cert.pem"
+    cfg.write_text(
+        f"service: x\nidentity: {{cert: {missing}, key: {tmp_path}/k.pem, trust_bundle: {tmp_path}/b.pem}}\n"
+        "listeners: [{name: in, address: 127.0.0.1:0, tls: {mode: strict}, routes: [{cluster: app}]}]\n"
+        "clusters: [{name: app, endpoints: [127.0.0.1:1]}]\n"
+    )
+    done = subprocess.run(
+        [*PILLION, "run", "-c", str(cfg)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 1, done
+    assert f"identity.cert: cannot read {missing}" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_invalid_config_exits_1_naming_the_path(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(

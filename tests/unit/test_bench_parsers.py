@@ -441,3 +441,200 @@ def test_the_slowloris_run_is_rendered_and_in_the_json() -> None:
     assert doc["slowloris"]["median"]["p99_ratio"] == pytest.approx(1.5)
     assert "Slowloris" not in report.render_markdown(_meta(), targets, summaries, rat, verdicts[:3])
     assert run.parse_args([]).slowloris_rounds == 3 and run.parse_args(["--quick"]).slowloris_rounds == 1
+
+
+def _svid(tmp_path: Path, name: str) -> servers.Svid:
+    d = tmp_path / name
+    return servers.Svid(d / "cert.pem", d / "key.pem", d / "bundle.pem", tmp_path / f"{name}.pem")
+
+
+def test_the_mtls_pairs_are_configured_for_the_same_hop(tmp_path: Path) -> None:
+    a, b = _svid(tmp_path, "a"), _svid(tmp_path, "b")
+    identity_a = {"cert": str(a.cert), "key": str(a.key), "trust_bundle": str(a.bundle)}
+    client = yaml.safe_load(servers.pillion_mtls_client_yaml(8000, 9901, 8001, a))
+    assert client["identity"] == identity_a
+    assert client["listeners"] == [
+        {
+            "name": "outbound",
+            "address": "127.0.0.1:8000",
+            "protocol": "http",
+            "direction": "outbound",
+            "routes": [{"match": {"prefix": "/"}, "cluster": "b"}],
+        }
+    ]
+    assert client["clusters"] == [
+        {
+            "name": "b",
+            "endpoints": ["127.0.0.1:8001"],
+            "connect_timeout": "1s",
+            "tls": {"mode": "mesh", "peer": "spiffe://bench.local/ns/bench/sa/b"},
+        }
+    ]
+    server = yaml.safe_load(servers.pillion_mtls_server_yaml(8001, 9902, 7000, b))
+    assert server["identity"]["cert"] == str(b.cert)
+    assert server["listeners"][0]["tls"] == {"mode": "strict"}
+    assert server["listeners"][0]["address"] == "127.0.0.1:8001"
+    assert server["clusters"] == [{"name": "app", "endpoints": ["127.0.0.1:7000"], "connect_timeout": "1s"}]
+    assert client["access_log"] == server["access_log"] == {"enabled": False}
+
+    hap_a = servers.haproxy_mtls_client_cfg(8000, 8001, a)
+    hap_b = servers.haproxy_mtls_server_cfg(8001, 7000, b)
+    for cfg in (hap_a, hap_b):
+        for directive in (
+            "nbthread 1",
+            "http-reuse always",
+            "option http-keep-alive",
+            "ssl-default-bind-options ssl-min-ver TLSv1.2",
+            "ssl-default-server-options ssl-min-ver TLSv1.2",
+            "ssl-default-bind-ciphers ECDHE+AESGCM:ECDHE+CHACHA20",
+            "ssl-default-server-ciphers ECDHE+AESGCM:ECDHE+CHACHA20",
+        ):
+            assert directive in cfg
+        assert cfg.index("ssl-default-bind-options") < cfg.index("defaults")  # in `global`
+    assert f"server b1 127.0.0.1:8001 ssl verify required ca-file {a.bundle} crt {a.combined}\n" in hap_a
+    assert "bind 127.0.0.1:8000\n" in hap_a
+    assert f"bind 127.0.0.1:8001 ssl crt {b.combined} ca-file {b.bundle} verify required\n" in hap_b
+    assert "server app1 127.0.0.1:7000\n" in hap_b
+    assert servers.HAPROXY_COMMON == servers.HAPROXY_GLOBAL + servers.HAPROXY_DEFAULTS
+    assert "__xfcc" in servers.upstream_conf(tmp_path, 7000)
+    pair = servers.Pair(
+        "pillion-mtls", servers.Target("pillion-mtls-a", 1), servers.Target("pillion-mtls-b", 2)
+    )
+    assert pair.url == "http://127.0.0.1:1/" and "originates" in pair.client.label and "Pillion" in pair.label
+
+
+def test_the_identities_come_from_the_pillion_cli(tmp_path: Path) -> None:
+    pillion = Path(sys.executable).with_name("pillion")
+    if not pillion.is_file():
+        pytest.skip("no pillion script next to the interpreter")
+    ids = servers.make_identities(tmp_path, str(pillion))
+    for svid in (ids.a, ids.b):
+        assert svid.combined.read_text() == svid.cert.read_text() + svid.key.read_text()
+        assert svid.combined.stat().st_mode & 0o077 == 0  # it holds the key
+    ids.client_context()  # A's certificate and key load and match
+    with pytest.raises(RuntimeError, match="exited 1"):
+        servers.make_identities(tmp_path, str(pillion))  # `ca init` refuses to replace the CA
+
+
+def test_mtls_options_and_only() -> None:
+    s = run.parse_args([])
+    assert s.mtls_pairs == servers.MTLS_KEYS and s.mtls_rounds == 3
+    assert (s.mtls_duration, s.mtls_rate_duration, run.mtls_rate(s)) == (4, 5, 1000)
+    q = run.parse_args(["--quick"])
+    assert (q.mtls_rounds, q.mtls_duration, q.mtls_rate_duration) == (1, 2, 2)
+    only = run.parse_args(["--only", "haproxy,pillion-mtls", "--mtls-rounds", "2"])
+    assert only.only == ("upstream", "haproxy") and only.mtls_pairs == ("pillion-mtls",)
+    assert only.mtls_rounds == 2
+    assert run.parse_args(["--only", "pillion"]).mtls_pairs == ()
+
+
+def _visit(
+    rnd: int, *, a_cpu_s: float, b_cpu_s: float, hey_p99: float, errors: int = 0, requests: int = 40000
+) -> report.PairVisit:
+    wrk = loadgen.WrkResult(requests, 4.0, requests / 4, {50: 3000.0, 99: 9000.0}, {}, errors)
+    hey = loadgen.HeyResult(1000.0, {50: 400.0, 99: hey_p99}, {200: 5000}, 0)
+    return report.PairVisit(
+        round=rnd,
+        slot=0,
+        wrk=wrk,
+        client_cpu_s=a_cpu_s,
+        server_cpu_s=b_cpu_s,
+        upstream_cpu_s=0.4,
+        client_rss_kib=40 * 1024,
+        server_rss_kib=41 * 1024,
+        server_core_busy_pct=100.0,
+        load_core_busy_pct=60.0,
+        outside_pct=1.0,
+        hey=hey,
+        hey_client_cpu_s=0.5,
+        hey_server_cpu_s=0.25,
+        upstream_conns_opened=0,
+    )
+
+
+def _mtls(
+    *, pillion_a_s: float = 2.0, pillion_b_s: float = 1.6, pillion_p99: float = 1300.0, haproxy: bool = True
+) -> report.MtlsReport:
+    keys = servers.MTLS_KEYS if haproxy else ("pillion-mtls",)
+    r = report.MtlsReport(1000.0, {k: report.MtlsPair(k, servers.MTLS_LABELS[k]) for k in keys})
+    for rnd, direct_p99 in ((1, 500.0), (2, 600.0), (3, 400.0)):
+        this = report.MtlsRound(rnd, ["direct", *keys])
+        this.direct = loadgen.HeyResult(1000.0, {50: 200.0, 99: direct_p99}, {200: 5000}, 0)
+        this.pairs["pillion-mtls"] = _visit(
+            rnd, a_cpu_s=pillion_a_s, b_cpu_s=pillion_b_s, hey_p99=pillion_p99
+        )
+        if haproxy:
+            this.pairs["haproxy-mtls"] = _visit(rnd, a_cpu_s=1.6, b_cpu_s=1.2, hey_p99=900.0)
+        r.rounds.append(this)
+    # one bad round must not move a median
+    r.rounds[1].pairs["pillion-mtls"] = _visit(2, a_cpu_s=20.0, b_cpu_s=20.0, hey_p99=9000.0)
+    return r
+
+
+def test_mtls_medians_added_latency_ratios_and_bars() -> None:
+    r = _mtls()
+    p = r.summary("pillion-mtls")
+    assert p["client_cpu_us_per_req"] == pytest.approx(50.0)  # 2.0 s / 40k requests
+    assert p["server_cpu_us_per_req"] == pytest.approx(40.0)
+    assert p["hey_client_cpu_us_per_req"] == pytest.approx(100.0)  # 0.5 s / 5000 responses
+    # per round: 1300-500, 9000-600, 1300-400 -> median 900 (not the difference of the medians, 800)
+    assert [x.added_p99_us("pillion-mtls") for x in r.rounds] == [800.0, 8400.0, 900.0]
+    assert p["added_p99_us"] == pytest.approx(900.0)
+    assert r.direct_summary()["hey_p99_us"] == 500.0
+    rat = r.ratios()
+    assert rat["client_cpu_us_per_req"] == pytest.approx(50 / 40)
+    assert rat["server_cpu_us_per_req"] == pytest.approx(40 / 30)
+    cpu, latency = report.mtls_bars(r)
+    assert cpu.passed and "A: 50.0 vs 40.0 µs/req = 1.25x; B: 40.0 vs 30.0 µs/req = 1.33x" in cpu.detail
+    assert latency.passed and "+0.9 ms (p99 1.3 ms through the pair vs 0.5 ms direct" in latency.detail
+    assert "HAProxy pair (reference): +0.4 ms" in latency.detail
+
+    # either side over 1.5x fails the CPU bar; over 1 ms added fails the latency bar
+    assert not report.mtls_bars(_mtls(pillion_b_s=1.2 * 1.51))[0].passed
+    assert not report.mtls_bars(_mtls(pillion_a_s=1.6 * 1.51))[0].passed
+    assert not report.mtls_bars(_mtls(pillion_p99=1600.0))[1].passed
+    # without the HAProxy pair there is nothing to compare CPU with; the latency bar stands alone
+    alone = report.mtls_bars(_mtls(haproxy=False))
+    assert not alone[0].passed and "not part of the run" in alone[0].detail and alone[1].passed
+
+
+def test_a_failed_or_erroring_pillion_pair_fails_both_mtls_bars() -> None:
+    failed = _mtls()
+    failed.pairs["pillion-mtls"].error = "B exited (status 1)\n--- log tail ---\nTraceback"
+    assert [b.passed for b in report.mtls_bars(failed)] == [False, False]
+    assert "Pillion pair FAILED: B exited" in report.mtls_bars(failed)[0].detail
+    erring = _mtls()
+    erring.rounds[0].pairs["pillion-mtls"] = _visit(1, a_cpu_s=2.0, b_cpu_s=1.6, hey_p99=1300.0, errors=5)
+    assert not any(b.passed for b in report.mtls_bars(erring))
+    empty = report.MtlsReport(1000.0, {"pillion-mtls": report.MtlsPair("pillion-mtls", "P")}, error="not run")
+    assert [b.passed for b in report.mtls_bars(empty)] == [False, False]
+
+
+def test_the_mtls_run_is_rendered_and_in_the_json() -> None:
+    targets = _targets(pillion_cpu_s=4.0, pillion_hey_p99=500, pillion_rss=20 * 1024)
+    summaries = {k: report.summarize(t) for k, t in targets.items()}
+    r = _mtls()
+    r.pairs["haproxy-mtls"].error = None
+    r.pairs["pillion-mtls"].xfcc_seen = "By=spiffe://bench.local/ns/bench/sa/b;Hash=ab;URI=spiffe://x/a"
+    verdicts = report.bars(targets, summaries, None, r)
+    assert len(verdicts) == 5 and "mTLS" in verdicts[3].name and "mTLS" in verdicts[4].name
+    rat = report.ratios(summaries)
+    text = report.render_markdown(_meta(), targets, summaries, rat, verdicts, mtls=r)
+    assert "## mTLS between two sidecars" in text
+    assert "| direct (upstream, no proxy) | - |" in text
+    assert "| Pillion pair (A -> mTLS -> B) | 10,000 | 9.000 ms | 50.0 | 40.0 | 100.0 | 50.0 |" in text
+    assert "| ratio Pillion / HAProxy | 1.00x |  | 1.25x | 1.33x |" in text
+    assert "x-forwarded-client-cert `By=spiffe://bench.local" in text
+    assert "no x-forwarded-client-cert (not added by this proxy)" in text
+    doc = json.loads(report.to_json(_meta(), targets, summaries, rat, verdicts, mtls=r))
+    assert doc["mtls"]["median"]["pillion-mtls"]["added_p99_us"] == pytest.approx(900.0)
+    assert doc["mtls"]["added_p99_us_per_round"]["haproxy-mtls"] == [400.0, 300.0, 500.0]
+    assert doc["mtls"]["ratios"]["pillion-mtls/haproxy-mtls"]["client_cpu_us_per_req"] == pytest.approx(1.25)
+    assert "mTLS" not in report.render_markdown(_meta(), targets, summaries, rat, verdicts[:3])
+
+    failed = _mtls()
+    failed.pairs["haproxy-mtls"].error = "haproxy exited\n--- HAProxy B log tail ---\n[ALERT] no crt"
+    text = report.render_markdown(
+        _meta(), targets, summaries, rat, report.bars(targets, summaries, None, failed), mtls=failed
+    )
+    assert "[ALERT] no crt" in text and "**FAILED**" in text

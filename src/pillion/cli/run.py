@@ -45,12 +45,18 @@ def run_config(config: object, path: str | None = None, command: list[str] | Non
     assert isinstance(config, Config)
 
     async def serve() -> int:
-        runtime = Runtime(config, path)
+        import logging
+
+        try:
+            runtime = Runtime(config, path)
+        except (ValueError, RuntimeError, OSError) as exc:
+            # What only shows when files are read: identity certificates, the access-log path, a
+            # missing optional package. The message names the config path and the problem.
+            logging.getLogger("pillion").error("cannot start", extra={"error": str(exc)})
+            return 1
         try:
             await runtime.start()
         except OSError as exc:
-            import logging
-
             logging.getLogger("pillion").error("cannot start", extra={"error": str(exc)})
             await runtime.shutdown()
             return 1

@@ -31,6 +31,19 @@ X_FORWARDED_FOR = b"x-forwarded-for"
 X_FORWARDED_PROTO = b"x-forwarded-proto"
 X_REQUEST_ID = b"x-request-id"
 X_FORWARDED_CLIENT_CERT = b"x-forwarded-client-cert"  # the mTLS caller; only Pillion may set it
+# Trace context (W3C and B3): replaced by this hop's when tracing is on, forwarded as is when it is off.
+TRACE_HEADERS: frozenset[bytes] = frozenset(
+    (
+        b"traceparent",
+        b"tracestate",
+        b"b3",
+        b"x-b3-traceid",
+        b"x-b3-spanid",
+        b"x-b3-parentspanid",
+        b"x-b3-sampled",
+        b"x-b3-flags",
+    )
+)
 CONNECTION = b"connection"
 
 # Anything either classified or hop-by-hop: one set lookup tells the copy loop to look closer.
@@ -41,6 +54,7 @@ SPECIAL: frozenset[bytes] = HOP_BY_HOP | {
     X_FORWARDED_PROTO,
     X_REQUEST_ID,
     X_FORWARDED_CLIENT_CERT,
+    *TRACE_HEADERS,
 }
 
 

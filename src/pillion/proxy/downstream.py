@@ -33,6 +33,7 @@ from pillion.http.headers import (
     HOP_BY_HOP,
     HOST,
     SPECIAL,
+    TRACE_HEADERS,
     X_FORWARDED_CLIENT_CERT,
     X_FORWARDED_FOR,
     X_FORWARDED_PROTO,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from pillion.proxy.listener import HttpListener
     from pillion.proxy.router import RouteEntry
     from pillion.proxy.upstream import UpstreamConnection
+    from pillion.telemetry.trace_context import TraceContext
 
 LINGER_SECONDS = 2.0  # how long a half-closed connection discards what the client still sends
 
@@ -140,6 +142,8 @@ class Exchange:
         "start",
         "status",
         "target",
+        "trace",
+        "trace_start",
         "tries",
         "upstream",
         "upstream_address",
@@ -184,6 +188,8 @@ class Exchange:
         self.replay_size = 0
         self.flags = ""  # access-log response flags decided along the way (URX)
         self.sent_at = 0.0  # when the current try's head went upstream
+        self.trace: TraceContext | None = None  # this hop's trace context, when tracing is on
+        self.trace_start = 0  # the span's start (ns), when sampled
         self.upstream_duration = -1.0  # the answering try: head sent to response head; -1 for none
 
 
@@ -484,6 +490,8 @@ class DownstreamConnection:
         named: set[bytes] | None = None
         has_connection = False
         length = -1
+        tracer = listener.tracer
+        trace_headers: list[tuple[bytes, bytes]] | None = None
         for name, value in headers:
             lname = name.lower()
             if lname in SPECIAL:
@@ -511,6 +519,11 @@ class DownstreamConnection:
                     continue
                 elif lname in HOP_BY_HOP:
                     continue
+                elif tracer is not None and lname in TRACE_HEADERS:
+                    if trace_headers is None:
+                        trace_headers = []
+                    trace_headers.append((lname, value))
+                    continue  # replaced by this hop's context below
             head += (name, b": ", value, _CRLF)
         # llhttp keeps a connection alive only for HTTP/1.1, or HTTP/1.0 with a Connection header
         # asking for it, so a kept-alive request without one is HTTP/1.1: the (costly) version
@@ -547,6 +560,9 @@ class DownstreamConnection:
         )
         if self.xfcc is not None:
             head += (b"x-forwarded-client-cert: ", self.xfcc, _CRLF)
+        if tracer is not None:
+            ex.trace, lines, ex.trace_start = tracer.begin(trace_headers)
+            head.append(lines)
         ex.head = head
         ex.host = host
         ex.request_id = request_id
@@ -1263,6 +1279,16 @@ class DownstreamConnection:
         elapsed = perf_counter() - ex.start
         route = ex.route
         listener = self.listener
+        if ex.trace is not None and listener.tracer is not None:
+            listener.tracer.end(
+                ex.trace,
+                ex.trace_start,
+                method=ex.method,
+                target=ex.target,
+                host=ex.host,
+                status=ex.status,
+                cluster=route.labels[2] if route is not None else "",
+            )
         stats = route if route is not None else listener.unrouted
         stats.count(ex.status)
         stats.duration.observe(elapsed)

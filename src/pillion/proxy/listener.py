@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pillion.runtime.overload import Overload
     from pillion.telemetry.access_log import AccessLog
     from pillion.telemetry.stats import Counter
+    from pillion.telemetry.tracer import Tracer
     from pillion.tls.termination import DownstreamTls
 
 log = logging.getLogger("pillion.listener")
@@ -42,8 +43,10 @@ class HttpListener:
         *,
         overload: Overload | None = None,
         tls: DownstreamTls | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.name = config.name
+        self.tracer = tracer  # spans and trace propagation, when tracing is configured
         self.overload = overload  # process-wide limits; None for a listener built alone (tools, fuzzing)
         self.tls = tls  # TLS termination, and for mTLS the check of each client
         self.tls_failures = stats.tls_failures.labels(self.name, "")
@@ -178,6 +181,7 @@ class HttpListener:
             route=route.name if route is not None else "",
             cluster=route.labels[2] if route is not None else "",
             upstream_duration=ex.upstream_duration if ex.upstream_duration >= 0.0 else None,
+            trace_id=ex.trace.trace_id.decode("latin-1") if ex.trace is not None else "",
         )
 
     def sweep(self, now: float) -> None:

@@ -42,6 +42,8 @@ from pillion.telemetry.stats import Registry
 
 if TYPE_CHECKING:
     from pillion.proxy.tcp import TcpListener, TcpStats
+    from pillion.telemetry.otlp import OtlpExporter
+    from pillion.telemetry.tracer import Tracer
     from pillion.tls.termination import DownstreamTls
     from pillion.tls.workload import WorkloadIdentity
 
@@ -89,6 +91,7 @@ class Runtime:
         self.access_log = AccessLog.from_config(config.access_log) if config.access_log.enabled else None
         self.overload = Overload(config.overload, self.registry)
         self.identity = self._load_identity(config)
+        self.exporter = self._make_exporter(config)
         reloads = self.registry.counter("pillion_config_reloads_total", "Configurations applied by a reload.")
         self.reloads = reloads.labels()
         failures = self.registry.counter(
@@ -121,6 +124,8 @@ class Runtime:
         self._housekeeping = spawn(self._housekeep(), name="housekeeping")
         self.overload.start()
         self.loop_lag.start()
+        if self.exporter is not None:
+            self.exporter.start()
         if self.identity is not None:
             self.identity.start()
         log.info(
@@ -192,6 +197,8 @@ class Runtime:
             self._housekeeping.cancel()
         await self.overload.stop()
         await self.loop_lag.stop()
+        if self.exporter is not None:
+            await self.exporter.stop(deadline=2.0)  # the spans of the last requests, if the collector is up
         if self.identity is not None:
             await self.identity.stop()
         for cluster in self.clusters.values():
@@ -302,8 +309,36 @@ class Runtime:
                 lc, clusters, self._tcp_stats, overload=self.overload, tls=self._listener_tls(lc)
             )
         return HttpListener(
-            lc, clusters, self.stats, self.access_log, overload=self.overload, tls=self._listener_tls(lc)
+            lc,
+            clusters,
+            self.stats,
+            self.access_log,
+            overload=self.overload,
+            tls=self._listener_tls(lc),
+            tracer=self._tracer(lc),
         )
+
+    # -- tracing: loaded only when configured ----------------------------------------------------------
+
+    def _make_exporter(self, config: Config) -> OtlpExporter | None:
+        if config.tracing is None:
+            return None
+        try:
+            from pillion.telemetry.otlp import OtlpExporter
+        except ImportError:
+            raise RuntimeError(
+                "tracing: the OTLP exporter needs opentelemetry-proto: pip install 'pillion[tracing]'"
+            ) from None
+
+        return OtlpExporter(config.tracing.otlp_endpoint, config.service, self.registry)
+
+    def _tracer(self, lc: ListenerConfig) -> Tracer | None:
+        tracing = self.config.tracing
+        if tracing is None or self.exporter is None:
+            return None
+        from pillion.telemetry.tracer import Sampler, Tracer
+
+        return Tracer(Sampler(tracing.sampling), self.exporter, outbound=lc.direction == "outbound")
 
     # -- TLS: loaded only when configured --------------------------------------------------------------
 
@@ -334,8 +369,9 @@ class Runtime:
             new.admin != self.config.admin
             or new.access_log != self.config.access_log
             or new.identity != self.config.identity
+            or new.tracing != self.config.tracing
         ):
-            log.warning("admin, access_log and identity changes take effect at the next restart")
+            log.warning("admin, access_log, identity and tracing changes take effect at the next restart")
         # 1. Build everything new without touching what serves now.
         clusters: dict[str, Cluster] = {}
         fresh: list[Cluster] = []

@@ -90,6 +90,7 @@ AREAS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("TCP proxying", "Connections of `protocol: tcp` listeners.", ("pillion_tcp_",)),
     ("TLS and identity", "Handshakes and the workload certificate.", ("pillion_tls_",)),
     ("Overload", "Load shed to stay within the process-wide limits (`overload`).", ("pillion_overload_",)),
+    ("Tracing", "Spans sent to the OTLP collector, and those dropped.", ("pillion_tracing_",)),
     ("Configuration", "Reloads (SIGHUP, `watch`).", ("pillion_config_",)),
 )
 
@@ -107,7 +108,9 @@ LABELS: dict[str, str] = {
     "addresses it resolved to over the process's life (series of an address that went away are kept "
     "until restart), plus the name itself until its first resolution.",
     "reason": f"A local-reply reason (`x-pillion-error`, docs/proxy.md): one of {len(REASONS)} fixed values "
-    "plus `fault_injected`.",
+    "plus `fault_injected`. On tracing metrics: why spans were dropped (`queue_full`, `export_failed`, "
+    "`rejected`, `invalid`, `shutdown`) or an export failed (`connect`, `timeout`, `connection`, `status`, "
+    "`error`).",
     "timeout": "`request_headers`, `request` or `idle`.",
     "limit": "The circuit-breaker limit hit: `connections`, `pending`, `requests` or `retries`.",
     "why": "Why a retry was not made: `attempts`, `budget`, `body_not_kept`, `not_idempotent` or `overflow`.",
