@@ -103,6 +103,15 @@ class Endpoint:
         family = stats.endpoint_requests
         self.by_class: list[Counter] = [family.labels(name, self.label, f"{c}xx") for c in range(6)]
 
+    def drop_series(self, stats: ProxyStats) -> None:
+        """Remove this endpoint's metric series (it left the cluster), so DNS churn cannot grow the
+        scrape without bound."""
+        name = self.cluster.name
+        for family in (stats.connect_failures, stats.ejections, stats.ejected):
+            family.remove(name, self.label)
+        for c in range(6):
+            stats.endpoint_requests.remove(name, self.label, f"{c}xx")
+
     @property
     def ejected(self) -> bool:
         return self.ejected_until > 0.0
@@ -462,6 +471,7 @@ class Cluster:
         for gone in by_key.values():
             gone.removed = True
             gone.close_idle()
+            gone.drop_series(self.stats)
         self.endpoints = endpoints
         self.rebuild()
 
