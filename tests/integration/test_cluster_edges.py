@@ -157,15 +157,14 @@ def test_a_client_that_leaves_while_waiting_for_a_connection_frees_its_place_at_
 
 def test_an_endpoint_dns_dropped_takes_its_metric_series_with_it() -> None:
     async def main() -> None:
-        async with ScriptableUpstream() as up:
-            async with running_sidecar(sidecar_config([up.address])) as rt:
-                cluster = rt.clusters["app"]
-                host, port = up.address.rsplit(":", 1)
-                gone = f"127.0.0.2:{port}"
-                cluster.set_endpoints([(host, int(port), 1), ("127.0.0.2", int(port), 1)])
-                assert f'endpoint="{gone}"' in rt.metrics_text()
-                cluster.set_endpoints([(host, int(port), 1)])  # the next DNS answer no longer has it
-                text = rt.metrics_text()
-                assert f'endpoint="{gone}"' not in text and f'endpoint="{up.address}"' in text
+        async with ScriptableUpstream() as up, running_sidecar(sidecar_config([up.address])) as rt:
+            cluster = rt.clusters["app"]
+            host, port = up.address.rsplit(":", 1)
+            gone = f"127.0.0.2:{port}"
+            cluster.set_endpoints([(host, int(port), 1), ("127.0.0.2", int(port), 1)])
+            assert f'endpoint="{gone}"' in rt.metrics_text()
+            cluster.set_endpoints([(host, int(port), 1)])  # the next DNS answer no longer has it
+            text = rt.metrics_text()
+            assert f'endpoint="{gone}"' not in text and f'endpoint="{up.address}"' in text
 
     uvloop.run(main())

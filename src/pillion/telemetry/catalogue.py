@@ -105,8 +105,7 @@ LABELS: dict[str, str] = {
     "(a few dozen at most in practice; 100-999 in theory).",
     "code_class": "`0xx` to `5xx`: the first digit of an upstream's status code. Six values.",
     "endpoint": "An endpoint's `host:port`. Bounded by the cluster's endpoints; for a DNS name, by the "
-    "addresses it resolved to over the process's life (series of an address that went away are kept "
-    "until restart), plus the name itself until its first resolution.",
+    "addresses it resolves to now: the series of an address DNS stops returning are removed with it.",
     "reason": f"A local-reply reason (`x-pillion-error`, docs/proxy.md): one of {len(REASONS)} fixed values "
     "plus `fault_injected`. On tracing metrics: why spans were dropped (`queue_full`, `export_failed`, "
     "`rejected`, `invalid`, `shutdown`) or an export failed (`connect`, `timeout`, `connection`, `status`, "
