@@ -61,7 +61,7 @@ test: dev system-deps lint $(COMPILED)/.stamp
 # pure-Python install (atheris instruments Python code). An input over 1 s fails (-timeout=1), as does
 # any failed check; the input is saved under $(FUZZ_OUT)/artifacts. New corpus entries go to
 # $(FUZZ_OUT)/<harness>, the seeds stay in fuzz/corpus/<harness>. `make test` runs FUZZ_SHORT
-# (harness=seconds, 60 s in all); `make fuzz` runs FUZZ_RUNS inputs per harness (about 15 min each).
+# (harness=seconds, 60 s in all); `make fuzz` runs FUZZ_RUNS inputs per harness (~16 min for requests).
 FUZZ_RUNS ?= 1000000
 FUZZ_SHORT ?= request=30 response=15 config=15
 FUZZ_OUT := build/fuzz

@@ -163,14 +163,15 @@ def test_head_and_no_content_responses_have_no_body() -> None:
             assert empty.status == 204 and empty.body == b""
             after = await conn.request("GET", "/after")
             assert after.text == "GET /after\n"
-        # Pipelined behind a HEAD, and the upstream connection reused after it (not dropped).
+        assert up.connections_accepted == 1  # the HEAD's upstream connection went back to the pool
+        # Pipelined behind a HEAD: answered in order. (The HEAD's connection is pooled only once the read
+        # that ended its response is parsed, so the request behind it may take a second connection.)
         data = (
             b"HEAD /bytes/10 HTTP/1.1\r\nHost: a\r\n\r\n"
             b"GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
         )
         raw = await raw_exchange(HOST, port, data)
         assert raw.count(b"HTTP/1.1 200 OK\r\n") == 2 and raw.endswith(b"\r\n\r\nGET /next\n")
-        assert up.connections_accepted == 1  # one upstream connection served all of it
 
     through_proxy(scenario)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -590,4 +591,36 @@ def test_yaml_12_booleans_only() -> None:
     assert retries is not None and retries.on == ("5xx", "503")
     assert errors_of("service: s\naccess_log: {enabled: yes}\n") == [
         "access_log.enabled: expected true or false, got string 'yes'"
+    ]
+
+
+def test_an_alias_bomb_is_refused_at_once() -> None:
+    """A few hundred bytes of nested aliases stand for billions of nodes; refused before any is built."""
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    text = "service: s\n" + "\n".join(levels) + "\n"
+    started = time.monotonic()
+    assert errors_of(text) == ["<string>: too large once its aliases (*name) are expanded"]
+    assert time.monotonic() - started < 1.0
+
+
+def test_aliases_within_reason_still_work() -> None:
+    text = textwrap.dedent(
+        """\
+        service: s
+        clusters:
+          - {name: a, endpoints: &both [127.0.0.1:1, 127.0.0.1:2]}
+          - {name: b, endpoints: *both}
+        """
+    )
+    cfg = load_config_text(text)
+    assert [len(c.endpoints) for c in cfg.clusters] == [2, 2]
+
+
+def test_deep_nesting_is_a_config_error() -> None:
+    assert errors_of("service: s\nx: " + "[" * 200 + "]" * 200 + "\n") == [
+        "<string>: nested more than 64 levels deep"
+    ]
+    assert errors_of("service: s\nx: &a [1, *a]\n") == [
+        "<string>: an alias (*name) refers to a node that contains it"
     ]

@@ -97,9 +97,55 @@ def load_config_text(text: str, env: Mapping[str, str] | None = None, source: st
     return cfg
 
 
+# Aliases let a few hundred bytes of YAML stand for billions of nodes (the "billion laughs"): every later
+# stage walks the expanded tree, so a document whose expansion is this large is refused before it is built.
+MAX_EXPANDED_NODES = 100_000
+MAX_DEPTH = 64  # a configuration is a dozen levels deep; every later stage recurses through them
+
+
+class _TooDeep(Exception):
+    pass
+
+
+class _Recursive(Exception):
+    pass
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], depth: int = 0) -> int:
+    """How many nodes `node` stands for once aliases are expanded (each shared node counted once per
+    use, computed once). _TooDeep past MAX_DEPTH levels; _Recursive for a node that contains itself."""
+    known = memo.get(id(node))
+    if known is not None:
+        if known < 0:  # still being counted: the node contains itself (`a: &a [*a]`)
+            raise _Recursive
+        return known
+    if depth > MAX_DEPTH:
+        raise _TooDeep
+    memo[id(node)] = -1
+    size = 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            size += _expanded_size(key, memo, depth + 1) + _expanded_size(value, memo, depth + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            size += _expanded_size(child, memo, depth + 1)
+    memo[id(node)] = size
+    return size
+
+
 def _parse_yaml(text: str, source: str) -> object:
+    loader = _StrictLoader(text)  # a SafeLoader subclass: no arbitrary objects
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_EXPANDED_NODES:
+            raise ConfigError([f"{source}: too large once its aliases (*name) are expanded"])
+        return loader.construct_document(node)
+    except (RecursionError, _TooDeep):
+        raise ConfigError([f"{source}: nested more than {MAX_DEPTH} levels deep"]) from None
+    except _Recursive:
+        raise ConfigError([f"{source}: an alias (*name) refers to a node that contains it"]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -108,3 +154,5 @@ def _parse_yaml(text: str, source: str) -> object:
         raise ConfigError([f"{where}: {problem}{context}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{source}: {exc}"]) from None
+    finally:
+        loader.dispose()

@@ -499,7 +499,10 @@ class DownstreamConnection:
                     host = value
                     hosts += 1
                 elif lname == CONTENT_LENGTH:
+                    if len(value) > 19:  # padded with zeros past any real length: refused like h11 does
+                        self._refuse("invalid_content_length", url)
                     length = int(value)  # llhttp let through digits only, and one value
+                    continue  # re-written below in canonical form (no leading zeros or whitespace)
                 elif lname == X_FORWARDED_FOR:
                     xff = value
                     continue
@@ -546,6 +549,8 @@ class DownstreamConnection:
             host = self._other_form(ex, head, url, host)
         elif b"#" in url:  # a fragment is the client's own business (RFC 9110 §7.1): never sent
             self._refuse("invalid_uri", url)
+        if length >= 0:
+            head += (b"content-length", b": ", b"%d" % length, _CRLF)
         if named is not None:
             head = _drop_named(head, 4, named)
         ex.fields_end = len(head)
@@ -604,6 +609,8 @@ class DownstreamConnection:
         if parts is None:
             self._refuse("invalid_uri", url)
         authority, path = parts
+        if b"#" in path:
+            self._refuse("invalid_uri", url)  # a fragment is refused in every form
         ex.target = head[2] = path
         for i in range(4, len(head), 4):
             if head[i].lower() == HOST:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, cast
 
-from httptools import HttpParserError, HttpResponseParser
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 if TYPE_CHECKING:
     from pillion.proxy.cluster import Endpoint
@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 class _NoBody(Exception):
     """Raised from the head callback to end a response that has no body (HEAD)."""
+
+
+class _Broken(Exception):
+    """Raised from a callback: the app broke the protocol (a response nobody asked for, a bad status)."""
 
 
 class UpstreamConnection:
@@ -34,12 +38,14 @@ class UpstreamConnection:
         "down",
         "endpoint",
         "expect_no_body",
+        "feeding",
         "headers",
         "idle_since",
         "parser",
         "pending",
         "phrase",
         "read_paused",
+        "release_at",
         "reused",
         "transport",
     )
@@ -60,6 +66,10 @@ class UpstreamConnection:
         self.read_paused = False
         self.expect_no_body = False
         self.pending: bytes | None = None  # a request head waiting for the end of the loop pass
+        # Pooling waits for the end of the read that finished a response: bytes after the response in
+        # that read are a second response nobody asked for, and must not answer the next request.
+        self.feeding = False
+        self.release_at = 0.0  # > 0: released during the current read, pooled once it is parsed
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -128,8 +138,12 @@ class UpstreamConnection:
             self.close()
 
     def release(self, now: float) -> None:
-        """The exchange is over and the connection is clean: back to the pool."""
+        """The exchange is over and the connection is clean: back to the pool (at the end of the read
+        in progress, if any)."""
         self.down = None
+        if self.feeding:
+            self.release_at = now
+            return
         self.reused = True
         if self.read_paused:
             self.read_paused = False
@@ -155,6 +169,7 @@ class UpstreamConnection:
             # Bytes while idle: the app broke protocol. Never reuse this connection.
             self.abort()
             return
+        self.feeding = True
         try:
             self.parser.feed_data(data)
             down.flush()
@@ -162,13 +177,25 @@ class UpstreamConnection:
                 # A retried response that did not end within this read: rather than wait on it with
                 # no deadline, drop the connection.
                 self.abort()
+        except HttpParserUpgrade:  # a 101 nobody asked for (Pillion forwards no Upgrade)
+            self._broken(down)
         except HttpParserError as exc:
             if isinstance(exc.__context__, _NoBody):  # (httptools wraps what a callback raised)
                 self.parser = HttpResponseParser(self)
-                return
-            self.down = None
-            self.abort()
-            down.upstream_failed(self, "upstream_protocol_error")
+            else:
+                self._broken(down)
+        finally:
+            self.feeding = False
+        if self.release_at:
+            now, self.release_at = self.release_at, 0.0
+            if not self.closed:
+                self.release(now)
+
+    def _broken(self, down: DownstreamConnection) -> None:
+        self.release_at = 0.0  # never pooled
+        self.down = None
+        self.abort()
+        down.upstream_failed(self, "upstream_protocol_error")
 
     def eof_received(self) -> bool | None:
         # A close-delimited body ends at EOF; httptools has no finish() call, so tell the request here.
@@ -179,6 +206,8 @@ class UpstreamConnection:
         return None
 
     def on_status(self, phrase: bytes) -> None:
+        if self.release_at:
+            raise _Broken  # a second response in the read that finished the first: nobody asked for it
         self.phrase = phrase
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -188,7 +217,12 @@ class UpstreamConnection:
         down = self.down
         assert down is not None
         status = self.parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
+        if not 100 <= status <= 599 or status == 101:
+            raise _Broken  # outside HTTP's range, or a protocol switch Pillion never asked for
+        if status < 200:
+            for name, _ in self.headers:
+                if name.lower() in (b"content-length", b"transfer-encoding"):
+                    raise _Broken  # an interim response has no content (RFC 9110 §15.2)
             down.interim_response(status, self.phrase)
             self.headers = []
             return
