@@ -507,7 +507,12 @@ class DownstreamConnection:
                     xff = value
                     continue
                 elif lname == X_REQUEST_ID:
-                    request_id = value
+                    # Trailing whitespace is not part of a field value (RFC 9112 §5.1): the id the log
+                    # records must be the one the app parses. A blank id is replaced by a new one.
+                    request_id = value.rstrip(b" \t") or None
+                    if request_id is not None:
+                        head += (name, b": ", request_id, _CRLF)
+                    continue
                 elif lname in (X_FORWARDED_PROTO, X_FORWARDED_CLIENT_CERT):
                     continue  # ours to set: this listener knows the client's protocol and identity
                 elif lname == b"transfer-encoding":
