@@ -23,11 +23,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import h11
+import h11._readers as h11_readers
 import httptools
 
 # A head as large as the proxy could ever accept: h11's own 16 KiB default would make it reject
 # heads the proxy is right to accept.
 MAX_HEAD = 1024 * 1024
+
+# h11 caps a chunk size at 20 hex digits, leading zeros included: an implementation limit, not RFC 9112's
+# `1*HEXDIG`. Zeros in front change no size, llhttp accepts them and the proxy re-chunks, so the
+# reference reads them too (the 20-digit cap on the value itself stays).
+h11_readers.chunk_header_re = re.compile(
+    h11_readers.chunk_header_re.pattern.replace(b"(?P<chunk_size>", b"0*(?P<chunk_size>", 1)
+)
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _SPACES = re.compile(rb"(?<=[^ ])  +(?=[^ ])")
 
