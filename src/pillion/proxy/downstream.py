@@ -546,8 +546,11 @@ class DownstreamConnection:
                 self._refuse("invalid_request_line" if version < "1.0" else "http_version_not_supported", url)
         if hosts != 1 and not (hosts == 0 and ex.http10):
             self._refuse("duplicate_host" if hosts else "missing_host", url)  # RFC 9112 §3.2
-        if hosts and not host_is_valid(host):
-            self._refuse("invalid_host", url)
+        if hosts and host not in listener.valid_hosts:  # (a sidecar sees a handful of Host values)
+            if not host_is_valid(host):
+                self._refuse("invalid_host", url)
+            if len(listener.valid_hosts) < 256:
+                listener.valid_hosts.add(host)
         if parser.should_upgrade():
             raise _Rejected("upgrade_not_supported")  # WebSocket and CONNECT come later
         if not url or url[0] != 47:  # not "/": absolute-form, asterisk-form, or junk

@@ -47,6 +47,7 @@ class HttpListener:
     ) -> None:
         self.name = config.name
         self.tracer = tracer  # spans and trace propagation, when tracing is configured
+        self.valid_hosts: set[bytes] = set()  # Host values already checked (bounded: clients choose them)
         self.overload = overload  # process-wide limits; None for a listener built alone (tools, fuzzing)
         self.tls = tls  # TLS termination, and for mTLS the check of each client
         self.tls_failures = stats.tls_failures.labels(self.name, "")
