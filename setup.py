@@ -26,6 +26,7 @@ HOT_MODULES = [
     "proxy/batch",
     "proxy/cluster",
     "proxy/deadlines",
+    "proxy/listener",
     "proxy/downstream",
     "proxy/retry_budget",
     "proxy/retry_policy",
@@ -34,7 +35,10 @@ HOT_MODULES = [
     "proxy/upstream",
     "filters/fault",
     "filters/rate_limit",
+    "telemetry/access_log",
     "telemetry/stats",
+    "telemetry/trace_context",
+    "telemetry/tracer",
 ]
 
 

@@ -26,6 +26,7 @@ class FakeRuntime:
 
     def __init__(self) -> None:
         self.service = "checkout"
+        self.metrics_enabled = True
         self.ready: tuple[bool, str] = (True, "ready")
         self.ready_delay = 0.0
         self.drained = 0

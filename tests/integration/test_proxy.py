@@ -98,6 +98,20 @@ def test_forwarding_adds_proxy_headers_and_removes_hop_by_hop() -> None:
     through_proxy(scenario)
 
 
+def test_metrics_disabled_counts_nothing_and_metrics_answers_404() -> None:
+    async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
+        for path in ("/", "/nowhere"):
+            assert (await http_request(HOST, port, "GET", path)).status == 200
+        assert rt.admin is not None
+        r = await http_request(HOST, rt.admin.port, "GET", "/metrics")
+        assert (r.status, r.header("x-pillion-error")) == (404, "metrics_disabled")
+        # The families exist (declared at startup) but no request was counted or timed.
+        assert "pillion_http_requests_total{" not in rt.metrics_text()
+        assert metric(rt, "pillion_http_request_duration_seconds_count", route="route0") == 0
+
+    through_proxy(scenario, lambda address: sidecar_config([address], metrics={"enabled": False}))
+
+
 def test_client_request_id_is_kept() -> None:
     async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
         r = await http_request(HOST, port, "GET", "/headers", headers=[("x-request-id", "abc-123")])

@@ -38,7 +38,8 @@ def _write(log: AccessLog, **over: Any) -> None:
         "cluster": "backend",
     }
     fields.update(over)
-    log.write(**fields)
+    scope = log.scope(fields.pop("listener"), fields.pop("route"), fields.pop("cluster"))
+    log.write(scope=scope, **fields)
 
 
 def _read(path: Path) -> list[dict[str, Any]]:

@@ -410,7 +410,7 @@ def test_all_errors_are_collected() -> None:
     """
     assert errors_of(text) == [
         "bogus: unknown key; expected one of: service, admin, listeners, clusters, drain_timeout, "
-        "access_log, overload, tracing, identity, log_level, watch",
+        "metrics, access_log, overload, tracing, identity, log_level, watch",
         "listeners[0].address: invalid address '0.0.0.0:70000': port 70000 is out of range 0-65535",
         "listeners[0].routes[0].timeout: invalid duration 'soon': expected a number with an optional unit "
         "(us, ms, s, m, h), e.g. '250ms' or '2s'",

@@ -26,6 +26,7 @@ from pillion.telemetry.trace_context import (
     parse_b3_multi,
     parse_b3_single,
     parse_traceparent,
+    start_root,
     start_span,
     truncate_tracestate,
 )
@@ -391,6 +392,18 @@ def test_every_hop_decides_the_same_for_a_trace() -> None:
         for t in ids[:200]:
             parent = parse_b3_multi(t, SPAN, None, None)
             assert start_span(parent, a).sampled == start_span(parent, b).sampled
+
+
+@pytest.mark.parametrize("ratio", [0.01, 0.5, 0.9])
+def test_a_new_root_is_decided_as_any_hop_decides_its_trace_id(ratio: float) -> None:
+    """start_root tests the sampler on its random number, not on the trace id it formats: the two
+    must agree, or the next hop (which reads the id) would decide differently."""
+    sampler = Sampler(ratio)
+    roots = [start_root(sampler) for _ in range(20_000)]
+    assert all(len(r.trace_id) == 32 and len(r.span_id) == 16 and r.parent_id == b"" for r in roots)
+    assert all(r.sampled == (SAMPLED if sampler.sample(r.trace_id) else NOT_SAMPLED) for r in roots)
+    assert len({r.trace_id for r in roots}) == len(roots)
+    assert abs(sum(r.sampled for r in roots) / len(roots) - ratio) < 0.02
 
 
 @pytest.mark.parametrize("ratio", [0.01, 0.1, 0.25, 0.9])

@@ -128,6 +128,9 @@ async def _live(target: AdminTarget, request: Request) -> Response:
 
 
 async def _metrics(target: AdminTarget, request: Request) -> Response:
+    if not target.metrics_enabled:
+        reason = (("x-pillion-error", "metrics_disabled"),)
+        return text(404, "metrics are disabled (metrics.enabled: false)\n", reason)
     return Response(200, target.metrics_text().encode("utf-8"), METRICS_CONTENT_TYPE)
 
 

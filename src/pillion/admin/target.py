@@ -22,6 +22,8 @@ class AdminTarget(Protocol):
         """(ready, reason), e.g. (False, "listener inbound not bound")."""
         ...
 
+    metrics_enabled: bool  # `metrics.enabled`: when false, `/metrics` answers 404
+
     def metrics_text(self) -> str:
         """The Prometheus exposition text."""
         ...

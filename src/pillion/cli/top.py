@@ -128,7 +128,9 @@ class AdminClient:
         finally:
             conn.close()
         if response.status != 200:
-            raise AdminError(f"GET {path} on {self.address} answered {response.status}")
+            reason = response.getheader("x-pillion-error")
+            why = f" ({reason})" if reason else ""
+            raise AdminError(f"GET {path} on {self.address} answered {response.status}{why}")
         return body
 
     def get_json(self, path: str) -> Any:

@@ -523,6 +523,17 @@ class Admin:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Metrics:
+    """Prometheus metrics, served on the admin server's `/metrics` (docs/metrics.md)."""
+
+    enabled: bool = field_doc(
+        "`false`: requests are not counted or timed, and `/metrics` answers 404 `metrics_disabled`. For "
+        "a benchmark baseline, or a fleet that takes its numbers from access logs or traces instead.",
+        True,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Overload:
     """Process-wide limits. Past one, Pillion sheds new work, and counts it, instead of running out of
     memory or descriptors; it recovers by itself once back under the limit."""
@@ -588,6 +599,7 @@ class Config:
         "On SIGTERM or `/quitquitquit`, how long in-flight requests may take to finish before exit.",
         Duration(5.0),
     )
+    metrics: Metrics = field_doc("Prometheus metrics.", factory=Metrics)
     access_log: AccessLog = field_doc("Per-request log.", factory=AccessLog)
     overload: Overload = field_doc("Load shedding past process-wide limits.", factory=Overload)
     tracing: Tracing | None = field_doc("Distributed tracing; off when unset.", None)

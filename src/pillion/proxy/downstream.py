@@ -1294,7 +1294,7 @@ class DownstreamConnection:
         elapsed = perf_counter() - ex.start
         route = ex.route
         listener = self.listener
-        if ex.trace is not None and listener.tracer is not None:
+        if ex.trace_start and ex.trace is not None and listener.tracer is not None:  # a sampled span
             listener.tracer.end(
                 ex.trace,
                 ex.trace_start,
@@ -1304,8 +1304,9 @@ class DownstreamConnection:
                 status=ex.status,
                 cluster=route.labels[2] if route is not None else "",
             )
-        stats = route if route is not None else listener.unrouted
-        stats.count(ex.status)
-        stats.duration.observe(elapsed)
+        if listener.metrics:
+            stats = route if route is not None else listener.unrouted
+            stats.count(ex.status)
+            stats.duration.observe(elapsed)
         if listener.access_log is not None:
             listener.log_access(ex, elapsed)

@@ -24,8 +24,9 @@ from pillion.proxy.stats import ProxyStats
 
 if TYPE_CHECKING:
     from pillion.proxy.cluster import Cluster
+    from pillion.proxy.router import RouteEntry
     from pillion.runtime.overload import Overload
-    from pillion.telemetry.access_log import AccessLog
+    from pillion.telemetry.access_log import AccessLog, LogScope
     from pillion.telemetry.stats import Counter
     from pillion.telemetry.tracer import Tracer
     from pillion.tls.termination import DownstreamTls
@@ -44,14 +45,18 @@ class HttpListener:
         overload: Overload | None = None,
         tls: DownstreamTls | None = None,
         tracer: Tracer | None = None,
+        metrics: bool = True,
     ) -> None:
         self.name = config.name
+        self.metrics = metrics  # count and time each request (`metrics.enabled`)
         self.tracer = tracer  # spans and trace propagation, when tracing is configured
         self.valid_hosts: set[bytes] = set()  # Host values already checked (bounded: clients choose them)
         self.overload = overload  # process-wide limits; None for a listener built alone (tools, fuzzing)
         self.tls = tls  # TLS termination, and for mTLS the check of each client
         self.tls_failures = stats.tls_failures.labels(self.name, "")
         self.stats = stats
+        # Each route's access-log fields, rendered on its first request (None: no route matched).
+        self._log_scopes: dict[RouteEntry | None, LogScope] = {}
         self.update(config, clusters)
         self.unrouted = RouteStats(
             stats.duration.labels(self.name, "", ""), stats.requests, (self.name, "", "")
@@ -95,6 +100,7 @@ class HttpListener:
             self.idle_timeout = float(limits.idle_timeout)
             self.max_connections = config.max_connections
             self.router = router
+            self._log_scopes.clear()  # the old routes' scopes
 
         return commit
 
@@ -167,7 +173,11 @@ class HttpListener:
         flags = FLAGS.get(ex.error, "")
         if ex.flags:
             flags = f"{flags},{ex.flags}" if flags else ex.flags
+        scope = self._log_scopes.get(route)
+        if scope is None:
+            scope = self._log_scope(route)
         self.access_log.write(
+            scope=scope,
             method=ex.method.decode("latin-1"),
             path=ex.target,
             status=ex.status,
@@ -178,12 +188,17 @@ class HttpListener:
             request_id=ex.request_id.decode("latin-1"),
             error=ex.error,
             flags=flags,
-            listener=self.name,
-            route=route.name if route is not None else "",
-            cluster=route.labels[2] if route is not None else "",
             upstream_duration=ex.upstream_duration if ex.upstream_duration >= 0.0 else None,
             trace_id=ex.trace.trace_id.decode("latin-1") if ex.trace is not None else "",
         )
+
+    def _log_scope(self, route: RouteEntry | None) -> LogScope:
+        if len(self._log_scopes) >= 4096:  # routes replaced by many reloads: start over
+            self._log_scopes.clear()
+        name, cluster = (route.name, route.labels[2]) if route is not None else ("", "")
+        assert self.access_log is not None
+        scope = self._log_scopes[route] = self.access_log.scope(self.name, name, cluster)
+        return scope
 
     def sweep(self, now: float) -> None:
         """Close connections idle past idle_timeout, stuck in a request head past headers_timeout, in

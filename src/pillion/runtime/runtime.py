@@ -85,6 +85,7 @@ class Runtime:
         self._config_mtime = _mtime(path)
         self.service = config.service
         self.registry = Registry()
+        self.metrics_enabled = config.metrics.enabled  # fixed for the process, like the access log
         register_process_metrics(self.registry, __version__)
         self.loop_lag = LoopLag(self.registry)
         self.stats = ProxyStats.declare(self.registry)
@@ -316,6 +317,7 @@ class Runtime:
             overload=self.overload,
             tls=self._listener_tls(lc),
             tracer=self._tracer(lc),
+            metrics=self.metrics_enabled,
         )
 
     # -- tracing: loaded only when configured ----------------------------------------------------------
@@ -368,10 +370,13 @@ class Runtime:
         if (
             new.admin != self.config.admin
             or new.access_log != self.config.access_log
+            or new.metrics != self.config.metrics
             or new.identity != self.config.identity
             or new.tracing != self.config.tracing
         ):
-            log.warning("admin, access_log, identity and tracing changes take effect at the next restart")
+            log.warning(
+                "admin, access_log, metrics, identity and tracing changes take effect at the next restart"
+            )
         # 1. Build everything new without touching what serves now.
         clusters: dict[str, Cluster] = {}
         fresh: list[Cluster] = []

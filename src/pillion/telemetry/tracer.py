@@ -16,7 +16,15 @@ import time
 
 from pillion.telemetry.otlp import OtlpExporter
 from pillion.telemetry.spans import CLIENT, SERVER, Span
-from pillion.telemetry.trace_context import TRACE_HEADERS, Sampler, TraceContext, extract, inject, start_span
+from pillion.telemetry.trace_context import (
+    TRACE_HEADERS,
+    Sampler,
+    TraceContext,
+    extract,
+    inject,
+    start_root,
+    start_span,
+)
 
 __all__ = ["TRACE_HEADERS", "Sampler", "Tracer"]
 
@@ -31,9 +39,10 @@ class Tracer:
         self.kind = CLIENT if outbound else SERVER
 
     def begin(self, headers: list[tuple[bytes, bytes]] | None) -> tuple[TraceContext, bytes, int]:
-        """This hop's context, the trace header lines to forward, and the span's start (ns)."""
-        ctx = start_span(extract(headers) if headers else None, self.sampler)
-        return ctx, inject(ctx), time.time_ns() if ctx.sampled else 0
+        """This hop's context, the trace header lines to forward, and the span's start (ns; 0 when the
+        span is not sampled, and `end` need not be called)."""
+        ctx = start_span(extract(headers), self.sampler) if headers else start_root(self.sampler)
+        return ctx, inject(ctx), time.time_ns() if ctx.sampled > 0 else 0
 
     def end(
         self,
