@@ -55,7 +55,8 @@ test: dev system-deps lint $(COMPILED)/.stamp
 	$(MAKE) --no-print-directory fuzz-short
 	@echo "the integration and end-to-end suites again, against the compiled build:"
 	PYTHONPATH=$(CURDIR)/$(COMPILED) $(BIN)/python -c 'import pillion.proxy.downstream as m; assert m.__file__.endswith(".so"), m.__file__'
-	PYTHONPATH=$(CURDIR)/$(COMPILED) $(BIN)/pytest -q -p no:cacheprovider tests/integration tests/e2e tests/unit/test_module_imports.py
+	PYTHONPATH=$(CURDIR)/$(COMPILED) $(BIN)/pytest -q -p no:cacheprovider tests/integration tests/e2e tests/unit/test_module_imports.py \
+	  tests/unit/test_access_log.py tests/unit/test_trace_context.py
 
 # Fuzzing (fuzz/): atheris harnesses for request parsing, response parsing and config loading, on the
 # pure-Python install (atheris instruments Python code). An input over 1 s fails (-timeout=1), as does

@@ -22,6 +22,7 @@ HOT_MODULES = [
     "http/headers",
     "http/local_reply",
     "http/request_id",
+    "http/strict",
     "proxy/balancer",
     "proxy/batch",
     "proxy/cluster",

@@ -170,7 +170,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--outbound", action="store_true", help="the benchmark's outbound config")
-    parser.add_argument("--telemetry", choices=("metrics", "off", "full", "log", "tracing"), default="metrics")
+    parser.add_argument(
+        "--telemetry", choices=("metrics", "off", "full", "log", "tracing"), default="metrics"
+    )
     args = parser.parse_args()
     import uvloop
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Final
 
 from pillion.config.model import Fault
 from pillion.telemetry.stats import CounterFamily, Registry
 
-_NO_FAULT = (0.0, 0)
+_NO_FAULT: Final = (0.0, 0)
 
 
 @dataclass(slots=True)

@@ -9,10 +9,11 @@ routes without edits never call it.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
 
 from pillion.config.model import Header
 
-_CRLF = b"\r\n"
+_CRLF: Final = b"\r\n"
 
 
 class HeaderEdit:

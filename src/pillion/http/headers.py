@@ -10,7 +10,9 @@ Names are compared lower-cased as bytes; values and original name case are forwa
 
 from __future__ import annotations
 
-HOP_BY_HOP: frozenset[bytes] = frozenset(
+from typing import Final
+
+HOP_BY_HOP: Final[frozenset[bytes]] = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -25,14 +27,14 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
 )
 
 # Fields the proxy looks at as it copies a message head; everything else is copied blindly.
-CONTENT_LENGTH = b"content-length"
-HOST = b"host"
-X_FORWARDED_FOR = b"x-forwarded-for"
-X_FORWARDED_PROTO = b"x-forwarded-proto"
-X_REQUEST_ID = b"x-request-id"
-X_FORWARDED_CLIENT_CERT = b"x-forwarded-client-cert"  # the mTLS caller; only Pillion may set it
+CONTENT_LENGTH: Final = b"content-length"
+HOST: Final = b"host"
+X_FORWARDED_FOR: Final = b"x-forwarded-for"
+X_FORWARDED_PROTO: Final = b"x-forwarded-proto"
+X_REQUEST_ID: Final = b"x-request-id"
+X_FORWARDED_CLIENT_CERT: Final = b"x-forwarded-client-cert"  # the mTLS caller; only Pillion may set it
 # Trace context (W3C and B3): replaced by this hop's when tracing is on, forwarded as is when it is off.
-TRACE_HEADERS: frozenset[bytes] = frozenset(
+TRACE_HEADERS: Final[frozenset[bytes]] = frozenset(
     (
         b"traceparent",
         b"tracestate",
@@ -44,10 +46,10 @@ TRACE_HEADERS: frozenset[bytes] = frozenset(
         b"x-b3-flags",
     )
 )
-CONNECTION = b"connection"
+CONNECTION: Final = b"connection"
 
 # Anything either classified or hop-by-hop: one set lookup tells the copy loop to look closer.
-SPECIAL: frozenset[bytes] = HOP_BY_HOP | {
+SPECIAL: Final[frozenset[bytes]] = HOP_BY_HOP | {
     CONTENT_LENGTH,
     HOST,
     X_FORWARDED_FOR,
@@ -61,7 +63,7 @@ SPECIAL: frozenset[bytes] = HOP_BY_HOP | {
 # Connection options that are not field names, and fields a Connection header may not remove: the
 # framing and Host are end-to-end and Pillion writes or checks them itself. Honouring `Connection:
 # content-length` would forward a body without its length: a smuggled request.
-_NOT_REMOVABLE = frozenset(
+_NOT_REMOVABLE: Final = frozenset(
     (b"close", b"keep-alive", CONTENT_LENGTH, HOST, b"transfer-encoding", X_REQUEST_ID)
 )
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from http import HTTPStatus
+from typing import Final
 
 # The reasons Pillion gives, each with its status. One table, so docs and tests can enumerate them.
-REASONS: dict[str, int] = {
+REASONS: Final[dict[str, int]] = {
     # The request breaks HTTP/1.1's rules (docs/security.md): answered, then the connection closes.
     "malformed_request": 400,
     "invalid_framing": 400,
@@ -51,7 +52,7 @@ REASONS: dict[str, int] = {
 
 
 # Envoy-style response flags for the access log, per reason (reasons not listed have none).
-FLAGS: dict[str, str] = {
+FLAGS: Final[dict[str, str]] = {
     "no_route": "NR",
     "upstream_connect_failure": "UF",
     "upstream_connect_timeout": "UF",
@@ -70,7 +71,7 @@ FLAGS: dict[str, str] = {
     "forbidden_by_default": "RBAC",
 }
 # Every request refused for breaking HTTP/1.1's rules is a downstream protocol error.
-_PROTOCOL_ERRORS = ("unsupported_transfer_coding", "http_version_not_supported")
+_PROTOCOL_ERRORS: Final = ("unsupported_transfer_coding", "http_version_not_supported")
 FLAGS.update((r, "DPE") for r, status in REASONS.items() if status == 400 or r in _PROTOCOL_ERRORS)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from itertools import count
+from typing import Final
 
 
 def _prefix() -> bytes:
@@ -21,8 +22,8 @@ def _prefix() -> bytes:
     return h[:8] + b"-" + h[8:12] + b"-4" + h[12:15] + b"-" + variant + h[15:18] + b"-"
 
 
-_PREFIX = _prefix()
-_next = count(int.from_bytes(os.urandom(4), "big")).__next__  # a random start: restarts do not repeat
+_PREFIX: Final = _prefix()
+_next: Final = count(int.from_bytes(os.urandom(4), "big")).__next__  # a random start: restarts do not repeat
 
 
 def request_id() -> bytes:

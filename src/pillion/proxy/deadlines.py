@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
-log = logging.getLogger("pillion.deadlines")
+log: Final = logging.getLogger("pillion.deadlines")
 
 T = TypeVar("T")
 
-MIN_SLOT_MS = 4  # timeouts are configured in tens of milliseconds and up
+MIN_SLOT_MS: Final = 4  # timeouts are configured in tens of milliseconds and up
 
 
 def slot_width_ms(delay: float) -> int:

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
-from time import perf_counter
-from typing import TYPE_CHECKING, NoReturn, cast
+from typing import TYPE_CHECKING, Final, NoReturn, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
@@ -44,7 +44,9 @@ from pillion.http.local_reply import build_reply, local_reply, status_of
 from pillion.http.request_id import request_id as new_request_id
 from pillion.http.strict import host_is_valid, origin_form, parser_error_reason, transfer_coding_problem
 
-log = logging.getLogger("pillion.downstream")
+log: Final = logging.getLogger("pillion.downstream")
+# Module-level names are Final so that compiled code reads them from C statics, not the module dict.
+perf_counter: Final = time.perf_counter
 
 if TYPE_CHECKING:
     from pillion.proxy.cluster import Cluster, Endpoint
@@ -53,22 +55,22 @@ if TYPE_CHECKING:
     from pillion.proxy.upstream import UpstreamConnection
     from pillion.telemetry.trace_context import TraceContext
 
-LINGER_SECONDS = 2.0  # how long a half-closed connection discards what the client still sends
+LINGER_SECONDS: Final = 2.0  # how long a half-closed connection discards what the client still sends
 
 # Reasons to stop reading from the client, one bit each.
-_PIPELINED = 1  # a request is queued behind the current one
-_UPSTREAM_FULL = 2  # the upstream's send buffer is full
-_HOLDING = 4  # the current request has no upstream yet and holds HOLD_LIMIT bytes of its body
+_PIPELINED: Final = 1  # a request is queued behind the current one
+_UPSTREAM_FULL: Final = 2  # the upstream's send buffer is full
+_HOLDING: Final = 4  # the current request has no upstream yet and holds HOLD_LIMIT bytes of its body
 
 # Body bytes the current request may hold while it has no upstream connection (connecting, waiting at
 # max_connections, a retry's backoff, an injected delay) before reading from the client pauses. Reading
 # goes on below it, so a client that gives up meanwhile is noticed at once.
-HOLD_LIMIT = 64 * 1024
+HOLD_LIMIT: Final = 64 * 1024
 
-_CRLF = b"\r\n"
+_CRLF: Final = b"\r\n"
 # Lengths of the names the response copy loop must look at (hop-by-hop and content-length).
-_SCREEN_LENGTHS = frozenset(len(n) for n in HOP_BY_HOP | {CONTENT_LENGTH})
-_STATUS_LINES: dict[int, bytes] = {}
+_SCREEN_LENGTHS: Final = frozenset(len(n) for n in HOP_BY_HOP | {CONTENT_LENGTH})
+_STATUS_LINES: Final[dict[int, bytes]] = {}
 
 
 def _status_line(status: int, phrase: bytes) -> bytes:
@@ -81,10 +83,10 @@ def _status_line(status: int, phrase: bytes) -> bytes:
     return line
 
 
-_LAST_CHUNK = b"0\r\n\r\n"
+_LAST_CHUNK: Final = b"0\r\n\r\n"
 # The end of the x-forwarded-for line and the x-forwarded-proto line, per client protocol.
-_PROTO_HTTP = b"\r\nx-forwarded-proto: http\r\n"
-_PROTO_HTTPS = b"\r\nx-forwarded-proto: https\r\n"
+_PROTO_HTTP: Final = b"\r\nx-forwarded-proto: http\r\n"
+_PROTO_HTTPS: Final = b"\r\nx-forwarded-proto: https\r\n"
 
 
 class _Rejected(Exception):

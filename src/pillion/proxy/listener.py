@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from pillion.config.model import Listener as ListenerConfig
 from pillion.http.local_reply import FLAGS
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from pillion.telemetry.tracer import Tracer
     from pillion.tls.termination import DownstreamTls
 
-log = logging.getLogger("pillion.listener")
+log: Final = logging.getLogger("pillion.listener")
 
 
 class HttpListener:

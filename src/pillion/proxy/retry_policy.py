@@ -13,12 +13,13 @@ at `max`, so the retries of many clients spread out instead of arriving in waves
 from __future__ import annotations
 
 import random
+from typing import Final
 
 from pillion.config.model import RetryPolicy
 
-IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
-_GATEWAY = (502, 503, 504)
-_RETRIABLE_4XX = (409,)
+IDEMPOTENT: Final = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+_GATEWAY: Final = (502, 503, 504)
+_RETRIABLE_4XX: Final = (409,)
 
 
 class RetryRule:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from bisect import bisect_right
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Final, Protocol
 
 from pillion.config.model import Authorization, DirectResponse, Fault, RateLimit, Redirect, Route
 from pillion.http.header_edit import HeaderEdit, compile_edit
@@ -204,7 +204,7 @@ def compile_route(
     return entry
 
 
-HOST_CACHE_SIZE = 256
+HOST_CACHE_SIZE: Final = 256
 
 
 class Router:

@@ -46,10 +46,12 @@ correlation keys, not secrets, so unpredictability is not required.
 
 from __future__ import annotations
 
+import binascii
+import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from random import getrandbits
+from typing import Final
 
 from pillion.http.headers import TRACE_HEADERS
 
@@ -78,27 +80,32 @@ __all__ = [
 ]
 
 # Sampling states of a context. A parsed traceparent is always SAMPLED or NOT_SAMPLED; B3 may DEFER.
-SAMPLED = 1
-NOT_SAMPLED = 0
-DEFER = -1
+# Final: C statics when compiled, not module-dict lookups.
+getrandbits: Final = random.getrandbits
+randbytes: Final = random.randbytes
+b2a_hex: Final = binascii.b2a_hex
+
+SAMPLED: Final = 1
+NOT_SAMPLED: Final = 0
+DEFER: Final = -1
 
 # Which B3 form, if any, the request arrived with (and so is forwarded with).
-B3_NONE = 0
-B3_SINGLE = 1
-B3_MULTI = 2
+B3_NONE: Final = 0
+B3_SINGLE: Final = 1
+B3_MULTI: Final = 2
 
 # The W3C spec asks vendors to propagate at least 512 characters of tracestate; beyond that members
 # are dropped from the right (the oldest end) until it fits.
-TRACESTATE_LIMIT = 512
+TRACESTATE_LIMIT: Final = 512
 
-TRACEPARENT = b"traceparent"
-TRACESTATE = b"tracestate"
-B3 = b"b3"
-X_B3_TRACEID = b"x-b3-traceid"
-X_B3_SPANID = b"x-b3-spanid"
-X_B3_PARENTSPANID = b"x-b3-parentspanid"
-X_B3_SAMPLED = b"x-b3-sampled"
-X_B3_FLAGS = b"x-b3-flags"
+TRACEPARENT: Final = b"traceparent"
+TRACESTATE: Final = b"tracestate"
+B3: Final = b"b3"
+X_B3_TRACEID: Final = b"x-b3-traceid"
+X_B3_SPANID: Final = b"x-b3-spanid"
+X_B3_PARENTSPANID: Final = b"x-b3-parentspanid"
+X_B3_SAMPLED: Final = b"x-b3-sampled"
+X_B3_FLAGS: Final = b"x-b3-flags"
 
 # TRACE_HEADERS (pillion.http.headers, with the other names the proxy treats specially) is every header
 # above: a proxy drops them from what it forwards and appends `inject(ctx)` instead, so the next hop's
@@ -108,17 +115,21 @@ X_B3_FLAGS = b"x-b3-flags"
 # validating by hand (~0.35 µs against ~0.8 µs). Version 00, exactly 55 bytes, is nearly every value;
 # the general pattern (then the version rules: ff invalid, nothing after the flags in 00) only runs
 # when that fails.
-_TRACEPARENT_00 = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]([0-9a-f])\Z")
-_TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]([0-9a-f])(-.*)?", re.S)
+_TRACEPARENT_00: Final = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]([0-9a-f])\Z")
+_TRACEPARENT: Final = re.compile(
+    rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]([0-9a-f])(-.*)?", re.S
+)
 # The hex digits whose value is odd: the sampled flag is bit 0 of the flags' second digit.
-_ODD_HEX = frozenset(b"13579bdf")
-_B3_SINGLE = re.compile(rb"([0-9a-f]{32}|[0-9a-f]{16})-([0-9a-f]{16})(?:-([01d])(?:-([0-9a-f]{16}))?)?")
-_B3_TRACE_ID = re.compile(rb"[0-9a-f]{32}|[0-9a-f]{16}")
-_SPAN_ID = re.compile(rb"[0-9a-f]{16}")
-_ZERO_TRACE = b"0" * 32
-_ZERO_SPAN = b"0" * 16
-_PAD64 = b"0" * 16
-_OWS = b" \t"
+_ODD_HEX: Final = frozenset(b"13579bdf")
+_B3_SINGLE: Final = re.compile(
+    rb"([0-9a-f]{32}|[0-9a-f]{16})-([0-9a-f]{16})(?:-([01d])(?:-([0-9a-f]{16}))?)?"
+)
+_B3_TRACE_ID: Final = re.compile(rb"[0-9a-f]{32}|[0-9a-f]{16}")
+_SPAN_ID: Final = re.compile(rb"[0-9a-f]{16}")
+_ZERO_TRACE: Final = b"0" * 32
+_ZERO_SPAN: Final = b"0" * 16
+_PAD64: Final = b"0" * 16
+_OWS: Final = b" \t"
 
 
 @dataclass(slots=True)
@@ -310,20 +321,19 @@ class Sampler:
         return int(trace_id[16:], 16) < self.bound
 
 
-_LOW64 = (1 << 64) - 1
-
-
 def start_root(sampler: Sampler) -> TraceContext:
-    """A new trace's root span, sampled by `sampler`. Both ids come from one 192-bit random number, and
-    the sampler's test is done on that number (its bits 64-127 are the trace id's lower 64 bits): what
-    `start_span(None, sampler)` means, at half its cost, for the request that carries no trace."""
-    r = getrandbits(192)
-    ids = b"%048x" % r
+    """A new trace's root span, sampled by `sampler`: what `start_span(None, sampler)` means, at half
+    its cost, for the request that carries no trace. Both ids are one draw of 24 random bytes in hex
+    (the trace id then the span id), and the sampler's test reads the trace id's lower 8 bytes from the
+    raw bytes rather than parsing them back from hex."""
+    raw = randbytes(24)
+    ids = b2a_hex(raw)
     trace_id, span_id = ids[:32], ids[32:]
     if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:  # one in 2**64: draw them one at a time
         trace_id, span_id = new_trace_id(), new_span_id()
         return TraceContext(trace_id, span_id, SAMPLED if sampler.sample(trace_id) else NOT_SAMPLED)
-    return TraceContext(trace_id, span_id, SAMPLED if (r >> 64) & _LOW64 < sampler.bound else NOT_SAMPLED)
+    sampled = int.from_bytes(raw[8:16], "big") < sampler.bound
+    return TraceContext(trace_id, span_id, SAMPLED if sampled else NOT_SAMPLED)
 
 
 def start_span(parent: TraceContext | None, sampler: Sampler) -> TraceContext:
