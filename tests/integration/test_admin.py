@@ -44,6 +44,9 @@ class FakeRuntime:
     def metrics_text(self) -> str:
         return "# HELP pillion_up Up.\n# TYPE pillion_up gauge\npillion_up 1\n"
 
+    async def metrics_text_merged(self) -> str:
+        return self.metrics_text()
+
     def config_dump(self) -> dict[str, Any]:
         if self.fail_config:
             raise RuntimeError("broken")

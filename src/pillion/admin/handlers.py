@@ -131,7 +131,8 @@ async def _metrics(target: AdminTarget, request: Request) -> Response:
     if not target.metrics_enabled:
         reason = (("x-pillion-error", "metrics_disabled"),)
         return text(404, "metrics are disabled (metrics.enabled: false)\n", reason)
-    return Response(200, target.metrics_text().encode("utf-8"), METRICS_CONTENT_TYPE)
+    body = await target.metrics_text_merged()
+    return Response(200, body.encode("utf-8"), METRICS_CONTENT_TYPE)
 
 
 async def _config_dump(target: AdminTarget, request: Request) -> Response:

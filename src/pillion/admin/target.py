@@ -2,8 +2,9 @@
 
 The admin server knows nothing about listeners, clusters or configuration; it asks its target. Keeping
 that surface a small structural Protocol lets tests serve a plain object and keeps the server free of
-imports from the proxy. Everything is called on the event loop thread; only `readiness` may await
-(it may probe the app), and the server bounds how long it waits.
+imports from the proxy. Everything is called on the event loop thread; only `readiness` and
+`metrics_text_merged` may await (both may ask the app): the server bounds how long it waits for the
+first, the second bounds itself (`metrics.merge_app.timeout`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ class AdminTarget(Protocol):
 
     def metrics_text(self) -> str:
         """The Prometheus exposition text."""
+        ...
+
+    async def metrics_text_merged(self) -> str:
+        """What `GET /metrics` serves: `metrics_text()`, followed by the app's own metrics when merging is
+        configured. Never raises for the app's sake; it waits at most the configured merge timeout."""
         ...
 
     def config_dump(self) -> dict[str, Any]:

@@ -91,7 +91,8 @@ Unknown keys (with a did-you-mean), missing required keys and wrong types are er
 - a listener, cluster or route name used twice (route names within their listener);
 - names other than letters, digits, `.`, `-`, `_` (starting and ending with a letter or digit, at most
   63 characters), for `service` and for listener, cluster and route names;
-- a `cluster` reference (in a route or `admin.ready_check`) to a cluster that does not exist;
+- a `cluster` reference (in a route, `admin.ready_check` or `metrics.merge_app`) to a cluster that does
+  not exist;
 - a cluster without endpoints, or with a `connect_timeout` of `0`;
 - a route match with both `prefix` and `path`, or a `prefix`/`path` not starting with `/`;
 - two sockets (listeners, admin) on the same port and host, or a wildcard host (`0.0.0.0`, `::`) on a

@@ -523,6 +523,24 @@ class Admin:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MergeApp:
+    """The app's own Prometheus metrics, fetched at each scrape of `/metrics` and served after Pillion's,
+    so one scrape target covers both (Istio's metrics merging). An app that cannot be reached, answers
+    late or with anything but 200, or sends more than 8 MiB is left out: the scrape still gets Pillion's
+    metrics, and `pillion_metrics_merge_failures_total` counts it."""
+
+    cluster: str = field_doc("The cluster whose first endpoint is the app (a name from `clusters`).")
+    path: str = field_doc(
+        "Path requested with GET; the answer must be 200 in the Prometheus text format. The app's families "
+        "named `pillion_*` are dropped, as they would clash with Pillion's.",
+        "/metrics",
+    )
+    timeout: Duration = field_doc(
+        "Time allowed for the app's whole answer; the scrape waits at most this long for it.", Duration(1.0)
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Metrics:
     """Prometheus metrics, served on the admin server's `/metrics` (docs/metrics.md)."""
 
@@ -530,6 +548,10 @@ class Metrics:
         "`false`: requests are not counted or timed, and `/metrics` answers 404 `metrics_disabled`. For "
         "a benchmark baseline, or a fleet that takes its numbers from access logs or traces instead.",
         True,
+    )
+    merge_app: MergeApp | None = field_doc(
+        "Also serve the app's own metrics on `/metrics`, fetched from it at each scrape; off when unset.",
+        None,
     )
 
 

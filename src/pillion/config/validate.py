@@ -21,6 +21,8 @@ from pillion.config.model import (
     Cluster,
     Config,
     Listener,
+    MergeApp,
+    ReadyCheck,
     Route,
     RouteMatch,
     ValueMatch,
@@ -65,13 +67,12 @@ def check(cfg: Config) -> tuple[Config, list[str]]:
     )
     _check_tls(cfg, errors)
     _unique([li.name for li in cfg.listeners], "listeners", "listener", errors)
-    ready = cfg.admin.ready_check
-    if ready is not None:
-        path = "admin.ready_check"
-        _check_reference(ready.cluster, child(path, "cluster"), clusters, errors)
-        _check_path(ready.path, child(path, "path"), errors)
-        if ready.timeout <= 0:
-            errors.append(at(child(path, "timeout"), "must be greater than 0"))
+    for path, app in (
+        ("admin.ready_check", cfg.admin.ready_check),
+        ("metrics.merge_app", cfg.metrics.merge_app),
+    ):
+        if app is not None:
+            _check_app_request(app, path, clusters, errors)
     sockets = [("admin.address", cfg.admin.address)]
     sockets += [(child(item("listeners", i), "address"), li.address) for i, li in enumerate(cfg.listeners)]
     _check_collisions(sockets, errors)
@@ -88,6 +89,16 @@ def check(cfg: Config) -> tuple[Config, list[str]]:
         errors.append(at("access_log.path", "must not be empty (use '-' for standard output)"))
     _check_access_log(cfg.access_log, errors)
     return replace(cfg, listeners=listeners), errors
+
+
+def _check_app_request(
+    app: ReadyCheck | MergeApp, path: str, clusters: Sequence[str], errors: list[str]
+) -> None:
+    """A request Pillion itself makes to the app: `cluster` names its first endpoint."""
+    _check_reference(app.cluster, child(path, "cluster"), clusters, errors)
+    _check_path(app.path, child(path, "path"), errors)
+    if app.timeout <= 0:
+        errors.append(at(child(path, "timeout"), "must be greater than 0"))
 
 
 def _check_access_log(access_log: AccessLog, errors: list[str]) -> None:

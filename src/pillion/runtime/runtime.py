@@ -42,6 +42,7 @@ from pillion.telemetry.stats import Registry
 
 if TYPE_CHECKING:
     from pillion.proxy.tcp import TcpListener, TcpStats
+    from pillion.runtime.metrics_merge import MetricsMerger
     from pillion.telemetry.otlp import OtlpExporter
     from pillion.telemetry.tracer import Tracer
     from pillion.tls.termination import DownstreamTls
@@ -93,6 +94,7 @@ class Runtime:
         self.overload = Overload(config.overload, self.registry)
         self.identity = self._load_identity(config)
         self.exporter = self._make_exporter(config)
+        self.merger = self._make_merger(config)
         reloads = self.registry.counter("pillion_config_reloads_total", "Configurations applied by a reload.")
         self.reloads = reloads.labels()
         failures = self.registry.counter(
@@ -342,6 +344,26 @@ class Runtime:
 
         return Tracer(Sampler(tracing.sampling), self.exporter, outbound=lc.direction == "outbound")
 
+    # -- metrics merging: loaded only when configured ---------------------------------------------------
+
+    def _make_merger(self, config: Config) -> MetricsMerger | None:
+        # Fixed for the process, like `metrics.enabled`; the app's address is looked up at each scrape.
+        merge = config.metrics.merge_app
+        if merge is None or not config.metrics.enabled:
+            return None
+        from pillion.runtime.metrics_merge import MetricsMerger
+
+        return MetricsMerger(merge, self.registry, self.app_address)
+
+    def app_address(self, cluster: str) -> tuple[str, int] | None:
+        """Where the app is: the first endpoint of `cluster`; None if the cluster is gone (a reload) or
+        has no endpoint (a DNS name that resolves to nothing)."""
+        found = self.clusters.get(cluster)
+        if found is None or not found.endpoints:
+            return None
+        endpoint = found.endpoints[0]
+        return endpoint.host, endpoint.port
+
     # -- TLS: loaded only when configured --------------------------------------------------------------
 
     def _load_identity(self, config: Config) -> WorkloadIdentity | None:
@@ -456,14 +478,22 @@ class Runtime:
         if check is not None:
             from pillion.runtime.ready_check import probe
 
-            endpoint = self.clusters[check.cluster].endpoints[0].address
-            ok, reason = await probe(endpoint.host, endpoint.port, check.path, float(check.timeout))
+            address = self.app_address(check.cluster)
+            if address is None:
+                return False, f"app not ready: cluster {check.cluster} has no endpoint"
+            ok, reason = await probe(*address, check.path, float(check.timeout))
             if not ok:
                 return False, f"app not ready: {reason}"
         return True, "ready"
 
     def metrics_text(self) -> str:
         return render(self.registry)
+
+    async def metrics_text_merged(self) -> str:
+        if self.merger is None:
+            return self.metrics_text()
+        app = await self.merger.app_text()  # first: a failure to fetch it is counted in this scrape
+        return self.metrics_text() + app
 
     def config_dump(self) -> dict[str, Any]:
         return {

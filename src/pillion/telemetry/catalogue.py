@@ -4,10 +4,11 @@ Theory of operation: metric families are declared in code (proxy/stats.py, the f
 helpers, TLS, overload, process), several of them only when the feature that updates them is configured.
 So the catalogue builds a real `Runtime` -- not started: nothing binds, resolves or spawns -- from a
 configuration that turns every optional feature on (`FULL_CONFIG`: a TCP listener, health checks, a DNS
-name, rate limit, fault, authorization, retries, outlier detection, overload, tracing, an mTLS identity,
-whose certificate files are issued into a temporary directory), forces the few families that are declared only
-when a cluster starts (DNS, health checks), and reads every family back from the registry: name, type,
-help, label names. Building a second, minimal Runtime tells which families exist whatever the config.
+name, rate limit, fault, authorization, retries, outlier detection, overload, tracing, metrics merging,
+an mTLS identity, whose certificate files are issued into a temporary directory), forces the few
+families that are declared only when a cluster starts (DNS, health checks), and reads every family back
+from the registry: name, type, help, label names. Building a second, minimal Runtime tells which
+families exist whatever the config.
 
 The families are grouped by area (`AREAS`, by name prefix) and each label name is explained once
 (`LABELS`, with what bounds its values). A family or label the tables do not know lands under "Other" or
@@ -36,6 +37,7 @@ admin: {{address: "127.0.0.1:0"}}
 identity: {{cert: "{dir}/cert.pem", key: "{dir}/key.pem", trust_bundle: "{dir}/bundle.pem"}}
 overload: {{max_connections: 10000, max_memory: 1GiB}}
 tracing: {{otlp_endpoint: "http://127.0.0.1:4318/v1/traces"}}
+metrics: {{merge_app: {{cluster: app}}}}
 listeners:
   - name: inbound
     address: "127.0.0.1:0"
@@ -91,6 +93,11 @@ AREAS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("TLS and identity", "Handshakes and the workload certificate.", ("pillion_tls_",)),
     ("Overload", "Load shed to stay within the process-wide limits (`overload`).", ("pillion_overload_",)),
     ("Tracing", "Spans sent to the OTLP collector, and those dropped.", ("pillion_tracing_",)),
+    (
+        "Metrics merging",
+        "Scrapes that could not include the app's own metrics (`metrics.merge_app`).",
+        ("pillion_metrics_",),
+    ),
     ("Configuration", "Reloads (SIGHUP, `watch`).", ("pillion_config_",)),
 )
 
@@ -109,7 +116,8 @@ LABELS: dict[str, str] = {
     "reason": f"A local-reply reason (`x-pillion-error`, docs/proxy.md): one of {len(REASONS)} fixed values "
     "plus `fault_injected`. On tracing metrics: why spans were dropped (`queue_full`, `export_failed`, "
     "`rejected`, `invalid`, `shutdown`) or an export failed (`connect`, `timeout`, `connection`, `status`, "
-    "`error`).",
+    "`error`). On metrics merging: why the app's metrics were left out (`connect`, `timeout`, `status`, "
+    "`too_large`, `invalid`).",
     "timeout": "`request_headers`, `request` or `idle`.",
     "limit": "The circuit-breaker limit hit: `connections`, `pending`, `requests` or `retries`.",
     "why": "Why a retry was not made: `attempts`, `budget`, `body_not_kept`, `not_idempotent` or `overflow`.",
@@ -220,9 +228,31 @@ scrape_configs:
   `# TYPE` lines from the start and a series once its labels have occurred (e.g. the first 503).
 - Metrics marked *(when configured)* exist only when the feature that updates them is in the
   configuration: a TCP listener, a health check, a DNS name among the endpoints, a route rate limit,
-  fault or authorization, an identity.
+  fault or authorization, an identity, metrics merging.
 - Every label has a bounded set of values (see [Labels](#labels)): none is a path, a client address,
   a header value or an id, so the number of series depends on the configuration, not on the traffic.
+
+## Merging the app's metrics
+
+With `metrics.merge_app` set, a scrape of the sidecar's `/metrics` also returns the app's own metrics,
+so one scrape target serves both (Istio's metrics merging). At each scrape Pillion GETs `path` from
+the app -- the first endpoint of `cluster` -- over a fresh plain HTTP/1.1 connection, asking for the
+text format, and serves its own metrics followed by the app's:
+
+```yaml
+metrics:
+  merge_app: {cluster: app, path: /metrics, timeout: 1s}   # path and timeout: these defaults
+```
+
+The app's text is passed on as written, except that any family whose name starts with `pillion_` is
+dropped (it would clash with Pillion's) and a closing OpenMetrics `# EOF` line is removed. Only a 200
+answer with a text content type is merged, and it must arrive within `timeout` and be at most 8 MiB.
+Otherwise -- the app refuses the connection, is slow, answers another status, sends too much or
+something that is not text -- the scrape still answers 200 with Pillion's metrics alone, and
+`pillion_metrics_merge_failures_total{reason}` counts it (`connect`, `timeout`, `status`, `too_large`,
+`invalid`), in the very scrape that lacks the app's part; a warning is logged when a streak of failures
+starts and a line when merging works again. Pillion's own text lints clean with `promtool check
+metrics`; the app's part lints as cleanly as the app writes it.
 """
 
 
