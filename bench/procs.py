@@ -1,12 +1,13 @@
 """Child processes of the benchmark: start them pinned, account their CPU and memory, never leave one behind.
 
-Theory of operation: every server (upstream nginx, HAProxy, proxy nginx, Pillion) and every load generator
-(wrk, hey) is started through one `ProcGroup`, as `taskset -c CPU argv...` in a session of its own (so a
-Ctrl-C at the terminal reaches only the harness, which then stops the children in order) and with
-PR_SET_PDEATHSIG=SIGKILL (so even a SIGKILLed harness takes its direct children with it). `taskset` execs
-the program, so the PID we hold is the server's own PID; `ProcGroup.stop_all()` -- called from the
-harness's `finally` -- sends SIGTERM to each child's process group (its pgid is its PID, because of the new
-session), waits, then SIGKILLs what is left. Nothing is ever killed by name.
+Theory of operation: every server (upstream nginx, HAProxy, proxy nginx, Pillion), every load generator
+(wrk, hey) and every load-side helper (the slowloris attacker, the OTLP collector) is started through one
+`ProcGroup`, as `taskset -c CPU argv...` in a session of its own (so a Ctrl-C at the terminal reaches only
+the harness, which then stops the children in order) and with PR_SET_PDEATHSIG=SIGKILL (so even a
+SIGKILLed harness takes its direct children with it). `taskset` execs the program, so the PID we hold is
+the server's own PID; `ProcGroup.stop_all()` -- called from the harness's `finally` -- sends SIGTERM to
+each child's process group (its pgid is its PID, because of the new session), waits, then SIGKILLs what
+is left. Nothing is ever killed by name.
 
 Accounting reads /proc directly:
   * CPU: utime+stime (fields 14 and 15 of /proc/PID/stat, in clock ticks of 1/SC_CLK_TCK s) summed over
@@ -312,6 +313,31 @@ def machine_sample() -> MachineSample:
 # ---- HTTP probes --------------------------------------------------------------------------------------
 
 
+def http_exchange(
+    host: str,
+    port: int,
+    path: str,
+    timeout: float = 2.0,
+    headers: dict[str, str] | None = None,
+    *,
+    context: ssl.SSLContext | None = None,
+) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """One GET on a fresh connection (no proxy environment variables involved): the status, the response
+    header fields and the body. `headers` may replace Host. With `context`, over TLS (the mTLS pairs'
+    server sides)."""
+    conn = (
+        http.client.HTTPConnection(host, port, timeout=timeout)
+        if context is None
+        else http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+    )
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.headers, resp.read()
+    finally:
+        conn.close()
+
+
 def http_get(
     host: str,
     port: int,
@@ -321,19 +347,9 @@ def http_get(
     *,
     context: ssl.SSLContext | None = None,
 ) -> tuple[int, bytes]:
-    """One GET on a fresh connection (no proxy environment variables involved); `headers` may replace Host.
-    With `context`, over TLS (the mTLS pairs' server sides)."""
-    conn = (
-        http.client.HTTPConnection(host, port, timeout=timeout)
-        if context is None
-        else http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
-    )
-    try:
-        conn.request("GET", path, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
+    """`http_exchange` without the response header fields: (status, body)."""
+    status, _, body = http_exchange(host, port, path, timeout, headers, context=context)
+    return status, body
 
 
 def tls_session(host: str, port: int, context: ssl.SSLContext, timeout: float = 2.0) -> str:

@@ -9,8 +9,11 @@ the "minimal" uvloop + httptools calibration proxy); for CPU/request, latency an
 ratio below 1 means Pillion is cheaper/faster), for req/s higher is better. The first three bars are
 evaluated on the "pillion" row (metrics on, access log off) against the "haproxy" row; the outbound bar,
 present when either outbound row was part of the run, on "pillion-outbound" against "haproxy-outbound"
-(both doing host routing, retries, circuit breaking and outlier detection). A Pillion row that FAILED or
-saw errors fails its bars. The minimal row never decides a bar: the Bar section only adds an informational
+(both doing host routing, retries, circuit breaking and outlier detection); the telemetry bar, present
+when either row is, on "pillion-full" (metrics, tracing at 1% to a real collector, access log to a file)
+against "pillion-off" (none of them), and it also needs spans received and access-log lines written in
+every round, or the full row did not really do its telemetry. A Pillion row that FAILED or saw errors
+fails its bars. The minimal row never decides a bar: the Bar section only adds an informational
 "minimal proxy / HAProxy" CPU line (`floor_line`), the floor that Python on this runtime sets, and a
 missing or FAILED minimal row just leaves "-" in its places. The slowloris bar compares the "pillion"
 row with itself: the fixed-rate hey p99 while bench/slowloris.py holds 500 slow connections on it over
@@ -31,16 +34,33 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from loadgen import HeyResult, SlowlorisResult, WrkResult
+from servers import TRACE_SAMPLING
 
 CPU_BAR = 1.15  # Pillion CPU/request <= 1.15 x HAProxy's
 P99_BAR = 1.20  # Pillion fixed-rate p99 <= 1.2 x HAProxy's
 RSS_BAR_MIB = 30.0  # Pillion VmRSS after the run <= 30 MiB
 OUTBOUND_CPU_BAR = 1.3  # Pillion outbound CPU/request <= 1.3 x HAProxy outbound's
+TELEMETRY_CPU_BAR = 1.15  # Pillion with metrics + tracing 1% + access log: CPU/request <= 1.15 x all off
 SLOWLORIS_P99_BAR = 2.0  # Pillion fixed-rate p99 under slowloris <= 2 x its p99 without
 SLOWLORIS_SWEEP_SLACK_S = 2.0  # a slow connection must be closed within the header timeout + this
 MTLS_CPU_BAR = 1.5  # each Pillion sidecar of the mTLS pair: CPU/request <= 1.5 x HAProxy's on that side
 MTLS_ADDED_P99_BAR_US = 1000.0  # the Pillion pair's fixed-rate p99 minus the direct call's, same round
 NOISY_PCT = 15.0  # CPU used by other processes (% of a core) above which a run is flagged as not quiet
+
+
+@dataclass(frozen=True)
+class Spans:
+    """Tracing over one visit of the all-telemetry row (its warm-up, wrk and hey runs): the spans the
+    collector received, the rise of Pillion's pillion_tracing_spans_dropped_total, and the requests sent."""
+
+    received: float | None
+    dropped: float | None
+    requests: int | None
+
+    @property
+    def share(self) -> float | None:
+        """Spans received per request sent (about the sampling rate)."""
+        return self.received / self.requests if self.received is not None and self.requests else None
 
 
 @dataclass
@@ -68,6 +88,7 @@ class Measurement:
     counter_delta: float | None = None
     counter_note: str | None = None
     access_log_lines: int | None = None
+    spans: Spans | None = None  # the all-telemetry row only
     foreign_top: list[tuple[str, float]] = field(default_factory=list)  # (process, % of a core)
 
     @property
@@ -96,6 +117,7 @@ class TargetReport:
     error: str | None = None
     xff_seen: str | None = None
     rounds: list[Measurement] = field(default_factory=list)
+    metrics_probe: str | None = None  # the telemetry-off row: what its admin /metrics answered
 
     @property
     def errors(self) -> int:
@@ -365,9 +387,7 @@ RATIO_PAIRS: tuple[tuple[str, str], ...] = (
     ("pillion", "haproxy"),
     ("pillion", "nginx"),
     ("pillion", "minimal"),
-    ("pillion-log", "haproxy"),
-    ("pillion-log", "nginx"),
-    ("pillion-log", "minimal"),
+    ("pillion-full", "pillion-off"),
     ("pillion-outbound", "haproxy-outbound"),
     ("minimal", "haproxy"),  # in results.json and the Bar section's informational line, not the table
 )
@@ -375,8 +395,9 @@ TABLE_PAIRS: tuple[str, ...] = tuple(f"{a}/{b}" for a, b in RATIO_PAIRS if a != 
 
 
 def ratios(summaries: dict[str, dict[str, float | None]]) -> dict[str, dict[str, float | None]]:
-    """'pillion/haproxy' -> metric -> ratio, for both Pillion rows against every baseline present,
-    'pillion-outbound/haproxy-outbound', and 'minimal/haproxy' (the calibration proxy against HAProxy)."""
+    """'pillion/haproxy' -> metric -> ratio, for the Pillion row against every baseline present,
+    'pillion-full/pillion-off' (all telemetry over none), 'pillion-outbound/haproxy-outbound', and
+    'minimal/haproxy' (the calibration proxy against HAProxy)."""
     out: dict[str, dict[str, float | None]] = {}
     for a, base in RATIO_PAIRS:
         if a in summaries and base in summaries:
@@ -411,11 +432,10 @@ def bars(
     mtls: MtlsReport | None = None,
 ) -> list[Bar]:
     """The three Pillion-vs-HAProxy bars, the outbound bar when an outbound row was in the run, the
-    slowloris bar when that run was made, and the two mTLS bars when that run was made."""
+    telemetry bar when a telemetry row was, the slowloris bar when that run was made, and the two mTLS
+    bars when that run was made."""
     out = _inbound_bars(targets, summaries)
-    outbound = outbound_bar(targets, summaries)
-    if outbound is not None:
-        out.append(outbound)
+    out += [b for b in (outbound_bar(targets, summaries), telemetry_bar(targets, summaries)) if b is not None]
     if slowloris is not None:
         out.append(slowloris_bar(slowloris))
     if mtls is not None:
@@ -548,6 +568,48 @@ def outbound_bar(
         + ("" if h else " (no HAProxy outbound data)")
         + f"; @2k: {fmt_num(p.get('hey_cpu_us_per_req'))} vs {fmt_num(h.get('hey_cpu_us_per_req'))} µs/req "
         f"= {fmt_ratio(hey)}",
+    )
+
+
+def _telemetry_problems(targets: dict[str, TargetReport]) -> list[str]:
+    """Why the telemetry rows cannot be compared (a row missing, FAILED or with errors), or in which rounds
+    the full row's telemetry was not in force (no span received, no access-log line written)."""
+    full, off = targets.get("pillion-full"), targets.get("pillion-off")
+    rows = (_row_problem(full, "Pillion all-telemetry"), _row_problem(off, "Pillion telemetry-off"))
+    problems = [p for p in rows if p is not None]
+    if problems or full is None:
+        return problems
+    no_spans = [m.round for m in full.rounds if m.spans is None or not m.spans.received]
+    if no_spans:
+        problems.append(f"the collector received no spans in round(s) {no_spans}")
+    no_log = [m.round for m in full.rounds if not m.access_log_lines]
+    if no_log:
+        problems.append(f"no access-log line was written in round(s) {no_log}")
+    return problems
+
+
+def telemetry_bar(
+    targets: dict[str, TargetReport], summaries: dict[str, dict[str, float | None]]
+) -> Bar | None:
+    """Pillion's CPU/request with all its telemetry on against all of it off (wrk; the @2k ratio shown
+    beside it); None when neither row was part of the run."""
+    if "pillion-full" not in targets and "pillion-off" not in targets:
+        return None
+    name = (
+        "Pillion telemetry overhead: CPU/request with metrics + tracing "
+        f"{TRACE_SAMPLING:.0%} + access log to a file <= {TELEMETRY_CPU_BAR}x all off"
+    )
+    f, o = summaries.get("pillion-full", {}), summaries.get("pillion-off", {})
+    cpu = ratio(f.get("cpu_us_per_req"), o.get("cpu_us_per_req"))
+    hey = ratio(f.get("hey_cpu_us_per_req"), o.get("hey_cpu_us_per_req"))
+    problems = _telemetry_problems(targets)
+    return Bar(
+        name,
+        not problems and cpu is not None and cpu <= TELEMETRY_CPU_BAR,
+        f"{fmt_num(f.get('cpu_us_per_req'))} vs {fmt_num(o.get('cpu_us_per_req'))} µs/req "
+        f"= {fmt_ratio(cpu)} (limit {TELEMETRY_CPU_BAR}x); @2k: {fmt_num(f.get('hey_cpu_us_per_req'))} vs "
+        f"{fmt_num(o.get('hey_cpu_us_per_req'))} µs/req = {fmt_ratio(hey)}"
+        + "".join(f"; {p}" for p in problems),
     )
 
 
@@ -808,10 +870,17 @@ def render_markdown(
         f"(`taskset -c {params['server_cpu']}`); wrk, hey and the harness on core {params['load_cpu']}. "
         "All single-process/single-threaded (HAProxy `nbthread 1`, nginx `worker_processes 1`, upstream "
         "nginx `master_process off`, the minimal proxy and Pillion one event loop), keep-alive on both "
-        "sides, access logs off except the Pillion access-log row.",
+        "sides, access logs off except the Pillion all-telemetry row.",
         '- Upstream: nginx `return 200 "hello world\\n"` (12-byte body), keepalive_requests 1000000.',
         "- All servers idle but running while another target is measured.",
     ]
+    if "pillion-full" in targets and "collector_cmd" in params:
+        out.append(
+            "- Pillion all-telemetry row: access log to a file in its temporary directory, and tracing at "
+            f"{TRACE_SAMPLING:.0%} exported over OTLP/HTTP to `{params['collector_cmd']}` "
+            "(bench/collector.py: the project's FakeCollector, which decodes every span; on the load core, "
+            "with wrk and hey)."
+        )
     if "minimal_cmd" in params:
         out.append(
             f"- Minimal proxy (calibration): `{params['minimal_cmd']}` (bench/minimal_proxy.py: parse, copy "
@@ -1078,34 +1147,83 @@ def _mtls_section(r: MtlsReport, params: dict[str, Any]) -> list[str]:
     return out
 
 
+def _counted(m: Measurement) -> str:
+    """Pillion's own request count over the measured wrk run against wrk's."""
+    if m.counter_name is None:
+        return f"round {m.round}: not found ({m.counter_note or 'no *requests_total metric'})"
+    delta = m.counter_delta or 0.0
+    ok = abs(delta - m.wrk.requests) <= max(0.01 * m.wrk.requests, 4 * 64)
+    return (
+        f"round {m.round}: {m.counter_name} counted {delta:,.0f} requests "
+        f"(wrk completed {m.wrk.requests:,}) {'OK' if ok else 'MISMATCH'}"
+    )
+
+
+def _metrics_off(m: Measurement) -> str:
+    """The telemetry-off row's /metrics during a round: it must not have counted anything."""
+    if m.counter_name is not None:
+        return f"round {m.round}: ⚠ {m.counter_name} counted {m.counter_delta or 0:,.0f} requests"
+    return f"round {m.round}: {m.counter_note or 'no request counter'}"
+
+
+def _access_log(m: Measurement) -> str:
+    if m.access_log_lines is None:
+        return f"round {m.round}: not counted"
+    flag = "" if m.access_log_lines else " ⚠ none"
+    return f"round {m.round}: {m.access_log_lines:,} lines for {m.wrk.requests:,} requests{flag}"
+
+
+def _traced(m: Measurement) -> str:
+    """Spans the collector received over a visit, against the sampling rate, and the ones Pillion dropped."""
+    sp = m.spans
+    if sp is None or sp.received is None:
+        return f"round {m.round}: ⚠ not counted (the collector's /stats was unreadable)"
+    share = sp.share
+    if not sp.received:
+        flag = " ⚠ none"
+    elif share is not None and not 0.5 * TRACE_SAMPLING <= share <= 1.5 * TRACE_SAMPLING:
+        flag = f" ⚠ expected about {TRACE_SAMPLING:.0%}"
+    else:
+        flag = ""
+    dropped = "?" if sp.dropped is None else f"{sp.dropped:,.0f}" + (" ⚠" if sp.dropped else "")
+    requests = "?" if sp.requests is None else f"{sp.requests:,}"
+    pct = "-" if share is None else f"{share:.2%}"
+    return (
+        f"round {m.round}: {sp.received:,.0f} spans for {requests} requests = {pct}{flag}, {dropped} dropped"
+    )
+
+
+def _pillion_sanity(t: TargetReport) -> list[str]:
+    """Per Pillion row: its request counter against wrk (metrics really off for the telemetry-off row),
+    and for the all-telemetry row the access-log lines and the spans exported."""
+    if t.key == "pillion-off":
+        seen = t.metrics_probe or "not checked (row FAILED)"
+        rounds = "; ".join(_metrics_off(m) for m in t.rounds)
+        return [
+            f"- {t.label}: metrics off: at start, {seen}" + (f"; during the runs: {rounds}" if rounds else "")
+        ]
+    if not t.rounds:
+        return [f"- {t.label}: metrics on: not measured (row FAILED)"]
+    lines = [f"- {t.label}: metrics on: " + "; ".join(_counted(m) for m in t.rounds)]
+    if t.key == "pillion-full":
+        lines.append(
+            f"- {t.label}: access log written (during the measured wrk run): "
+            + "; ".join(_access_log(m) for m in t.rounds)
+        )
+        lines.append(
+            f"- {t.label}: tracing at {TRACE_SAMPLING:.0%}: spans the collector received over each visit "
+            "(warm-up, wrk and hey requests), and the rise of pillion_tracing_spans_dropped_total: "
+            + "; ".join(_traced(m) for m in t.rounds)
+        )
+    return lines
+
+
 def _sanity(targets: dict[str, TargetReport]) -> list[str]:
     lines: list[str] = []
-    for key in ("pillion", "pillion-log", "pillion-outbound"):
+    for key in ("pillion", "pillion-off", "pillion-full", "pillion-outbound"):
         t = targets.get(key)
-        if t is None:
-            continue
-        if not t.rounds:
-            lines.append(f"- {t.label}: metrics on: not measured (row FAILED)")
-            continue
-        parts = []
-        for m in t.rounds:
-            if m.counter_name is None:
-                parts.append(f"round {m.round}: not found ({m.counter_note or 'no *requests_total metric'})")
-            else:
-                delta = m.counter_delta or 0.0
-                ok = abs(delta - m.wrk.requests) <= max(0.01 * m.wrk.requests, 4 * 64)
-                parts.append(
-                    f"round {m.round}: {m.counter_name} counted {delta:,.0f} requests "
-                    f"(wrk completed {m.wrk.requests:,}) {'OK' if ok else 'MISMATCH'}"
-                )
-        lines.append(f"- {t.label}: metrics on: " + "; ".join(parts))
-        if key == "pillion-log":
-            logs = [
-                f"round {m.round}: {m.access_log_lines:,} lines for {m.wrk.requests:,} requests"
-                for m in t.rounds
-                if m.access_log_lines is not None
-            ]
-            lines.append(f"- {t.label}: access log written: " + ("; ".join(logs) or "no lines counted"))
+        if t is not None:
+            lines += _pillion_sanity(t)
     conns = []
     for t in targets.values():
         if t.rounds:

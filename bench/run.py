@@ -1,22 +1,28 @@
 """`make bench`: the same keep-alive load against the upstream, HAProxy, nginx and Pillion, one report.
 
-Theory of operation: one run starts an nginx upstream and seven reverse proxies in front of it (HAProxy,
+Theory of operation: one run starts an nginx upstream and eight reverse proxies in front of it (HAProxy,
 nginx, the minimal uvloop + httptools calibration proxy bench/minimal_proxy.py, Pillion with metrics on
-and access log off, Pillion with the access log written to a file, and the outbound pair: HAProxy and
-Pillion each doing host routing, retries, a circuit breaker and outlier detection), plus two mTLS pairs
-(sidecar A -> mutual TLS -> sidecar B -> the upstream, once with two Pillions and once with two HAProxys,
-identities made by `pillion ca`), every server a child process pinned to the server core (`taskset -c 0`)
-while the load generators and this harness live on the load core (`taskset -c 1`), so a proxy and the
-upstream it needs compete for one core exactly as a sidecar and its app would, and the client never
-steals from them. All servers stay up for the whole run (idle when not measured). Then ROUNDS rounds each
-visit every live target once, in an order rotated per round; a visit is:
+and access log off, the same Pillion with all telemetry off and with all of it on -- metrics, tracing at
+1% and the access log to a file --, and the outbound pair: HAProxy and Pillion each doing host routing,
+retries, a circuit breaker and outlier detection), plus two mTLS pairs (sidecar A -> mutual TLS ->
+sidecar B -> the upstream, once with two Pillions and once with two HAProxys, identities made by
+`pillion ca`), every server a child process pinned to the server core (`taskset -c 0`) while the load
+generators, this harness and the OTLP collector the all-telemetry Pillion exports to (bench/collector.py)
+live on the load core (`taskset -c 1`), so a proxy and the upstream it needs compete for one core exactly
+as a sidecar and its app would, and the client never steals from them. All servers stay up for the whole
+run (idle when not measured). Then ROUNDS rounds each visit every live target once, in an order rotated
+per round; a visit is:
 
+  0. for the all-telemetry Pillion: read the collector's span count and Pillion's dropped-span count;
   1. warm-up: wrk for WARMUP seconds (connections, upstream pools, caches);
   2. measured: read the upstream's stub_status, Pillion's /metrics and the access-log size, sample the
      target's and upstream's utime+stime and /proc/stat, run `wrk -t1 -cN -dD --latency`, sample again;
      read the target's RSS; CPU/request = CPU delta / requests wrk completed;
   3. fixed rate: `hey -z D -c 8 -q 250` (~2000 req/s) for the latency a proxy adds when not saturated,
-     with its own CPU/request.
+     with its own CPU/request;
+  4. for the all-telemetry Pillion: wait TRACE_SETTLE_S for its last spans to be exported, then read the
+     counts of step 0 again: their rise is the visit's spans, compared with its warm-up, wrk and hey
+     requests.
 
 After the rounds, the mTLS run (when a pair is selected): MTLS_ROUNDS rounds, each one hey run straight to
 the upstream at ~1000 req/s and one visit of each pair (warm-up, `wrk` with A's and B's CPU sampled around
@@ -33,8 +39,9 @@ The attacker is always stopped in `finally` (SIGTERM, then SIGKILL), and Pillion
 settle after it.
 
 The report (bench/report.py) takes medians over rounds, ratios against HAProxy, nginx and the minimal
-proxy (and of the outbound Pillion row against the outbound HAProxy row, and of each Pillion sidecar of the
-mTLS pair against its HAProxy counterpart), and evaluates the bars. A target (or pair) that cannot start,
+proxy (and of the outbound Pillion row against the outbound HAProxy row, of the all-telemetry Pillion row
+against the telemetry-off one, and of each Pillion sidecar of the mTLS pair against its HAProxy
+counterpart), and evaluates the bars. A target (or pair) that cannot start,
 dies, or whose load run fails is marked FAILED with the error and its log tail, and the run goes on --
 Pillion's data plane may not exist yet. All children are stopped in `finally`
 (SIGINT and SIGTERM included) and the temporary directory is removed. Exit status: 0 (it is a
@@ -46,6 +53,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import json
 import os
 import platform
 import shutil
@@ -94,6 +102,7 @@ from report import (
     PairVisit,
     SlowlorisReport,
     SlowlorisRound,
+    Spans,
     TargetReport,
     bars,
     floor_line,
@@ -113,8 +122,10 @@ from servers import (
     Target,
     check_forwarding,
     check_pair,
+    collector_argv,
     make_identities,
     minimal_argv,
+    start_collector,
     start_haproxy,
     start_haproxy_pair,
     start_minimal,
@@ -132,6 +143,7 @@ PER_VISIT_OVERHEAD_S = 1.0  # process start-up, /proc reads, probes
 SLOWLORIS_READY_S = 15.0  # the attacker's connections must all be open within this
 SLOWLORIS_SETTLE_S = 1.0  # after the attacker stops, before the next hey run
 SLOWLORIS_OVERHEAD_S = 2.0  # per round: the attacker's start and ramp, and the settle time
+TRACE_SETTLE_S = 1.5  # after a pillion-full visit: Pillion exports its queued spans once a second
 
 
 class MeasureError(Exception):
@@ -224,7 +236,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         help=f"comma-separated targets and mTLS pairs to measure (default all: {','.join(TARGET_KEYS)}; "
         f"{','.join(MTLS_KEYS)})",
     )
-    p.add_argument("--quick", action="store_true", help="smoke mode, about 2 minutes: 2 rounds of 3 s + 2 s")
+    p.add_argument("--quick", action="store_true", help="smoke mode, about 2.5 min: 2 rounds of 3 s + 2 s")
     p.add_argument("--check", action="store_true", help="exit 1 if a bar fails")
     p.add_argument("--results", type=Path, default=BENCH / "RESULTS.md", help="markdown report path")
     p.add_argument("--json", type=Path, default=BENCH / "out" / "results.json", help="JSON results path")
@@ -282,8 +294,8 @@ def _alive(t: Target) -> None:
         raise MeasureError(f"{t.key} exited (status {rc}) during the run")
 
 
-def _counter(t: Target) -> tuple[tuple[str, float] | None, str | None]:
-    """Pillion's request counter from its admin /metrics (None and a note when absent/unreadable)."""
+def _scrape(t: Target) -> tuple[str | None, str | None]:
+    """Pillion's admin /metrics text, or None and why not (no note when the target is not a Pillion)."""
     if t.admin_port is None:
         return None, None
     try:
@@ -292,8 +304,61 @@ def _counter(t: Target) -> tuple[tuple[str, float] | None, str | None]:
         return None, f"GET /metrics failed: {exc}"
     if status != 200:
         return None, f"GET /metrics answered {status}"
-    found = counter_total(body.decode(errors="replace"))
+    return body.decode(errors="replace"), None
+
+
+def _counter(t: Target) -> tuple[tuple[str, float] | None, str | None]:
+    """Pillion's request counter from its admin /metrics (None and a note when absent/unreadable)."""
+    text, note = _scrape(t)
+    if text is None:
+        return None, note
+    found = counter_total(text)
     return found, None if found else "not found"
+
+
+def _metric(t: Target, name: str, **labels: str) -> float | None:
+    """Sum of a labelled metric's samples (those with `labels`) on Pillion's admin /metrics; None when not
+    Pillion, unreadable, or there is no such sample."""
+    text, _ = _scrape(t)
+    return None if text is None else labelled_total(text, name, **labels)
+
+
+def _delta(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
+
+
+def _wrk_requests(done: Completed) -> int | None:
+    try:
+        return parse_wrk(done.stdout).requests
+    except ValueError:
+        return None
+
+
+def _trace_totals(t: Target) -> tuple[float | None, float | None] | None:
+    """For a target that exports spans (pillion-full): the spans its collector has received so far, and
+    Pillion's pillion_tracing_spans_dropped_total (0 while it has no sample); None for any other target."""
+    if t.collector_port is None:
+        return None
+    received: float | None = None
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        status, body = http_get(HOST, t.collector_port, "/stats", timeout=5.0)
+        received = float(json.loads(body)["spans"]) if status == 200 else None
+    text, _ = _scrape(t)
+    dropped = None if text is None else labelled_total(text, "pillion_tracing_spans_dropped_total") or 0.0
+    return received, dropped
+
+
+def _spans(
+    before: tuple[float | None, float | None] | None,
+    after: tuple[float | None, float | None] | None,
+    requests: list[int | None],
+) -> Spans | None:
+    """What the collector received and Pillion dropped between two `_trace_totals`, over `requests`."""
+    if before is None or after is None:
+        return None
+    counts = [n for n in requests if n is not None]
+    total = sum(counts) if len(counts) == len(requests) else None
+    return Spans(_delta(before[0], after[0]), _delta(before[1], after[1]), total)
 
 
 def _file_size(path: Path | None) -> int:
@@ -318,6 +383,7 @@ def measure(
     s: Settings, group: ProcGroup, t: Target, *, upstream: Target, servers: list[Target], rnd: int, slot: int
 ) -> Measurement:
     assert t.proc is not None and upstream.proc is not None
+    traced0 = _trace_totals(t)  # before the warm-up: all of this visit's requests, all of its spans
     warm = group.run(wrk_argv(t.url, s.connections, s.warmup), s.load_cpu, timeout=s.warmup + 30)
     if warm.returncode != 0:
         raise MeasureError(f"warm-up wrk exited {warm.returncode}:\n{_tail(warm)}")
@@ -360,6 +426,9 @@ def measure(
     except ValueError as exc:
         raise MeasureError(f"{exc}:\n{_tail(hey_done)}") from exc
     _alive(t)
+    if traced0 is not None:
+        time.sleep(TRACE_SETTLE_S)  # the visit's last spans reach the collector, not the next visit's time
+    spans = _spans(traced0, _trace_totals(t), [_wrk_requests(warm), wrk.requests, hey.requests])
 
     sh = _shares(s, (m0, m1), (f0, f1), (cpu0, cpu1))
     counted = None if ctr0 is None or ctr1 is None else ctr1[1] - ctr0[1]
@@ -385,6 +454,7 @@ def measure(
         counter_delta=counted,
         counter_note=note,
         access_log_lines=log_lines,
+        spans=spans,
         foreign_top=sh.foreign,
     )
 
@@ -464,17 +534,7 @@ def _hey_run(s: Settings, group: ProcGroup, t: Target) -> tuple[HeyResult, float
 
 def _header_timeouts(t: Target) -> float | None:
     """Pillion's count of connections closed by request_headers_timeout (None when unreadable)."""
-    if t.admin_port is None:
-        return None
-    try:
-        status, body = http_get(HOST, t.admin_port, "/metrics", timeout=5.0)
-    except OSError:
-        return None
-    if status != 200:
-        return None
-    return labelled_total(
-        body.decode(errors="replace"), "pillion_downstream_timeouts_total", timeout="request_headers"
-    )
+    return _metric(t, "pillion_downstream_timeouts_total", timeout="request_headers")
 
 
 def _wait_ready(proc: Proc, timeout: float) -> None:
@@ -583,21 +643,6 @@ def _fixed_rate(s: Settings, group: ProcGroup, url: str) -> HeyResult:
         return parse_hey(done.stdout)
     except ValueError as exc:
         raise MeasureError(f"{exc}:\n{_tail(done)}") from exc
-
-
-def _metric(t: Target, name: str) -> float | None:
-    """Sum of a labelled metric on Pillion's admin /metrics (None when not Pillion or unreadable)."""
-    if t.admin_port is None:
-        return None
-    try:
-        status, body = http_get(HOST, t.admin_port, "/metrics", timeout=5.0)
-    except OSError:
-        return None
-    return labelled_total(body.decode(errors="replace"), name) if status == 200 else None
-
-
-def _delta(before: float | None, after: float | None) -> float | None:
-    return None if before is None or after is None else after - before
 
 
 def measure_pair(
@@ -861,6 +906,30 @@ NOTES = [
 ]
 
 
+def start_target(
+    s: Settings, group: ProcGroup, tmp: Path, key: str, *, upstream: Target, collector: Target | None
+) -> Target:
+    """Start one of the proxies (`key`) in front of `upstream`; pillion-full exports to `collector`."""
+    if key in ("haproxy", "haproxy-outbound"):
+        return start_haproxy(
+            group, tmp, s.server_cpu, upstream.port, s.ready_timeout, outbound=key == "haproxy-outbound"
+        )
+    if key == "nginx":
+        return start_nginx(group, tmp, s.server_cpu, upstream.port, s.ready_timeout)
+    if key == "minimal":
+        return start_minimal(group, tmp, s.server_cpu, upstream.port, s.ready_timeout, python=sys.executable)
+    return start_pillion(
+        group,
+        tmp,
+        s.server_cpu,
+        upstream.port,
+        s.ready_timeout,
+        pillion=s.pillion,
+        key=key,
+        collector=collector,
+    )
+
+
 def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
     started = time.monotonic()
     print(f"bench: temporary directory {tmp}", flush=True)
@@ -868,29 +937,15 @@ def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
     if upstream.error is not None:
         print(f"bench: the upstream nginx did not start:\n{upstream.error}", file=sys.stderr)
         return 2
+    # pillion-full's spans go to a collector of its own, on the load core (like wrk and hey).
+    collector = (
+        start_collector(group, tmp, s.load_cpu, s.ready_timeout, python=sys.executable)
+        if "pillion-full" in s.only
+        else None
+    )
     targets: dict[str, Target] = {"upstream": upstream}
     for key in s.only[1:]:
-        if key in ("haproxy", "haproxy-outbound"):
-            targets[key] = start_haproxy(
-                group, tmp, s.server_cpu, upstream.port, s.ready_timeout, outbound=key == "haproxy-outbound"
-            )
-        elif key == "nginx":
-            targets[key] = start_nginx(group, tmp, s.server_cpu, upstream.port, s.ready_timeout)
-        elif key == "minimal":
-            targets[key] = start_minimal(
-                group, tmp, s.server_cpu, upstream.port, s.ready_timeout, python=sys.executable
-            )
-        else:
-            targets[key] = start_pillion(
-                group,
-                tmp,
-                s.server_cpu,
-                upstream.port,
-                s.ready_timeout,
-                pillion=s.pillion,
-                access_log=key == "pillion-log",
-                outbound=key == "pillion-outbound",
-            )
+        targets[key] = start_target(s, group, tmp, key, upstream=upstream, collector=collector)
     for t in targets.values():
         if t.error is None:
             check_forwarding(t)
@@ -900,13 +955,17 @@ def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
                 group.stop(t.proc)
     mtls_on = bool(s.mtls_pairs) and s.mtls_rounds > 0
     pairs = start_pairs(s, group, tmp, upstream) if mtls_on else {}
-    # The pairs' sidecars are the benchmark's own processes too (idle during the rounds): their CPU is
-    # ours, not "outside".
+    # The pairs' sidecars (idle during the rounds) and the collector are the benchmark's own processes too:
+    # their CPU is ours, not "outside".
     servers = [*targets.values(), *(side for pair in pairs.values() for side in pair.sides if side.proc)]
+    if collector is not None and collector.proc is not None:
+        servers.append(collector)
     reports = {k: TargetReport(k, LABELS[k]) for k in targets}
     order = list(targets)
     live = sum(1 for t in targets.values() if t.error is None)
     estimate = s.rounds * live * (s.warmup + s.duration + s.rate_duration + PER_VISIT_OVERHEAD_S)
+    if "pillion-full" in targets and targets["pillion-full"].error is None:
+        estimate += s.rounds * TRACE_SETTLE_S
     slowloris_on = "pillion" in targets and s.slowloris_rounds > 0
     if slowloris_on:
         estimate += s.slowloris_rounds * (2 * slowloris_duration(s) + SLOWLORIS_OVERHEAD_S)
@@ -961,6 +1020,7 @@ def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
     for key, t in targets.items():
         reports[key].error = t.error
         reports[key].xff_seen = t.xff_seen
+        reports[key].metrics_probe = t.metrics_probe
     summaries = {k: summarize(r) for k, r in reports.items()}
     rat = ratios(summaries)
     verdicts = bars(reports, summaries, slowloris, mtls)
@@ -994,6 +1054,7 @@ def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
             ),
             "slowloris_cmd": f"taskset -c {s.load_cpu} python bench/slowloris.py PORT "
             f"--connections {s.slowloris_connections}",
+            "collector_cmd": _cmd(s.load_cpu, [*collector_argv(sys.executable, 0)[:2], "PORT"]),
             "mtls_rounds": s.mtls_rounds if mtls_on else 0,
             "mtls_pairs": list(pairs),
             "mtls_wrk_cmd": _cmd(s.load_cpu, wrk_argv("URL", s.connections, s.mtls_duration)),

@@ -1,4 +1,4 @@
-"""The servers under test: an upstream, seven reverse proxies and two mTLS pairs in front of it, all children.
+"""The servers under test: an upstream, eight reverse proxies and two mTLS pairs in front of it, all children.
 
 Theory of operation: each server gets a directory of its own under the run's temporary directory, holding
 its generated configuration, its log (stdout+stderr) and, for nginx, its pid and temp paths -- nothing
@@ -18,10 +18,16 @@ core, single-threaded:
     config, no log. It is the calibration row: about the floor for a Python proxy on this runtime,
     so the report can split Pillion's cost into the runtime's share and Pillion's own. Ready when GET /
     answers through it.
-  * pillion   -- `pillion run -c bench.yaml`, metrics on (always), access log off, and
+  * pillion   -- `pillion run -c bench.yaml`, metrics on (the default), access log off, no tracing, and
     `request_headers_timeout: 2s` (the slowloris run attacks this one; no benchmark request is anywhere
-    near it); `pillion-log` is the same with the access log written to a file. Readiness is the admin
-    server's `GET /ready`.
+    near it). Readiness is the admin server's `GET /ready`. Two rows bracket its telemetry:
+    `pillion-off` is the same with `metrics: {enabled: false}` (check_forwarding also asks its admin
+    `/metrics` for the 404 `metrics_disabled` that proves it), and `pillion-full` the same with the access
+    log written to a file and tracing at 1% exported to the OTLP collector below.
+  * collector -- not a target: bench/collector.py (pillion.testing.collector.FakeCollector), run by the
+    harness's interpreter on the *load* core so its work is not charged to, and does not compete with,
+    the server core. `pillion-full` exports its spans to it; the harness reads its span count on
+    `GET /stats`. Ready when that answers. Without it `pillion-full` is not started (FAILED).
   * pillion-outbound -- Pillion as an outbound sidecar: listener `outbound` whose first three routes match
     other Host names (`payments.svc`, `*.internal`, `users.svc:8080`, clusters on a port nothing listens
     on), then `host: 127.0.0.1` (wrk's Host, port ignored) to cluster `app` with `retries: {attempts: 2,
@@ -64,11 +70,12 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from procs import Proc, ProcGroup, free_port, http_get, tls_session, wait_http
+from procs import Proc, ProcGroup, free_port, http_exchange, http_get, tls_session, wait_http
 
 HOST = "127.0.0.1"
 BODY = b"hello world\n"
 MINIMAL_PROXY = Path(__file__).resolve().parent / "minimal_proxy.py"
+COLLECTOR = Path(__file__).resolve().parent / "collector.py"
 
 # Stable keys (JSON, --only) and the labels the report prints.
 LABELS: dict[str, str] = {
@@ -77,7 +84,8 @@ LABELS: dict[str, str] = {
     "nginx": "nginx",
     "minimal": "minimal uvloop+httptools proxy (calibration)",
     "pillion": "Pillion (metrics on, access log off)",
-    "pillion-log": "Pillion (access log on)",
+    "pillion-off": "Pillion (telemetry off: no metrics, tracing or access log)",
+    "pillion-full": "Pillion (all telemetry: metrics, tracing 1%, access log to a file)",
     "haproxy-outbound": "HAProxy (outbound: host routing, retries, circuit breaker, outlier detection)",
     "pillion-outbound": "Pillion (outbound: host routing, retries, circuit breaker, outlier detection)",
 }
@@ -114,6 +122,11 @@ TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 # The `pillion` row's request_headers_timeout: a slowloris connection is closed this long after its head
 # began, plus up to one listener sweep (once a second).
 PILLION_HEADERS_TIMEOUT_S = 2.0
+# The `pillion-full` row's tracing: the share of new traces sampled (wrk and hey send no trace context,
+# so every request starts one), exported to bench/collector.py.
+TRACE_SAMPLING = 0.01
+# Labels of the processes that are neither targets nor mTLS sidecars.
+HELPER_LABELS: dict[str, str] = {"collector": "OTLP/HTTP collector (bench/collector.py, load core)"}
 
 
 @dataclass
@@ -127,10 +140,12 @@ class Target:
     admin_port: int | None = None
     access_log: Path | None = None
     xff_seen: str | None = None
+    collector_port: int | None = None  # where its spans go (pillion-full): the harness counts them there
+    metrics_probe: str | None = None  # pillion-off: what its admin /metrics answered (metrics really off)
 
     @property
     def label(self) -> str:
-        return LABELS.get(self.key) or MTLS_LABELS[self.key]
+        return LABELS.get(self.key) or MTLS_LABELS.get(self.key) or HELPER_LABELS[self.key]
 
     @property
     def url(self) -> str:
@@ -284,12 +299,25 @@ def haproxy_outbound_cfg(port: int, upstream_port: int) -> str:
     )
 
 
-def pillion_yaml(port: int, admin_port: int, upstream_port: int, access_log: Path | None) -> str:
+def pillion_yaml(
+    port: int,
+    admin_port: int,
+    upstream_port: int,
+    access_log: Path | None,
+    *,
+    metrics: bool = True,
+    otlp_endpoint: str | None = None,
+) -> str:
+    """The plain Pillion rows' config: `pillion` with the defaults; `access_log` writes the access log to
+    that file, `metrics=False` turns metrics off and `otlp_endpoint` turns tracing on (TRACE_SAMPLING)."""
     log = (
         "{enabled: false}"
         if access_log is None
         else f"{{enabled: true, path: {json.dumps(str(access_log))}}}"
     )
+    extra = "" if metrics else "metrics: {enabled: false}\n"
+    if otlp_endpoint is not None:
+        extra += f"tracing: {{otlp_endpoint: {json.dumps(otlp_endpoint)}, sampling: {TRACE_SAMPLING:g}}}\n"
     return (
         "service: bench\n"
         f"admin: {{address: {HOST}:{admin_port}}}\n"
@@ -306,6 +334,7 @@ def pillion_yaml(port: int, admin_port: int, upstream_port: int, access_log: Pat
         f"    endpoints: [{HOST}:{upstream_port}]\n"
         "    connect_timeout: 1s\n"
         f"access_log: {log}\n"
+        f"{extra}"
     )
 
 
@@ -455,6 +484,45 @@ def start_minimal(
     )
 
 
+def collector_argv(python: str, port: int) -> list[str]:
+    return [python, str(COLLECTOR), str(port)]
+
+
+def collector_url(port: int) -> str:
+    return f"http://{HOST}:{port}/v1/traces"
+
+
+def start_collector(group: ProcGroup, tmp: Path, cpu: int, timeout: float, *, python: str) -> Target:
+    """The OTLP collector `pillion-full` exports to, pinned to `cpu` (the load core); `python` must import
+    pillion.testing.collector (the harness passes sys.executable)."""
+    root = _dir(tmp, "collector")
+    target = Target("collector", free_port())
+    return _start(
+        group,
+        target,
+        argv=collector_argv(python, target.port),
+        log=root / "stdout.log",
+        cpu=cpu,
+        ready_port=target.port,
+        ready_path="/stats",
+        timeout=timeout,
+    )
+
+
+def _pillion_config(target: Target, upstream_port: int) -> str:
+    assert target.admin_port is not None
+    if target.key == "pillion-outbound":
+        return pillion_outbound_yaml(target.port, target.admin_port, upstream_port)
+    return pillion_yaml(
+        target.port,
+        target.admin_port,
+        upstream_port,
+        target.access_log,
+        metrics=target.key != "pillion-off",
+        otlp_endpoint=None if target.collector_port is None else collector_url(target.collector_port),
+    )
+
+
 def start_pillion(
     group: ProcGroup,
     tmp: Path,
@@ -463,20 +531,23 @@ def start_pillion(
     timeout: float,
     *,
     pillion: str,
-    access_log: bool = False,
-    outbound: bool = False,
+    key: str,
+    collector: Target | None = None,
 ) -> Target:
-    """`pillion`, `pillion-log` (access_log) or `pillion-outbound` (outbound; never with access_log)."""
-    key = "pillion-outbound" if outbound else "pillion-log" if access_log else "pillion"
+    """`pillion`, `pillion-off`, `pillion-outbound`, or `pillion-full`, which needs the running `collector`
+    (without one it is returned FAILED, not started)."""
     root = _dir(tmp, key)
-    target = Target(key, free_port(), admin_port=free_port())
-    target.access_log = root / "access.log" if access_log else None
-    assert target.admin_port is not None
+    admin_port = free_port()
+    target = Target(key, free_port(), admin_port=admin_port)
+    if key == "pillion-full":
+        if collector is None or collector.error is not None:
+            why = collector.error if collector is not None else "not started"
+            target.error = f"the OTLP collector (bench/collector.py) is not running: {why}"
+            return target
+        target.access_log = root / "access.log"
+        target.collector_port = collector.port
     cfg = root / "bench.yaml"
-    if outbound:
-        cfg.write_text(pillion_outbound_yaml(target.port, target.admin_port, upstream_port))
-    else:
-        cfg.write_text(pillion_yaml(target.port, target.admin_port, upstream_port, target.access_log))
+    cfg.write_text(_pillion_config(target, upstream_port))
     argv = [pillion, "run", "-c", str(cfg)]
     return _start(
         group,
@@ -484,14 +555,15 @@ def start_pillion(
         argv=argv,
         log=root / "stdout.log",
         cpu=cpu,
-        ready_port=target.admin_port,
+        ready_port=admin_port,
         ready_path="/ready",
         timeout=timeout,
     )
 
 
 def check_forwarding(target: Target) -> None:
-    """GET / must return the upstream's body; GET /__xff records the X-Forwarded-For the upstream saw."""
+    """GET / must return the upstream's body; GET /__xff records the X-Forwarded-For the upstream saw. The
+    outbound rows must answer 404 for an unknown Host, and `pillion-off` must really have metrics off."""
     try:
         status, body = http_get(HOST, target.port, "/")
         if status != 200 or body != BODY:
@@ -504,8 +576,20 @@ def check_forwarding(target: Target) -> None:
             status, body = http_get(HOST, target.port, "/", headers={"Host": NO_ROUTE_HOST})
             if status != 404:
                 target.fail(f"GET / with Host {NO_ROUTE_HOST} answered {status} {body[:200]!r}, expected 404")
+        if target.key == "pillion-off":
+            _check_metrics_off(target)
     except OSError as exc:
         target.fail(f"GET {target.url} failed: {type(exc).__name__}: {exc}")
+
+
+def _check_metrics_off(target: Target) -> None:
+    """Metrics are really off: the admin /metrics answers 404 with `x-pillion-error: metrics_disabled`."""
+    assert target.admin_port is not None
+    status, headers, _ = http_exchange(HOST, target.admin_port, "/metrics")
+    reason = headers.get("x-pillion-error")
+    target.metrics_probe = f"GET /metrics answered {status} with x-pillion-error: {reason or '(none)'}"
+    if status != 404 or reason != "metrics_disabled":
+        target.fail(f"metrics are not off: {target.metrics_probe}, expected 404 metrics_disabled")
 
 
 def upstream_status(port: int) -> tuple[int, int] | None:

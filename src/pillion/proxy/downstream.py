@@ -1310,5 +1310,7 @@ class DownstreamConnection:
             stats = route if route is not None else listener.unrouted
             stats.count(ex.status)
             stats.duration.observe(elapsed)
+            stats.request_size.observe(ex.body_in)
+            stats.response_size.observe(ex.body_out)
         if listener.access_log is not None:
             listener.log_access(ex, elapsed)

@@ -58,9 +58,7 @@ class HttpListener:
         # Each route's access-log fields, rendered on its first request (None: no route matched).
         self._log_scopes: dict[RouteEntry | None, LogScope] = {}
         self.update(config, clusters)
-        self.unrouted = RouteStats(
-            stats.duration.labels(self.name, "", ""), stats.requests, (self.name, "", "")
-        )
+        self.unrouted = RouteStats(**stats.route_fields((self.name, "", "")))
         self.access_log = access_log
         self._access_log_errors = stats.access_log_errors
         self._local_replies = stats.local_replies

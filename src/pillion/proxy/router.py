@@ -49,6 +49,8 @@ class RouteStats:
     """The metric children every request on one route touches, resolved once."""
 
     duration: Histogram
+    request_size: Histogram
+    response_size: Histogram
     requests: CounterFamily
     labels: tuple[str, str, str]  # listener, route, cluster
     by_code: dict[int, Counter] = field(default_factory=dict)
@@ -144,9 +146,7 @@ def compile_route(
         matcher=compile_match(m),
         prefix=m.prefix.encode() if m.prefix is not None else None,
         body_limit=int(route.max_request_body_size) if route.max_request_body_size is not None else -1,
-        duration=stats.duration.labels(listener, route.name, cluster_label),
-        requests=stats.requests,
-        labels=(listener, route.name, cluster_label),
+        **stats.route_fields((listener, route.name, cluster_label)),
         retry=RetryRule(route.retries) if route.retries is not None else None,
         rate_limiter=_rate_limiter(limit),
         rate_key=limit.key if limit is not None else "route",
@@ -191,9 +191,7 @@ def compile_route(
                 replace(
                     entry,
                     cluster=target,
-                    labels=labels,
-                    duration=stats.duration.labels(*labels),
-                    by_code={},
+                    **stats.route_fields(labels),
                 )
             )
             total += side.weight

@@ -7,9 +7,12 @@ them, so the per-request cost is an attribute increment, never a label lookup.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pillion.telemetry.stats import Counter, CounterFamily, GaugeFamily, HistogramFamily, Registry
+
+# Body sizes from empty to 64 MiB in powers of 4: 0, 256 B, 1 KiB, 4 KiB ... 64 MiB.
+SIZE_BUCKETS: tuple[float, ...] = (0.0, *(float(256 * 4**i) for i in range(10)))
 
 if TYPE_CHECKING:
     from pillion.filters.authz import AuthzStats
@@ -21,6 +24,8 @@ if TYPE_CHECKING:
 class ProxyStats:
     requests: CounterFamily
     duration: HistogramFamily
+    request_size: HistogramFamily
+    response_size: HistogramFamily
     local_replies: CounterFamily
     downstream_active: GaugeFamily
     downstream_total: CounterFamily
@@ -67,6 +72,18 @@ class ProxyStats:
             self._authz = AuthzStats.declare(self.registry)
         return self._authz
 
+    def route_fields(self, labels: tuple[str, str, str]) -> dict[str, Any]:
+        """The metric fields of a `RouteStats` (or `RouteEntry`) for (listener, route, cluster): the
+        children its requests update, resolved once."""
+        return {
+            "duration": self.duration.labels(*labels),
+            "request_size": self.request_size.labels(*labels),
+            "response_size": self.response_size.labels(*labels),
+            "requests": self.requests,
+            "labels": labels,
+            "by_code": {},
+        }
+
     @classmethod
     def declare(cls, registry: Registry) -> ProxyStats:
         route = ("listener", "route", "cluster")
@@ -80,6 +97,18 @@ class ProxyStats:
                 "pillion_http_request_duration_seconds",
                 "Time from the first byte of a request to the last byte of its response.",
                 route,
+            ),
+            request_size=registry.histogram(
+                "pillion_http_request_body_size_bytes",
+                "Request body sizes, as received from the client (0 for a request without a body).",
+                route,
+                SIZE_BUCKETS,
+            ),
+            response_size=registry.histogram(
+                "pillion_http_response_body_size_bytes",
+                "Response body sizes, as sent to the client (0 for a response without a body).",
+                route,
+                SIZE_BUCKETS,
             ),
             local_replies=registry.counter(
                 "pillion_local_replies_total",
