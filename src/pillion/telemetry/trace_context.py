@@ -82,7 +82,6 @@ __all__ = [
 # Sampling states of a context. A parsed traceparent is always SAMPLED or NOT_SAMPLED; B3 may DEFER.
 # Final: C statics when compiled, not module-dict lookups.
 getrandbits: Final = random.getrandbits
-randbytes: Final = random.randbytes
 b2a_hex: Final = binascii.b2a_hex
 
 SAMPLED: Final = 1
@@ -326,7 +325,7 @@ def start_root(sampler: Sampler) -> TraceContext:
     its cost, for the request that carries no trace. Both ids are one draw of 24 random bytes in hex
     (the trace id then the span id), and the sampler's test reads the trace id's lower 8 bytes from the
     raw bytes rather than parsing them back from hex."""
-    raw = randbytes(24)
+    raw = getrandbits(192).to_bytes(24, "big")  # (random.randbytes is this, in interpreted Python)
     ids = b2a_hex(raw)
     trace_id, span_id = ids[:32], ids[32:]
     if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:  # one in 2**64: draw them one at a time
