@@ -253,6 +253,15 @@ something that is not text -- the scrape still answers 200 with Pillion's metric
 `invalid`), in the very scrape that lacks the app's part; a warning is logged when a streak of failures
 starts and a line when merging works again. Pillion's own text lints clean with `promtool check
 metrics`; the app's part lints as cleanly as the app writes it.
+
+## Turning metrics off
+
+`metrics: {enabled: false}` stops the per-request work: requests are no longer counted or timed (the
+route families above stay at zero) and `/metrics` answers 404 with `x-pillion-error: metrics_disabled`,
+so a scrape fails loudly instead of reading zeros. It exists for the benchmark's "telemetry off"
+baseline (`make bench` shows what metrics, tracing and the access log cost together) and for fleets
+that take their numbers from access logs or traces. Connection and error counters are still kept, as
+they cost nothing per request. The setting is read at startup; a reload does not change it.
 """
 
 
