@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+from pathlib import Path
 
 
 def require_tool(name: str) -> str:
@@ -22,3 +24,16 @@ def require_tool(name: str) -> str:
             )
         pytest.skip(f"{name} not installed (run `make system-deps`)")
     return path
+
+
+def assert_promtool_clean(text: str, tmp_path: Path) -> None:
+    """`promtool check metrics` has nothing at all to say about `text`: no error, no lint warning."""
+    promtool = require_tool("promtool")
+    file = tmp_path / "metrics.txt"
+    file.write_text(text, encoding="utf-8")
+    with file.open("rb") as stdin:
+        proc = subprocess.run(
+            [promtool, "check", "metrics"], stdin=stdin, capture_output=True, timeout=30, check=False
+        )
+    assert proc.stdout == b"" and proc.stderr == b"", (proc.stdout + proc.stderr).decode()
+    assert proc.returncode == 0
