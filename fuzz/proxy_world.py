@@ -43,6 +43,7 @@ from pillion.proxy.downstream import DownstreamConnection
 from pillion.proxy.listener import HttpListener
 from pillion.proxy.stats import ProxyStats
 from pillion.proxy.upstream import UpstreamConnection
+from pillion.telemetry.access_log import LogScope
 from pillion.telemetry.stats import Registry
 from pillion.testing.reference import (
     MAX_HEAD,
@@ -111,6 +112,10 @@ class RecordingAccessLog:
     def __init__(self) -> None:
         self.exchanges: list[Logged] = []
 
+    @staticmethod
+    def scope(listener: str, route: str, cluster: str) -> LogScope:
+        return LogScope(listener, route, cluster)
+
     def write(self, **fields: Any) -> None:
         path = fields["path"]
         self.exchanges.append(
@@ -119,7 +124,7 @@ class RecordingAccessLog:
                 path if isinstance(path, bytes) else path.encode("latin-1"),
                 fields["status"],
                 fields["error"],
-                fields["route"],
+                fields["scope"].route,
                 fields["request_id"].encode("latin-1"),
             )
         )
