@@ -62,10 +62,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 from loadgen import (
     HeyResult,
@@ -288,6 +290,24 @@ def _tail(done: Completed, lines: int = 15) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+R = TypeVar("R")
+
+
+def _checked(done: Completed, tool: str) -> None:
+    """Raise MeasureError if a load-generator run failed."""
+    if done.returncode != 0:
+        raise MeasureError(f"{tool} exited {done.returncode}:\n{_tail(done)}")
+
+
+def _parsed(done: Completed, tool: str, parse: Callable[[str], R]) -> R:
+    """The run's output, parsed; a failed run or output that does not parse is a MeasureError."""
+    _checked(done, tool)
+    try:
+        return parse(done.stdout)
+    except ValueError as exc:
+        raise MeasureError(f"{exc}:\n{_tail(done)}") from exc
+
+
 def _alive(t: Target) -> None:
     if t.proc is None or not t.proc.alive():
         rc = t.proc.popen.returncode if t.proc is not None else None
@@ -385,8 +405,7 @@ def measure(
     assert t.proc is not None and upstream.proc is not None
     traced0 = _trace_totals(t)  # before the warm-up: all of this visit's requests, all of its spans
     warm = group.run(wrk_argv(t.url, s.connections, s.warmup), s.load_cpu, timeout=s.warmup + 30)
-    if warm.returncode != 0:
-        raise MeasureError(f"warm-up wrk exited {warm.returncode}:\n{_tail(warm)}")
+    _checked(warm, "warm-up wrk")
     _alive(t)
 
     up0 = upstream_status(upstream.port)
@@ -404,12 +423,7 @@ def measure(
     up1 = upstream_status(upstream.port)
     ctr1, note = _counter(t)
     log_lines = _lines_since(t.access_log, log0)
-    if done.returncode != 0:
-        raise MeasureError(f"wrk exited {done.returncode}:\n{_tail(done)}")
-    try:
-        wrk = parse_wrk(done.stdout)
-    except ValueError as exc:
-        raise MeasureError(f"{exc}:\n{_tail(done)}") from exc
+    wrk = _parsed(done, "wrk", parse_wrk)
     _alive(t)
 
     h0 = cpu_sample(t.proc.pid)
@@ -419,12 +433,7 @@ def measure(
         timeout=s.rate_duration + 30,
     )
     h1 = cpu_sample(t.proc.pid)
-    if hey_done.returncode != 0:
-        raise MeasureError(f"hey exited {hey_done.returncode}:\n{_tail(hey_done)}")
-    try:
-        hey = parse_hey(hey_done.stdout)
-    except ValueError as exc:
-        raise MeasureError(f"{exc}:\n{_tail(hey_done)}") from exc
+    hey = _parsed(hey_done, "hey", parse_hey)
     _alive(t)
     if traced0 is not None:
         time.sleep(TRACE_SETTLE_S)  # the visit's last spans reach the collector, not the next visit's time
@@ -521,12 +530,7 @@ def _hey_run(s: Settings, group: ProcGroup, t: Target) -> tuple[HeyResult, float
         hey_argv(t.url, seconds, s.rate_concurrency, s.rate_qps), s.load_cpu, timeout=seconds + 30
     )
     m1, h1 = machine_sample(), cpu_sample(t.proc.pid)
-    if done.returncode != 0:
-        raise MeasureError(f"hey exited {done.returncode}:\n{_tail(done)}")
-    try:
-        hey = parse_hey(done.stdout)
-    except ValueError as exc:
-        raise MeasureError(f"{exc}:\n{_tail(done)}") from exc
+    hey = _parsed(done, "hey", parse_hey)
     _alive(t)
     busy = (m1.busy.get(s.load_cpu, 0) - m0.busy.get(s.load_cpu, 0)) / CLK_TCK
     return hey, (h1.ticks - h0.ticks) / CLK_TCK, 100 * busy / (m1.wall - m0.wall)
@@ -637,12 +641,7 @@ def _fixed_rate(s: Settings, group: ProcGroup, url: str) -> HeyResult:
         s.load_cpu,
         timeout=s.mtls_rate_duration + 30,
     )
-    if done.returncode != 0:
-        raise MeasureError(f"hey exited {done.returncode}:\n{_tail(done)}")
-    try:
-        return parse_hey(done.stdout)
-    except ValueError as exc:
-        raise MeasureError(f"{exc}:\n{_tail(done)}") from exc
+    return _parsed(done, "hey", parse_hey)
 
 
 def measure_pair(
@@ -653,8 +652,7 @@ def measure_pair(
     a, b = pair.client, pair.server
     assert a.proc is not None and b.proc is not None and upstream.proc is not None
     warm = group.run(wrk_argv(pair.url, s.connections, s.warmup), s.load_cpu, timeout=s.warmup + 30)
-    if warm.returncode != 0:
-        raise MeasureError(f"warm-up wrk exited {warm.returncode}:\n{_tail(warm)}")
+    _checked(warm, "warm-up wrk")
     _alive(a)
     _alive(b)
 
@@ -673,12 +671,7 @@ def measure_pair(
     up1 = upstream_status(upstream.port)
     counted1 = [_metric(x, "pillion_http_requests_total") for x in pair.sides]
     accepts1 = _metric(b, "pillion_downstream_connections_total")
-    if done.returncode != 0:
-        raise MeasureError(f"wrk exited {done.returncode}:\n{_tail(done)}")
-    try:
-        wrk = parse_wrk(done.stdout)
-    except ValueError as exc:
-        raise MeasureError(f"{exc}:\n{_tail(done)}") from exc
+    wrk = _parsed(done, "wrk", parse_wrk)
     _alive(a)
     _alive(b)
 
