@@ -7,9 +7,8 @@ Every test runs on both event loops and checks that no task outlives it.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -20,7 +19,8 @@ from pillion.config.model import Duration, HealthCheck
 from pillion.proxy.health_check import MAX_RESPONSE_HEAD, CheckedEndpoint, HealthChecker, HealthStats
 from pillion.telemetry.prometheus import render
 from pillion.telemetry.stats import Registry
-from pillion.testing.loops import Run
+from pillion.testing.http import free_port
+from pillion.testing.loops import Run, until
 from pillion.testing.upstream import ScriptableUpstream
 
 T = TypeVar("T")
@@ -68,22 +68,6 @@ def config(path: str | None = "/healthz", **overrides: Any) -> HealthCheck:
         **overrides,
     }
     return HealthCheck(path=path, **values)
-
-
-async def until(condition: Callable[[], bool], limit: float = 5.0) -> None:
-    """Poll: the states waited on are plain attributes the checker sets, with no event to wait for."""
-    for _ in range(int(limit / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise TimeoutError(f"not true within {limit}s")
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @asynccontextmanager
@@ -316,7 +300,7 @@ def test_tcp_check_passes_on_connect_and_sends_nothing(run: Run) -> None:
 
 def test_tcp_check_against_a_closed_port_fails(run: Run) -> None:
     async def main() -> None:
-        endpoint = Endpoint(HOST, closed_port())
+        endpoint = Endpoint(HOST, free_port())
         cluster = new_cluster(endpoint)
         checker = HealthChecker(cluster, config(None, unhealthy_threshold=2), cluster.stats, "orders")
         await checker.check_once()
@@ -334,7 +318,7 @@ def test_tcp_check_against_a_closed_port_fails(run: Run) -> None:
 def test_endpoints_that_leave_the_cluster_lose_their_state_and_metrics(run: Run) -> None:
     async def main() -> None:
         registry = Registry()
-        gone = Endpoint(HOST, closed_port())
+        gone = Endpoint(HOST, free_port())
         async with ScriptableUpstream() as up:
             kept = Endpoint(HOST, up.port)
             cluster = new_cluster(kept, gone, registry=registry)
@@ -410,7 +394,7 @@ def test_a_failing_health_changed_does_not_stop_the_checks(run: Run) -> None:
             raise RuntimeError("bug in the cluster")
 
     async def main() -> None:
-        a, b = Endpoint(HOST, closed_port()), Endpoint(HOST, closed_port())
+        a, b = Endpoint(HOST, free_port()), Endpoint(HOST, free_port())
         cluster = Broken("app", [a, b], HealthStats.declare(Registry()))
         async with checking(cluster, config(None, unhealthy_threshold=1)):
             await until(lambda: checks(cluster.stats, "app", a.label)[1] >= 3)

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,8 @@ from pillion.telemetry.trace_context import (
     start_span,
 )
 from pillion.testing.collector import FakeCollector, decode_spans
-from pillion.testing.loops import Run
+from pillion.testing.http import free_port
+from pillion.testing.loops import Run, until
 from pillion.testing.metrics import sample_sum
 from pillion.tls.ca import init_ca, issue_svid
 
@@ -53,21 +53,6 @@ def make_span(n: int = 0, **overrides: Any) -> Span:
     }
     values.update(overrides)
     return Span(**values)
-
-
-async def until(condition: Callable[[], bool], limit: float = 5.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not true within {limit}s")
-        await asyncio.sleep(0.01)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @asynccontextmanager
@@ -262,7 +247,7 @@ def test_collector_down_drops_and_counts_with_memory_bounded_by_max_queue(
     run: Run, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def main() -> None:
-        url = f"http://{HOST}:{closed_port()}/v1/traces"
+        url = f"http://{HOST}:{free_port()}/v1/traces"
         registry = Registry()
         async with exporting(
             url, registry, max_queue=50, batch_size=10, interval=0.02, max_backoff=0.05

@@ -25,7 +25,7 @@ import hashlib
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from pillion.runtime.runtime import Runtime
 from pillion.testing.http import http_request
 from pillion.testing.loops import Run
 from pillion.testing.metrics import metric
+from pillion.testing.process import run_tool
 from pillion.testing.sidecar import running_sidecar
 from pillion.testing.tools import require_tool
 from pillion.testing.upstream import ScriptableUpstream
@@ -192,27 +193,6 @@ async def python_get(port: int, ctx: ssl.SSLContext) -> Outcome:
         return Outcome(b"", version)
     finally:
         writer.close()
-
-
-async def run_tool(argv: Sequence[str], stdin: bytes = b"") -> tuple[int, bytes, bytes]:
-    """Run a tool to completion without blocking the loop; killed (and reaped) if it overstays."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(TOOL_SECONDS):
-            out, err = await proc.communicate(stdin)
-    except TimeoutError:
-        raise AssertionError(f"{' '.join(argv)} still running after {TOOL_SECONDS}s") from None
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out, err
 
 
 async def curl_get(port: int, pki: Pki, cert_dir: Path | None, *extra: str) -> Outcome:

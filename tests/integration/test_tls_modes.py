@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import json
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -34,7 +34,7 @@ from pillion.testing.echo import EchoServer
 from pillion.testing.http import free_port, http_request
 from pillion.testing.loops import Run
 from pillion.testing.metrics import metric
-from pillion.testing.process import ProcessRunner
+from pillion.testing.process import ProcessRunner, run_tool
 from pillion.testing.sidecar import running_sidecar
 from pillion.testing.tools import require_tool
 from pillion.testing.upstream import ScriptableUpstream
@@ -122,24 +122,6 @@ async def tls_get(port: int, ctx: ssl.SSLContext, path: str = "/tls") -> bytes:
         return b""
     finally:
         writer.close()
-
-
-async def run_tool(argv: Sequence[str], stdin: bytes = b"") -> tuple[int, bytes, bytes]:
-    """Run a tool without blocking the loop (the sidecar shares it); killed and reaped if it overstays."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        async with asyncio.timeout(SECONDS):
-            out, err = await proc.communicate(stdin)
-    except TimeoutError:
-        raise AssertionError(f"{' '.join(argv)} still running after {SECONDS}s") from None
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out, err
 
 
 async def curl(url: str, port: int, *options: str) -> tuple[int, bytes]:

@@ -9,7 +9,7 @@ stopped by whoever started it. tests/conftest.py offers it as the `run` fixture,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 import uvloop
@@ -39,3 +39,13 @@ def checked_runner(loop: str) -> Run:
             return loop_runner.run(checked(coro))
 
     return runner
+
+
+async def until(condition: Callable[[], bool], limit: float = 5.0) -> None:
+    """Poll `condition` every 10 ms, for state that changes without an event to wait on; TimeoutError
+    after `limit` seconds (a bounded loop)."""
+    for _ in range(int(limit / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError(f"not true within {limit}s")

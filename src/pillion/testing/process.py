@@ -321,3 +321,22 @@ def _stop_leftovers() -> None:
 def python_module(module: str, *args: str) -> list[str]:
     """argv running `python -m module args...` with this interpreter (the test's virtualenv)."""
     return [sys.executable, "-m", module, *args]
+
+
+async def run_tool(argv: Sequence[str], stdin: bytes = b"", seconds: float = 5.0) -> tuple[int, bytes, bytes]:
+    """Run a tool (curl, openssl...) to completion without blocking the loop, which may be serving the
+    sidecar it talks to: (exit code, stdout, stderr). Killed and reaped if it runs past `seconds`."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with asyncio.timeout(seconds):
+            out, err = await proc.communicate(stdin)
+    except TimeoutError:
+        raise AssertionError(f"{' '.join(argv)} still running after {seconds}s") from None
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out, err
