@@ -55,7 +55,8 @@ class HttpListener:
         self.tls = tls  # TLS termination, and for mTLS the check of each client
         self.tls_failures = stats.tls_failures.labels(self.name, "")
         self.stats = stats
-        # Each route's access-log fields, rendered on its first request (None: no route matched).
+        # Each route's access-log fields, rendered on its first request (None: no route matched);
+        # emptied when a reload puts new routes in force, so it holds at most the current ones.
         self._log_scopes: dict[RouteEntry | None, LogScope] = {}
         self.update(config, clusters)
         self.unrouted = RouteStats(**stats.route_fields((self.name, "", "")))
@@ -191,8 +192,6 @@ class HttpListener:
         )
 
     def _log_scope(self, route: RouteEntry | None) -> LogScope:
-        if len(self._log_scopes) >= 4096:  # routes replaced by many reloads: start over
-            self._log_scopes.clear()
         name, cluster = (route.name, route.labels[2]) if route is not None else ("", "")
         assert self.access_log is not None
         scope = self._log_scopes[route] = self.access_log.scope(self.name, name, cluster)
