@@ -11,12 +11,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 import uvloop
 
+from pillion.config import load_config_text
 from pillion.testing.http import ClientConnection, free_port, http_request
 from pillion.testing.process import ProcessRunner
 from pillion.testing.tools import require_tool
 from pillion.testing.upstream import ScriptableUpstream, pattern_sha256
+from pillion.tls.loading import tls_uses
 
 HOST = "127.0.0.1"
 PILLION = [sys.executable, "-m", "pillion"]
@@ -225,3 +228,131 @@ def test_demo_serves_the_app_through_the_sidecar() -> None:
     assert '"x-forwarded-for": "127.0.0.1"' in done.stdout
     assert f"curl http://127.0.0.1:{admin}/metrics" in done.stdout
     assert "pillion_http_requests_total" in done.stdout
+
+
+# -- OpenSSL is loaded only when the config uses TLS (pillion.tls.loading) ------------------------------
+
+
+def maps_openssl(pid: int) -> bool:
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return "libcrypto" in maps or "libssl" in maps
+
+
+async def reload_failures(admin: int) -> str:
+    metrics = (await http_request(HOST, admin, "GET", "/metrics")).text
+    return next(
+        line for line in metrics.splitlines() if line.startswith("pillion_config_reload_failures_total ")
+    )
+
+
+def test_a_plaintext_sidecar_runs_without_openssl_and_refuses_a_reload_that_needs_it(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with ScriptableUpstream() as up:
+            cfg, port, admin = write_config(tmp_path, up.address)
+            runner = ProcessRunner([*PILLION, "run", "-c", str(cfg)], wait_url=f"http://{HOST}:{admin}/ready")
+            async with runner as proc:
+                assert proc.popen is not None
+                pid = proc.popen.pid
+                assert not maps_openssl(pid)
+                assert (await http_request(HOST, port, "GET", "/before")).status == 200
+                # The same config with TLS origination to the app needs OpenSSL: a restart, not a reload.
+                cfg.write_text(cfg.read_text() + "    tls: {mode: simple}\n")
+                assert await reload_failures(admin) == "pillion_config_reload_failures_total 0"
+                proc.popen.send_signal(signal.SIGHUP)
+                for _ in range(100):  # bounded wait for the refusal to be counted
+                    if (await reload_failures(admin)).endswith(" 1"):
+                        break
+                    await asyncio.sleep(0.05)
+                assert await reload_failures(admin) == "pillion_config_reload_failures_total 1"
+                assert (await http_request(HOST, port, "GET", "/after")).status == 200
+                assert up.requests[-1].path == "/after"  # still plaintext to the app, still serving
+                assert proc.popen.poll() is None and not maps_openssl(pid)
+            assert proc.popen.returncode == 0
+            output = proc.stderr_text() + proc.stdout_text()
+            assert "clusters[0].tls: TLS is not loaded in this process" in output
+
+    uvloop.run(main())
+
+
+def test_a_sidecar_whose_config_uses_tls_loads_openssl(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with ScriptableUpstream() as up:
+            cfg, _, admin = write_config(tmp_path, up.address)
+            cfg.write_text(cfg.read_text() + "    tls: {mode: simple}\n")
+            runner = ProcessRunner([*PILLION, "run", "-c", str(cfg)], wait_url=f"http://{HOST}:{admin}/ready")
+            async with runner as proc:
+                assert proc.popen is not None and maps_openssl(proc.popen.pid)
+
+    uvloop.run(main())
+
+
+def test_the_stand_in_lets_asyncio_and_uvloop_run_and_names_the_cause_of_any_tls_use() -> None:
+    code = r"""
+import sys
+from pillion.tls.loading import defer_ssl, is_deferred
+assert defer_ssl() and is_deferred()
+import asyncio, uvloop, ssl
+async def echo(reader, writer):
+    writer.write(await reader.readline())
+    await writer.drain()
+    writer.close()
+async def main():
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+    writer.write(b"plaintext\n")
+    line = await reader.readline()
+    writer.close()
+    server.close()
+    return line
+assert uvloop.run(main()) == b"plaintext\n"
+for use in (lambda: ssl.SSLContext(2), lambda: ssl.create_default_context(), lambda: ssl.PROTOCOL_TLS_CLIENT):
+    try:
+        use()
+    except (RuntimeError, AttributeError) as exc:
+        assert "TLS is not loaded in this process" in str(exc), exc
+    else:
+        raise AssertionError("no error")
+assert "_ssl" not in sys.modules and "_hashlib" not in sys.modules
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ok\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "uses"),
+    [
+        ("", []),
+        ("identity: {cert: c.pem, key: k.pem, trust_bundle: b.pem}", ["identity"]),
+        ("tracing: {otlp_endpoint: 'https://collector:4318/v1/traces'}", ["tracing.otlp_endpoint"]),
+        ("tracing: {otlp_endpoint: 'http://collector:4318/v1/traces'}", []),
+    ],
+)
+def test_tls_uses_names_each_config_path_that_needs_tls(extra: str, uses: list[str]) -> None:
+    text = f"""
+service: s
+listeners:
+  - name: a
+    address: 127.0.0.1:1
+    routes: [{{match: {{prefix: /}}, cluster: c}}]
+  - name: b
+    address: 127.0.0.1:2
+    tls: {{mode: simple, cert: c.pem, key: k.pem}}
+    routes: [{{match: {{prefix: /}}, cluster: c}}]
+clusters:
+  - {{name: c, endpoints: ["127.0.0.1:3"]}}
+  - {{name: d, endpoints: ["127.0.0.1:4"], tls: {{mode: simple}}}}
+{extra}
+"""
+    plain = text.replace("tls: {mode: simple, cert: c.pem, key: k.pem}", "").replace(
+        ", tls: {mode: simple}", ""
+    )
+    assert tls_uses(load_config_text(plain)) == uses
+    identity, tracing = (
+        uses[:1] if extra.startswith("identity") else [],
+        uses if extra.startswith("tracing") else [],
+    )
+    assert tls_uses(load_config_text(text)) == [*identity, "listeners[1].tls", "clusters[1].tls", *tracing]

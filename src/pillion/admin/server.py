@@ -29,6 +29,7 @@ import httptools
 
 from pillion.admin.handlers import Request, Response, dispatch, text
 from pillion.admin.target import AdminTarget
+from pillion.proxy.bind import listen_socket
 from pillion.runtime.tasks import spawn
 
 __all__ = ["IDLE_TIMEOUT", "AdminServer", "start_admin"]
@@ -259,8 +260,7 @@ async def start_admin(target: AdminTarget, host: str, port: int) -> AdminServer:
     """Bind `host:port` (port 0 picks a free one) and serve `target` until `close()`."""
     connections: set[_Connection] = set()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: _Connection(target, connections), host, port, reuse_address=True, backlog=64
-    )
+    sock = listen_socket(host, port, backlog=64)
+    server = await loop.create_server(lambda: _Connection(target, connections), sock=sock, backlog=64)
     log.debug("admin server listening", extra={"address": f"{host}:{server.sockets[0].getsockname()[1]}"})
     return AdminServer(server, connections)

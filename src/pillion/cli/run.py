@@ -27,6 +27,10 @@ def main(args: argparse.Namespace) -> int:
         for error in exc.errors:
             print(f"  {error}", file=sys.stderr)
         return 1
+    from pillion.tls.loading import defer_ssl, tls_uses
+
+    if not tls_uses(config):
+        defer_ssl()  # before anything imports asyncio: a plaintext sidecar does without OpenSSL
     from pillion.telemetry.logging import setup_logging
 
     setup_logging(config.log_level)

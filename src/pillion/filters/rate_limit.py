@@ -15,9 +15,9 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from _blake2 import blake2b  # not hashlib, which loads OpenSSL (see pillion.tls.loading)
 from collections.abc import Callable
 from dataclasses import dataclass
-from hashlib import blake2b
 
 from pillion.config.model import RateLimit
 from pillion.telemetry.stats import CounterFamily, Registry

@@ -11,9 +11,9 @@ reads `pick`'s key; the others ignore it. Endpoints are duck-typed (`Balanced`):
 from __future__ import annotations
 
 import random
+from _blake2 import blake2b  # not hashlib, which loads OpenSSL (see pillion.tls.loading)
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from hashlib import blake2b
 from itertools import accumulate
 from math import gcd
 from typing import Generic, Protocol, TypeVar

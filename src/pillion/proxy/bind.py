@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from pillion.tls.termination import DownstreamTls
 
 
+BACKLOG = 1024  # pending connections the kernel queues for a listener (a burst of clients)
+
+
 class Bound(Protocol):
     """What a listener keeps of its socket: asyncio.Server, or TlsAcceptor on a TLS listener."""
 
@@ -39,12 +42,23 @@ async def bind(
         return TlsAcceptor.bind(
             address.host, address.port, factory, tls, timeout=handshake_timeout, failures=tls_failures
         )
-    server = await asyncio.get_running_loop().create_server(
-        factory, address.host, address.port, reuse_address=True, backlog=1024
-    )
-    for sock in server.sockets:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted sockets
-    return server
+    sock = listen_socket(address.host, address.port, backlog=BACKLOG)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted sockets
+    # uvloop listens on the socket again, with its own default of 100 unless told
+    return await asyncio.get_running_loop().create_server(factory, sock=sock, backlog=BACKLOG)
+
+
+def listen_socket(host: str, port: int, *, backlog: int) -> socket.socket:
+    """A non-blocking listening socket (IPv4 unless the host is an IPv6 literal; config hosts are ASCII).
+
+    Opened here rather than by `loop.create_server(host, port)`: uvloop resolves the host through
+    getaddrinfo with the `idna` codec, whose import (stringprep, unicodedata) costs about 0.5 MiB of
+    memory for the life of the process; the socket module takes ASCII hosts as they are.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=backlog)  # sets SO_REUSEADDR
+    sock.setblocking(False)
+    return sock
 
 
 def bound_port(server: Bound | None) -> int:

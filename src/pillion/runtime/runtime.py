@@ -39,6 +39,7 @@ from pillion.telemetry.loop_lag import LoopLag
 from pillion.telemetry.process import register_process_metrics
 from pillion.telemetry.prometheus import render
 from pillion.telemetry.stats import Registry
+from pillion.tls.loading import reload_refusal
 
 if TYPE_CHECKING:
     from pillion.proxy.tcp import TcpListener, TcpStats
@@ -292,6 +293,11 @@ class Runtime:
                     self.reload_failures.value += 1
                     log.error("reload refused: invalid configuration", extra={"errors": exc.errors})
                     return False
+            refusal = reload_refusal(config)
+            if refusal is not None:
+                self.reload_failures.value += 1
+                log.error("reload refused", extra={"errors": [refusal]})
+                return False
             try:
                 await self._apply(config)
             except Exception as exc:

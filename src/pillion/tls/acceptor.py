@@ -72,10 +72,9 @@ class TlsAcceptor:
         timeout: float,
         failures: Counter,
     ) -> TlsAcceptor:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.create_server((host, port), family=family, backlog=1024, reuse_port=False)
-        sock.setblocking(False)
-        return cls(sock, factory, tls, timeout, failures)
+        from pillion.proxy.bind import BACKLOG, listen_socket
+
+        return cls(listen_socket(host, port, backlog=BACKLOG), factory, tls, timeout, failures)
 
     def is_serving(self) -> bool:
         return self._serving
