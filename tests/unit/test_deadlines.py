@@ -19,8 +19,8 @@ def test_fires_after_the_delay_and_never_early() -> None:
 
         d: Deadlines[str] = Deadlines(loop, expire)
         start = loop.time()
-        d.add(0.05, "a")
-        d.add(0.02, "b")
+        d.add(0.05, "a", loop.time())
+        d.add(0.02, "b", loop.time())
         await asyncio.sleep(0.15)
         assert set(fired) == {"a", "b"}
         assert 0.05 <= fired["a"] - start < 0.05 + MIN_SLOT_MS / 1000 + 0.05  # slot plus scheduling slack
@@ -35,7 +35,7 @@ def test_discarded_items_do_not_fire_and_share_buckets() -> None:
         loop = asyncio.get_running_loop()
         fired: list[int] = []
         d: Deadlines[int] = Deadlines(loop, fired.append)
-        buckets = [d.add(0.01, i) for i in range(100)]
+        buckets = [d.add(0.01, i, loop.time()) for i in range(100)]
         assert d.buckets <= 2  # one timer for many deadlines
         for i in range(0, 100, 2):
             buckets[i].discard(i)
@@ -58,8 +58,8 @@ def test_an_expiry_may_cancel_a_later_one_in_the_same_bucket() -> None:
             buckets[other].discard(other)
 
         d: Deadlines[str] = Deadlines(loop, expire)
-        buckets["a"] = d.add(0.01, "a")
-        buckets["b"] = d.add(0.01, "b")
+        buckets["a"] = d.add(0.01, "a", loop.time())
+        buckets["b"] = d.add(0.01, "b", loop.time())
         await asyncio.sleep(0.12)
         assert len(fired) == 1
 
@@ -75,7 +75,7 @@ def test_slots_widen_with_the_delay_so_long_timeouts_keep_few_buckets() -> None:
         loop = asyncio.get_running_loop()
         d: Deadlines[int] = Deadlines(loop, lambda item: None)
         for i in range(200):  # requests arriving over ~1 s, each with a 15 s timeout
-            d.add(15.0, i)
+            d.add(15.0, i, loop.time())
             if i % 20 == 0:
                 await asyncio.sleep(0.1)
         assert d.buckets <= 6

@@ -41,13 +41,14 @@ class Deadlines(Generic[T]):
         self._buckets: dict[int, set[T]] = {}  # by firing time, in ms of loop time
         self._widths: dict[float, int] = {}  # slot width by delay: routes have few distinct timeouts
 
-    def add(self, delay: float, item: T) -> set[T]:
-        """Call `expire(item)` once `delay` seconds have passed, unless it is removed from the returned
-        bucket first (`bucket.discard(item)`)."""
+    def add(self, delay: float, item: T, now: float) -> set[T]:
+        """Call `expire(item)` once `delay` seconds past `now` (loop time, or the same clock's
+        `perf_counter()`, read by the caller) have passed, unless it is removed from the returned bucket
+        first (`bucket.discard(item)`)."""
         width = self._widths.get(delay)
         if width is None:
             width = self._widths[delay] = slot_width_ms(delay)
-        fire = (int((self._loop.time() + delay) * 1000) // width + 1) * width
+        fire = (int((now + delay) * 1000) // width + 1) * width
         bucket = self._buckets.get(fire)
         if bucket is None:
             bucket = self._buckets[fire] = set()

@@ -14,6 +14,10 @@ other out.
 Every exchange ends in `_finish`, which counts it, logs it, and either starts the next exchange or
 closes the connection. Errors become local replies (`x-pillion-error: <reason>`) while no response byte
 has been sent, and a dropped connection after that.
+
+Clock reads are few, and static calls: times are `perf_counter()` seconds, which on Linux is the same
+CLOCK_MONOTONIC as the event loop's `time()`, so they compare with it (sweeps, `call_at`). A read's time
+(`last_active`, set in `data_received`) is also the time of everything its parser callbacks do.
 """
 
 from __future__ import annotations
@@ -200,6 +204,13 @@ class DownstreamConnection:
     native class with fixed attribute slots)."""
 
     __slots__ = (
+        "_feed",
+        "_get_method",
+        "_is_closing",
+        "_keep_alive",
+        "_upgrade",
+        "_write",
+        "_writelines",
         "admitted",
         "client_ip",
         "close_delimited",
@@ -236,7 +247,13 @@ class DownstreamConnection:
     def __init__(self, listener: HttpListener) -> None:
         self.listener = listener
         self.loop = asyncio.get_running_loop()
-        self.parser = HttpRequestParser(self)
+        self.parser = parser = HttpRequestParser(self)
+        # Bound methods of the parser and (in connection_made) the transport, called for every request:
+        # compiled code calls a stored callable directly, but looks a method up by name at each call.
+        self._feed: Callable[[bytes], None] = parser.feed_data
+        self._get_method: Callable[[], bytes] = parser.get_method
+        self._keep_alive: Callable[[], bool] = parser.should_keep_alive
+        self._upgrade: Callable[[], bool] = parser.should_upgrade
         self.transport: asyncio.Transport | None = None
         self.client_ip = b""
         self.admitted = False
@@ -260,7 +277,7 @@ class DownstreamConnection:
         # A request whose head was parsed in the current read: it starts (goes upstream) only once the
         # whole read parsed cleanly, so a request broken within one read sends the upstream nothing.
         self.starting: Exchange | None = None
-        self.last_active = self.loop.time()
+        self.last_active = perf_counter()
         self.timer: set[DownstreamConnection] | None = None  # the current request's route-timeout bucket
         self.try_timer: set[DownstreamConnection] | None = None  # the current try's per-try timeout
         self.lingering = False  # answered and half-closed; reading only to discard (see _linger)
@@ -271,7 +288,10 @@ class DownstreamConnection:
     # -- connection lifecycle ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.transport = t = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self._write: Callable[[bytes], None] = t.write
+        self._writelines: Callable[[list[bytes]], None] = t.writelines
+        self._is_closing: Callable[[], bool] = t.is_closing
         # The head timer runs from accept, like nginx's client_header_timeout: a client that connects and
         # sends nothing is closed after request_headers_timeout, not idle_timeout.
         self.started_at = self.request_started = self.last_active
@@ -391,9 +411,11 @@ class DownstreamConnection:
         if not self.started_at and self.reading is None:
             # Bytes with no request in progress start the head timer, whatever they are: empty lines
             # and a lone first byte of a method must not hold a connection past the timeout either.
-            self.started_at = self.request_started = self.last_active = self.loop.time()
+            self.started_at = self.request_started = self.last_active = perf_counter()
+        else:
+            self.last_active = perf_counter()
         try:
-            self.parser.feed_data(data)
+            self._feed(data)
         except HttpParserUpgrade:
             self._reject("upgrade_not_supported")
         except HttpParserError as exc:
@@ -446,7 +468,7 @@ class DownstreamConnection:
         # reset when a head completes, and the first piece of the URL marks when a head pipelined
         # behind another in the same read began (data_received marks the others).
         if not self.started_at:
-            self.started_at = self.request_started = self.last_active = self.loop.time()
+            self.started_at = self.request_started = self.last_active  # (this read's time)
         self.url += url
         self.head_size += len(url)
         listener = self.listener
@@ -471,17 +493,17 @@ class DownstreamConnection:
 
     def on_headers_complete(self) -> None:
         parser = self.parser
-        ex = Exchange(perf_counter())
+        ex = Exchange(self.last_active)  # the time of the read that completed the head
         self.started_at = 0.0
         headers = self.headers
         url = self.url
         self.headers = []
         self.head_size = 0
         self.url = b""
-        method = parser.get_method()
+        method = self._get_method()
         ex.method = method
         ex.target = url
-        ex.keep_alive = parser.should_keep_alive()
+        ex.keep_alive = self._keep_alive()
         ex.is_head = method == b"HEAD"
         listener = self.listener
 
@@ -553,7 +575,7 @@ class DownstreamConnection:
                 self._refuse("invalid_host", url)
             if len(listener.valid_hosts) < 256:
                 listener.valid_hosts.add(host)
-        if parser.should_upgrade():
+        if self._upgrade():
             raise _Rejected("upgrade_not_supported")  # WebSocket and CONNECT come later
         if not url or url[0] != 47:  # not "/": absolute-form, asterisk-form, or junk
             host = self._other_form(ex, head, url, host)
@@ -666,7 +688,6 @@ class DownstreamConnection:
             return
         self.reading = None
         ex.request_done = True
-        self.last_active = self.loop.time()
         self.request_started = 0.0
         self.head_size = 0  # (trailer fields were counted in it)
         if ex.local is not None:
@@ -674,9 +695,9 @@ class DownstreamConnection:
         if ex.body_chunked:
             self._body_out(ex, _LAST_CHUNK)
         if ex is self.current and ex.cluster is not None:  # on its way upstream (or waiting to be)
-            self._arm_timeout(ex)
+            self._arm_timeout(ex, self.last_active)
             if ex.upstream is not None:
-                self._arm_try_timeout(ex)
+                self._arm_try_timeout(ex, self.last_active)
 
     # -- starting an exchange ---------------------------------------------------------------------
 
@@ -721,7 +742,7 @@ class DownstreamConnection:
                 ex.replay = list(ex.pending)  # kept for a replay, up to the policy's buffer
                 ex.replay_size = ex.pending_size
         if ex.request_done:  # (a delayed or pipelined request) the route timeout runs from now
-            self._arm_timeout(ex)
+            self._arm_timeout(ex, perf_counter())
         self._send_upstream(ex)
 
     def _apply_policies(self, ex: Exchange, route: RouteEntry, *, delayed: bool = False) -> bool:
@@ -883,7 +904,7 @@ class DownstreamConnection:
     def _attach(self, ex: Exchange, conn: UpstreamConnection) -> None:
         ex.upstream = conn
         ex.sent = True
-        ex.sent_at = perf_counter()
+        ex.sent_at = now = perf_counter()
         if ex.endpoint is not conn.endpoint:  # handed over at max_connections from another endpoint
             if ex.endpoint is not None:
                 ex.endpoint.active -= 1
@@ -915,21 +936,21 @@ class DownstreamConnection:
         if self.write_paused:
             conn.set_reading(False)
         if ex.request_done:
-            self._arm_timeout(ex)
-            self._arm_try_timeout(ex)
+            self._arm_timeout(ex, now)
+            self._arm_try_timeout(ex, now)
 
-    def _arm_timeout(self, ex: Exchange) -> None:
+    def _arm_timeout(self, ex: Exchange, now: float) -> None:
         """The route timeout: from the end of the request, across connecting, waiting and every try."""
         route = ex.route
         if route is not None and route.timeout > 0 and self.timer is None and not self.response_started:
-            self.timer = self.listener.deadlines.add(route.timeout, self)
+            self.timer = self.listener.deadlines.add(route.timeout, self, now)
 
-    def _arm_try_timeout(self, ex: Exchange) -> None:
+    def _arm_try_timeout(self, ex: Exchange, now: float) -> None:
         route = ex.route
         retry = route.retry if route is not None else None
         if retry is not None and retry.per_try_timeout > 0 and not self.response_started:
             self._cancel_try_timeout()
-            self.try_timer = self.listener.try_deadlines.add(retry.per_try_timeout, self)
+            self.try_timer = self.listener.try_deadlines.add(retry.per_try_timeout, self, now)
 
     def _cancel_timeout(self) -> None:
         if self.timer is not None:
@@ -1141,9 +1162,8 @@ class DownstreamConnection:
         out = self.out
         if out is not None:
             self.out = None
-            transport = self.transport
-            if transport is not None and not transport.is_closing():
-                transport.writelines(out) if len(out) > 1 else transport.write(out[0])
+            if self.transport is not None and not self._is_closing():
+                self._writelines(out) if len(out) > 1 else self._write(out[0])
 
     def response_complete(self, conn: UpstreamConnection, keep: bool) -> None:
         ex = self.current
@@ -1152,11 +1172,12 @@ class DownstreamConnection:
             self._emit(_LAST_CHUNK)
         self.flush()
         ex.upstream = None
+        now = perf_counter()
         if keep and ex.request_done and not self.close_delimited:
-            conn.release(self.loop.time())
+            conn.release(now)
         else:
             conn.close()
-        self._finish(ex)
+        self._finish(ex, now)
 
     def upstream_failed(self, conn: UpstreamConnection, reason: str) -> None:
         ex = self.current
@@ -1256,9 +1277,12 @@ class DownstreamConnection:
         if self.transport is not None:
             self.transport.abort()
 
-    def _finish(self, ex: Exchange) -> None:
-        self._record(ex)
-        self.last_active = self.loop.time()
+    def _finish(self, ex: Exchange, now: float = 0.0) -> None:
+        """`now`: the clock read by the caller, if it has one."""
+        if not now:
+            now = perf_counter()
+        self._record(ex, now)
+        self.last_active = now
         if self.must_close or not ex.keep_alive:
             self.current = None
             self.queue.clear()
@@ -1277,8 +1301,8 @@ class DownstreamConnection:
             self.current = None
             self._resume(_PIPELINED)
 
-    def _record(self, ex: Exchange) -> None:
-        """Count and log an exchange that ended, however it ended."""
+    def _record(self, ex: Exchange, now: float = 0.0) -> None:
+        """Count and log an exchange that ended, however it ended (`now`: as in `_finish`)."""
         self._cancel_timeout()
         if ex.cancel_wait is not None:  # ended while waiting for a connection: stop waiting
             ex.cancel_wait()
@@ -1293,7 +1317,7 @@ class DownstreamConnection:
         if ex.endpoint is not None:
             ex.endpoint.active -= 1
             ex.endpoint = None
-        elapsed = perf_counter() - ex.start
+        elapsed = (now or perf_counter()) - ex.start
         route = ex.route
         listener = self.listener
         if ex.trace_start and ex.trace is not None and listener.tracer is not None:  # a sampled span

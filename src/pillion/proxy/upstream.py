@@ -12,9 +12,13 @@ head callback raises `_NoBody` to stop the parser, and the connection starts a f
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, cast
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+perf_counter: Final = time.perf_counter  # (a C static in the compiled build)
 
 if TYPE_CHECKING:
     from pillion.proxy.cluster import Endpoint
@@ -33,6 +37,11 @@ class UpstreamConnection:
     """One connection to an endpoint; an asyncio protocol by shape, like DownstreamConnection."""
 
     __slots__ = (
+        "_feed",
+        "_is_closing",
+        "_keep_alive",
+        "_status",
+        "_write",
         "closed",
         "discarding",
         "down",
@@ -53,7 +62,7 @@ class UpstreamConnection:
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self.transport: asyncio.Transport | None = None
-        self.parser = HttpResponseParser(self)
+        self._new_parser()
         self.down: DownstreamConnection | None = None
         # Reading a response nobody will see (a try being retried) to its end, so the connection can
         # go back to the pool; given up if the response does not end within the read that started it.
@@ -73,8 +82,17 @@ class UpstreamConnection:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    def _new_parser(self) -> None:
+        self.parser = parser = HttpResponseParser(self)
+        # Bound methods called for every response (see DownstreamConnection.__init__).
+        self._feed: Callable[[bytes], None] = parser.feed_data
+        self._status: Callable[[], int] = parser.get_status_code
+        self._keep_alive: Callable[[], bool] = parser.should_keep_alive
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.transport = t = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self._write: Callable[[bytes], None] = t.write
+        self._is_closing: Callable[[], bool] = t.is_closing
         cluster = self.endpoint.cluster
         cluster.active.value += 1
         cluster.opened.value += 1
@@ -113,9 +131,8 @@ class UpstreamConnection:
         data = self.pending
         if data is not None:
             self.pending = None
-            transport = self.transport
-            if transport is not None and not transport.is_closing():  # not aborted meanwhile
-                transport.write(data)
+            if self.transport is not None and not self._is_closing():  # not aborted meanwhile
+                self._write(data)
 
     def pause_writing(self) -> None:
         if self.down is not None:
@@ -132,8 +149,8 @@ class UpstreamConnection:
 
     def _discarded(self) -> None:
         self.discarding = False
-        if self.parser.should_keep_alive():
-            self.release(asyncio.get_running_loop().time())
+        if self._keep_alive():
+            self.release(perf_counter())
         else:
             self.close()
 
@@ -171,7 +188,7 @@ class UpstreamConnection:
             return
         self.feeding = True
         try:
-            self.parser.feed_data(data)
+            self._feed(data)
             down.flush()
             if self.discarding:
                 # A retried response that did not end within this read: rather than wait on it with
@@ -181,7 +198,7 @@ class UpstreamConnection:
             self._broken(down)
         except HttpParserError as exc:
             if isinstance(exc.__context__, _NoBody):  # (httptools wraps what a callback raised)
-                self.parser = HttpResponseParser(self)
+                self._new_parser()
             else:
                 self._broken(down)
         finally:
@@ -216,7 +233,7 @@ class UpstreamConnection:
     def on_headers_complete(self) -> None:
         down = self.down
         assert down is not None
-        status = self.parser.get_status_code()
+        status = self._status()
         if not 100 <= status <= 599 or status == 101:
             raise _Broken  # outside HTTP's range, or a protocol switch Pillion never asked for
         if status < 200:
@@ -226,12 +243,12 @@ class UpstreamConnection:
             down.interim_response(status, self.phrase)
             self.headers = []
             return
-        down.response_head(status, self.phrase, self.headers, self.parser.should_keep_alive())
+        down.response_head(status, self.phrase, self.headers, self._keep_alive())
         if self.expect_no_body:
             down = self.down  # None if response_head chose to retry and discard this response
             self.down = None
             if down is not None:
-                down.response_complete(self, keep=self.parser.should_keep_alive())
+                down.response_complete(self, keep=self._keep_alive())
             elif self.discarding:
                 self._discarded()
             raise _NoBody
@@ -245,6 +262,6 @@ class UpstreamConnection:
         down = self.down
         if down is not None and down.response_started:
             self.down = None
-            down.response_complete(self, keep=self.parser.should_keep_alive())
+            down.response_complete(self, keep=self._keep_alive())
         elif self.discarding:
             self._discarded()
