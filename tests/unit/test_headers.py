@@ -1,4 +1,14 @@
-from pillion.http.headers import named_fields
+from pillion.http.headers import (
+    _LOWER,
+    CONTENT_LENGTH,
+    HOP_BY_HOP,
+    RESPONSE_LENGTHS,
+    SPECIAL,
+    SPECIAL_LENGTHS,
+    add_field,
+    lower_name,
+    named_fields,
+)
 
 
 def test_plain_connection_options_name_nothing() -> None:
@@ -16,3 +26,21 @@ def test_names_from_several_connection_headers_accumulate() -> None:
     named = named_fields(b"x-a")
     named = named_fields(b"keep-alive", named)
     assert named_fields(b"x-b", named) == {b"x-a", b"x-b"}
+
+
+def test_lower_name_agrees_with_lower_for_known_and_unknown_spellings() -> None:
+    names = [*_LOWER, b"HoSt", b"X-Custom-Thing", b"accept", b"", b"Content-length"]
+    for name in names:
+        assert lower_name(name) == name.lower(), name
+
+
+def test_the_length_screens_pass_every_name_the_copy_loops_look_at() -> None:
+    assert all(SPECIAL_LENGTHS >> len(name) & 1 for name in SPECIAL)
+    assert all(RESPONSE_LENGTHS >> len(name) & 1 for name in HOP_BY_HOP | {CONTENT_LENGTH})
+    assert not SPECIAL_LENGTHS >> len(b"accept") & 1  # (6 bytes: no special name is that long)
+
+
+def test_add_field_appends_one_field_line_in_pieces() -> None:
+    out = [b"GET / HTTP/1.1\r\n"]
+    add_field(out, b"Host", b"a")
+    assert b"".join(out) == b"GET / HTTP/1.1\r\nHost: a\r\n"

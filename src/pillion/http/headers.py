@@ -60,6 +60,40 @@ SPECIAL: Final[frozenset[bytes]] = HOP_BY_HOP | {
 }
 
 
+# The copy loops lower-case a name only when its length is one a special name has: bit n of these ints
+# is set when some such name is n bytes long (a shift and a mask, where a set lookup costs a call).
+SPECIAL_LENGTHS: Final = sum(1 << n for n in {len(name) for name in SPECIAL})
+RESPONSE_LENGTHS: Final = sum(1 << n for n in {len(name) for name in HOP_BY_HOP | {CONTENT_LENGTH}})
+
+
+def _spellings(name: bytes) -> tuple[bytes, ...]:
+    title = b"-".join(part.capitalize() for part in name.split(b"-"))
+    return (name, title, name.upper(), title.replace(b"-Id", b"-ID"))
+
+
+# How senders usually spell the special names, lower-cased: a dict hit spares bytes.lower(), which
+# compiled code reaches only through a method call.
+_LOWER: Final[dict[bytes, bytes]] = {spelling: name for name in SPECIAL for spelling in _spellings(name)}
+
+
+def lower_name(name: bytes) -> bytes:
+    """`name.lower()`, cheaper for the usual spellings of the special names."""
+    low = _LOWER.get(name)
+    return low if low is not None else name.lower()
+
+
+def add_field(out: list[bytes], name: bytes, value: bytes) -> None:
+    """Append `name: value CRLF` to a head built as pieces for one join (appends cost less than
+    `out += (...)`, which builds a tuple to extend with)."""
+    out.append(name)
+    out.append(b": ")
+    out.append(value)
+    out.append(b"\r\n")
+
+
+# The usual values of a Connection header, which name no field: checked before lower-casing.
+_PLAIN_CONNECTION: Final = frozenset((b"keep-alive", b"Keep-Alive", b"close", b"Close"))
+
 # Connection options that are not field names, and fields a Connection header may not remove: the
 # framing and Host are end-to-end and Pillion writes or checks them itself. Honouring `Connection:
 # content-length` would forward a body without its length: a smuggled request.
@@ -73,6 +107,8 @@ def named_fields(value: bytes, named: set[bytes] | None = None) -> set[bytes] | 
     the connection options `close` and `keep-alive` and the end-to-end fields in `_NOT_REMOVABLE`; None
     while there are none (the usual case). A
     message may carry several Connection headers: pass each one's value with the result so far."""
+    if value in _PLAIN_CONNECTION:
+        return named
     low = value.lower()
     if low in _NOT_REMOVABLE:
         return named

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Final, Protocol
 from urllib.parse import unquote_to_bytes
 
 from pillion.config.model import RouteMatch, ValueMatch
@@ -69,6 +69,11 @@ def host_key(raw_host: bytes) -> tuple[bytes, int | None]:
     return host, None
 
 
+# Sought by int value: `b"%" in data` first tries its operand as an int (a TypeError built and dropped).
+_PERCENT: Final = ord("%")
+_PLUS: Final = ord("+")
+
+
 def parse_query(query: bytes) -> list[tuple[bytes, bytes]]:
     """The `name=value` pairs of a query string, percent-decoded, `+` read as a space (as HTML forms
     send it). A part without `=` has an empty value; empty parts are skipped."""
@@ -76,16 +81,16 @@ def parse_query(query: bytes) -> list[tuple[bytes, bytes]]:
     for part in query.split(b"&"):  # bounded: the query's length bounds the parts
         if part:
             name, _, value = part.partition(b"=")
-            if b"%" in part or b"+" in part:
+            if _PERCENT in part or _PLUS in part:
                 name, value = _unquote(name), _unquote(value)
             pairs.append((name, value))
     return pairs
 
 
 def _unquote(text: bytes) -> bytes:
-    if b"+" in text:
+    if _PLUS in text:
         text = text.replace(b"+", b" ")
-    return unquote_to_bytes(text) if b"%" in text else text
+    return unquote_to_bytes(text) if _PERCENT in text else text
 
 
 class Matcher:
