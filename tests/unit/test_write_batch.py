@@ -1,4 +1,5 @@
 import asyncio
+from typing import Any
 
 import uvloop
 
@@ -14,18 +15,27 @@ class _Sender:
         self.log.append(self.name)
 
 
-def test_senders_run_at_the_end_of_the_loop_pass_in_order() -> None:
+def sender(name: str, log: list[str]) -> Any:  # stands in for either connection class
+    return _Sender(name, log)
+
+
+def test_senders_run_at_the_end_of_the_loop_pass_clients_first_each_side_in_order() -> None:
     async def main() -> None:
         log: list[str] = []
         batch = WriteBatch(asyncio.get_running_loop())
-        batch.add(_Sender("a", log))
-        batch.add(_Sender("b", log))
+        batch.add_upstream(sender("up1", log))
+        batch.add_client(sender("a", log))
+        batch.add_upstream(sender("up2", log))
+        batch.add_client(sender("b", log))
         assert log == []  # nothing leaves while the pass's callbacks run
         await asyncio.sleep(0)
-        assert log == ["a", "b"]
-        batch.add(_Sender("c", log))
+        assert log == ["a", "b", "up1", "up2"]
+        batch.add_client(sender("c", log))
         batch.flush()  # early: the loop's own call then finds nothing
         await asyncio.sleep(0)
-        assert log == ["a", "b", "c"]
+        assert log == ["a", "b", "up1", "up2", "c"]
+        batch.add_client(sender("d", log))  # a pass after an early flush is scheduled again
+        await asyncio.sleep(0)
+        assert log[-1] == "d"
 
     uvloop.run(main())

@@ -10,8 +10,6 @@ five times as much (os.urandom would add a syscall).
 from __future__ import annotations
 
 import os
-from binascii import hexlify
-from itertools import count
 from typing import Final
 
 
@@ -24,10 +22,33 @@ def _prefix() -> bytes:
 
 
 _PREFIX: Final = _prefix()
-_hexlify: Final = hexlify
-_next: Final = count(int.from_bytes(os.urandom(4), "big")).__next__  # a random start: restarts do not repeat
+_LOW: Final = tuple(b"%02x" % i for i in range(256))  # the counter's last two hex digits
+
+
+class _Counter:
+    """The 48-bit counter as hex: the first ten digits are formatted once per 256 ids, the last two
+    come from a table, so an id costs one concatenation (formatting all twelve costs 10x that)."""
+
+    __slots__ = ("head", "n")
+
+    def __init__(self) -> None:
+        self.n = int.from_bytes(os.urandom(4), "big")  # a random start: restarts do not repeat ids
+        self.head = self._head()
+
+    def _head(self) -> bytes:
+        return _PREFIX + b"%010x" % (self.n >> 8 & 0xFFFFFFFFFF)
+
+    def next(self) -> bytes:
+        n = self.n = self.n + 1
+        low = n & 0xFF
+        if not low:
+            self.head = self._head()
+        return self.head + _LOW[low]
+
+
+_COUNTER: Final = _Counter()
 
 
 def request_id() -> bytes:
     """The next id, e.g. `3f2a9c1e-7b4d-4e21-a9f3-00000001a2b3`."""
-    return _PREFIX + _hexlify((_next() & 0xFFFFFFFFFFFF).to_bytes(6, "big"))  # 1/3 cheaper than b"%012x" %
+    return _COUNTER.next()

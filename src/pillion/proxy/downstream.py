@@ -923,18 +923,21 @@ class DownstreamConnection:
         # The head list is kept intact (a retry sends it again): the blank line and any held body
         # bytes are appended for the join and taken off again.
         head = ex.head
-        size = len(head)
         head.append(_CRLF)
         if ex.pending:
+            size = len(head) - 1
             head += ex.pending
             ex.pending = []
             ex.pending_size = 0
             self._resume(_HOLDING)
-        data = b"".join(head)
-        del head[size:]
+            data = b"".join(head)
+            del head[size:]
+        else:
+            data = b"".join(head)
+            head.pop()
         if ex.replayable:  # no body to follow: the head can wait for the pass's other requests
             conn.pending = data
-            self.listener.batch.add(conn)
+            self.listener.batch.add_upstream(conn)
         else:
             transport.write(data)
         if self.write_paused:
@@ -1158,7 +1161,7 @@ class DownstreamConnection:
         """Have what is held for the client sent at the end of this loop pass (once per upstream read)."""
         if self.out is not None and not self.queued:
             self.queued = True
-            self.listener.batch.add(self)
+            self.listener.batch.add_client(self)
 
     def send_pending(self) -> None:
         """Write what is held for the client, in one call (the WriteBatch calls this)."""

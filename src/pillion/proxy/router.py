@@ -203,6 +203,7 @@ def compile_route(
 
 
 HOST_CACHE_SIZE: Final = 256
+_QUERY: Final = ord("?")
 
 
 class Router:
@@ -219,8 +220,8 @@ class Router:
 
     def match(self, req: RequestView) -> RouteEntry | None:
         target = req.target
-        q = target.find(b"?")
-        path = target if q < 0 else target[:q]
+        # `in` with an int first: bytes.find parses its arguments with a format string (~10x the cost)
+        path = target[: target.find(b"?")] if _QUERY in target else target
         host = b""
         if self._needs_host:
             raw = req.host

@@ -110,8 +110,7 @@ class UpstreamConnection:
             self.endpoint.forget(self)
 
     def reusable(self) -> bool:
-        transport = self.transport
-        return not self.closed and transport is not None and not transport.is_closing()
+        return not self.closed and self.transport is not None and not self._is_closing()
 
     def close(self) -> None:
         self.down = None
