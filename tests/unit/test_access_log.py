@@ -397,3 +397,26 @@ def test_config_accepts_text_and_sampling() -> None:
         0.1,
         "%PATH%",
     )
+
+
+def test_numbers_from_the_table_and_past_it_and_ids_made_here_unescaped(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path))
+    made_here = "3f2a9c1e-7b4d-4e21-a9f3-00000001a2b3"
+    _write(
+        log,
+        status=404,
+        bytes_sent=1023,
+        bytes_received=1024,
+        duration=5000.0005,
+        request_id=made_here,
+        request_id_safe=True,
+    )
+    _write(log, request_id='x"\\y', request_id_safe=False, bytes_sent=0, bytes_received=10**12)
+    log.close()
+    first, second = _read(path)
+    assert (first["status"], first["bytes_sent"], first["bytes_received"]) == (404, 1023, 1024)
+    assert first["duration_ms"] == 5000000.5 and first["request_id"] == made_here
+    assert second["request_id"] == 'x"\\y' and second["bytes_received"] == 10**12
+    raw = path.read_text(encoding="ascii").splitlines()[0]
+    assert f'"request_id":"{made_here}"' in raw

@@ -139,6 +139,7 @@ class Exchange:
         "length",
         "local",
         "method",
+        "own_request_id",
         "pending",
         "pending_size",
         "replay",
@@ -167,6 +168,7 @@ class Exchange:
         self.target = b""
         self.host = b""
         self.request_id = b""
+        self.own_request_id = False  # made here (hex and dashes), not the client's
         self.head: list[bytes] = []
         self.pending: list[bytes] = []  # body bytes held until the request has an upstream
         self.pending_size = 0
@@ -593,6 +595,7 @@ class DownstreamConnection:
         ex.headers = headers
         if request_id is None:
             request_id = new_request_id()
+            ex.own_request_id = True
             head += (b"x-request-id: ", request_id, _CRLF)
         head += (
             b"x-forwarded-for: ",

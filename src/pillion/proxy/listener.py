@@ -185,6 +185,7 @@ class HttpListener:
             duration=elapsed,
             upstream=ex.upstream_address,
             request_id=ex.request_id.decode("latin-1"),
+            request_id_safe=ex.own_request_id,
             error=ex.error,
             flags=flags,
             upstream_duration=ex.upstream_duration if ex.upstream_duration >= 0.0 else None,

@@ -85,6 +85,14 @@ TextLine = Callable[
 ]
 
 
+_NUMBERS: Final = tuple(str(i) for i in range(1024))  # status codes, small sizes and durations
+
+
+def _number(n: int) -> str:
+    """`str(n)`, from a table for the small numbers most fields hold (a lookup, not a conversion)."""
+    return _NUMBERS[n] if 0 <= n < 1024 else str(n)
+
+
 def _millis_text(seconds: float) -> str:
     """`seconds` as milliseconds with three decimals, rounded (what `f"{seconds * 1000:.3f}"` gives, at
     a quarter of its cost: integer arithmetic and a table instead of float formatting)."""
@@ -253,6 +261,7 @@ class AccessLog:
         error: str,
         flags: str = "",
         trace_id: str = "",
+        request_id_safe: bool = False,
         upstream_duration: float | None = None,
         ts: float = 0.0,
     ) -> None:
@@ -264,7 +273,8 @@ class AccessLog:
         is seconds from sending the request upstream to its response head, None (key left out, `-` in
         text) when no upstream answered. `ts` is the start as a Unix time; by default it is now minus
         `duration`, which spares the caller a wall-clock read at request start. `upstream`, `error` and
-        `trace_id` are "" when there is none; `trace_id` is hex (the tracer's own, or one it validated), so
+        `trace_id` are "" when there is none. `request_id_safe` says the id needs no escaping (one Pillion
+        made: hex and dashes). `trace_id` is hex (the tracer's own, or one it validated), so
         it is written as it is. `method` and `upstream` take a handful of values each: their escaped
         forms are cached (`_quoted`)."""
         if self._sampling < 1.0 and status < 500 and not error and _random() >= self._sampling:
@@ -289,12 +299,15 @@ class AccessLog:
                 if upstream_duration is None
                 else f',"upstream_duration_ms":{_millis_text(upstream_duration)}'
             )
+            rid = f'"{request_id}"' if request_id_safe else _esc(request_id)
             line = (
                 f'{{"ts":"{self._sec_text}.{ms}Z",{scope.json}"method":{self._quoted(method)},"path":{_esc(path)},'
-                f'"status":{status},"bytes_sent":{bytes_sent},"bytes_received":{bytes_received},'
-                f'"duration_ms":{us // 1000}.{_MILLIS[us % 1000]}{up},'
+                f'"status":{_number(status)},"bytes_sent":{_number(bytes_sent)},'
+                f'"bytes_received":{_number(bytes_received)},'
+                f'"duration_ms":{_number(us // 1000)}.{_MILLIS[us % 1000]}{up},'
                 f'"upstream":{self._quoted(upstream)},'
-                f'"cluster":{scope.cluster_json},"request_id":{_esc(request_id)},'
+                f'"cluster":{scope.cluster_json},'
+                f'"request_id":{rid},'
                 f'"trace_id":"{trace_id}",'
                 f'"error":{_esc(error) if error else _EMPTY},"flags":"{flags}"}}\n'
             )
