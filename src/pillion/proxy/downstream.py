@@ -340,7 +340,7 @@ class DownstreamConnection:
             if ex.status == 0 or not self.response_started:
                 ex.status = 499  # nginx's code for "client closed the request"
             ex.error = ex.error or "client_disconnected"
-            self._record(ex)
+            self._record(ex, perf_counter())
         self.current = None
         self.queue.clear()
         self.listener.connection_closed(self)
@@ -415,12 +415,11 @@ class DownstreamConnection:
     def data_received(self, data: bytes) -> None:
         if self.lingering:
             return  # the rest of a request already answered: discarded
+        now = self.last_active = perf_counter()
         if not self.started_at and self.reading is None:
             # Bytes with no request in progress start the head timer, whatever they are: empty lines
             # and a lone first byte of a method must not hold a connection past the timeout either.
-            self.started_at = self.request_started = self.last_active = perf_counter()
-        else:
-            self.last_active = perf_counter()
+            self.started_at = self.request_started = now
         try:
             self._feed(data)
         except HttpParserUpgrade:
@@ -1281,7 +1280,7 @@ class DownstreamConnection:
         if upstream is not None:
             ex.upstream = None
             upstream.abort()
-        self._record(ex)
+        self._record(ex, perf_counter())
         self.current = None
         self.queue.clear()
         if self.transport is not None:
@@ -1311,8 +1310,8 @@ class DownstreamConnection:
             self.current = None
             self._resume(_PIPELINED)
 
-    def _record(self, ex: Exchange, now: float = 0.0) -> None:
-        """Count and log an exchange that ended, however it ended (`now`: as in `_finish`)."""
+    def _record(self, ex: Exchange, now: float) -> None:
+        """Count and log an exchange that ended, however it ended, at `now`."""
         self._cancel_timeout()
         if ex.cancel_wait is not None:  # ended while waiting for a connection: stop waiting
             ex.cancel_wait()
@@ -1327,7 +1326,7 @@ class DownstreamConnection:
         if ex.endpoint is not None:
             ex.endpoint.active -= 1
             ex.endpoint = None
-        elapsed = (now or perf_counter()) - ex.start
+        elapsed = now - ex.start
         route = ex.route
         listener = self.listener
         if ex.trace_start and ex.trace is not None and listener.tracer is not None:  # a sampled span

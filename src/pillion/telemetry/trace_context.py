@@ -130,7 +130,7 @@ _PAD64: Final = b"0" * 16
 _OWS: Final = b" \t"
 
 
-class TraceContext:
+class TraceContext:  # noqa: PLW1641 (mutable, so unhashable, as the dataclass it replaced)
     """One span's place in a trace. For a parsed (remote) context, `span_id` is the caller's span and
     `parent_id` is empty; for a context made by `start_span`, `span_id` is this hop's new span and
     `parent_id` the caller's (empty for a root span).
@@ -166,9 +166,6 @@ class TraceContext:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TraceContext) and self._fields() == other._fields()
-
-    def __hash__(self) -> int:
-        return hash(self._fields())
 
     def __repr__(self) -> str:
         names = ("trace_id", "span_id", "sampled", "parent_id", "tracestate", "b3")
