@@ -4,6 +4,7 @@ B3 single and multi, id generation, and ratio sampling that every hop decides th
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
@@ -394,15 +395,20 @@ def test_every_hop_decides_the_same_for_a_trace() -> None:
             assert start_span(parent, a).sampled == start_span(parent, b).sampled
 
 
-@pytest.mark.parametrize("ratio", [0.01, 0.5, 0.9])
+@pytest.mark.parametrize("ratio", [0.0, 0.01, 0.5, 0.9, 1.0])
 def test_a_new_root_is_decided_as_any_hop_decides_its_trace_id(ratio: float) -> None:
-    """start_root tests the sampler on its random number, not on the trace id it formats: the two
-    must agree, or the next hop (which reads the id) would decide differently."""
+    """start_root compares the id's lower half with the bound as hex bytes, not as a number: the two
+    must agree, or the next hop (which parses the id) would decide differently. 20,000 roots span
+    several of the pool's draws."""
     sampler = Sampler(ratio)
     roots = [start_root(sampler) for _ in range(20_000)]
-    assert all(len(r.trace_id) == 32 and len(r.span_id) == 16 and r.parent_id == b"" for r in roots)
+    hex_id = re.compile(rb"[0-9a-f]{32}")
+    assert all(hex_id.fullmatch(r.trace_id) for r in roots)
+    assert all(len(r.span_id) == 16 and hex_id.fullmatch(r.span_id * 2) for r in roots)
+    assert all(r.parent_id == b"" for r in roots)
     assert all(r.sampled == (SAMPLED if sampler.sample(r.trace_id) else NOT_SAMPLED) for r in roots)
     assert len({r.trace_id for r in roots}) == len(roots)
+    assert len({r.span_id for r in roots}) == len(roots)
     assert abs(sum(r.sampled for r in roots) / len(roots) - ratio) < 0.02
 
 

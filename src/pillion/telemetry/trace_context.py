@@ -41,7 +41,9 @@ passes through therefore makes the same decision without any coordination.
 New ids come from `random.getrandbits`: the process's Mersenne Twister, seeded from `os.urandom` at
 import and re-seeded in a forked child by CPython. It is a third of the cost of `os.urandom` (a
 `getrandom` syscall per call) and uniformly distributed, which is all the sampler needs. Trace ids are
-correlation keys, not secrets, so unpredictability is not required.
+correlation keys, not secrets, so unpredictability is not required. A request without a trace takes its
+ids from a pool drawn 64 roots at a time (`_RootIds`); a forked child would share what is left of it,
+but Pillion only forks to exec the app.
 """
 
 from __future__ import annotations
@@ -330,31 +332,60 @@ class Sampler:
     """The ratio half of parent-based sampling: a trace is sampled when the lower 64 bits of its id are
     below `ratio * 2**64` (OpenTelemetry's TraceIdRatioBased), so every hop agrees on a trace."""
 
-    __slots__ = ("bound", "ratio")
+    __slots__ = ("bound", "bound_hex", "ratio")
 
     def __init__(self, ratio: float) -> None:
         if not 0.0 <= ratio <= 1.0:
             raise ValueError(f"sampling ratio must be within [0, 1], got {ratio}")
         self.ratio = ratio
         self.bound = round(ratio * 2**64)
+        # The bound as 16 lowercase hex characters, for comparing with a trace id's lower half as bytes
+        # (`start_root`). At ratio 1 the bound is 2**64, which has 17: `g` sorts after every hex digit,
+        # so every id compares below it.
+        self.bound_hex = b"%016x" % self.bound if self.bound < 2**64 else b"g"
 
     def sample(self, trace_id: bytes) -> bool:
         """The decision for a trace without a parent's decision. `trace_id` is 32 hex characters."""
         return int(trace_id[16:], 16) < self.bound
 
 
+class _RootIds:
+    """Random lowercase hex for new roots, drawn `_ROOTS_PER_DRAW` roots at a time: one `getrandbits`
+    and one hex conversion serve them all, and each root then takes its trace id and span id as two
+    slices (a draw per root was most of `start_root`'s cost)."""
+
+    __slots__ = ("hex", "pos")
+
+    def __init__(self) -> None:
+        self.hex = b""
+        self.pos = 0
+
+    def next(self) -> int:
+        """The offset in `hex` of the next root's 48 characters: its trace id, then its span id."""
+        pos = self.pos
+        if pos >= len(self.hex):
+            draw = getrandbits(_ROOTS_PER_DRAW * 192)
+            self.hex = b2a_hex(draw.to_bytes(_ROOTS_PER_DRAW * 24, "big"))
+            pos = 0
+        self.pos = pos + 48
+        return pos
+
+
+_ROOTS_PER_DRAW: Final = 64
+_ROOT_IDS: Final = _RootIds()
+
+
 def start_root(sampler: Sampler) -> TraceContext:
-    """A new trace's root span, sampled by `sampler`: what `start_span(None, sampler)` means, at half
-    its cost, for the request that carries no trace. Both ids are one draw of 24 random bytes in hex
-    (the trace id then the span id), and the sampler's test takes the trace id's lower 8 bytes from the
-    drawn number rather than parsing them back from hex."""
-    draw = getrandbits(192)
-    ids = b2a_hex(draw.to_bytes(24, "big"))  # (random.randbytes is this, in interpreted Python)
-    trace_id, span_id = ids[:32], ids[32:]
+    """A new trace's root span, sampled by `sampler`: what `start_span(None, sampler)` means, at a
+    fraction of its cost, for the request that carries no trace. The ids come from `_ROOT_IDS`, and the
+    sampler's test compares the trace id's lower 16 hex characters with its bound in hex (`bound_hex`),
+    which for fixed-width lowercase hex is the numeric comparison, without parsing."""
+    pos = _ROOT_IDS.next()
+    ids = _ROOT_IDS.hex
+    trace_id, span_id = ids[pos : pos + 32], ids[pos + 32 : pos + 48]
     if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:  # one in 2**64: draw them one at a time
         trace_id, span_id = new_trace_id(), new_span_id()
-        return TraceContext(trace_id, span_id, SAMPLED if sampler.sample(trace_id) else NOT_SAMPLED)
-    sampled = draw >> 64 & 0xFFFFFFFFFFFFFFFF < sampler.bound  # the trace id's lower 8 bytes
+    sampled = trace_id[16:] < sampler.bound_hex
     return TraceContext(trace_id, span_id, SAMPLED if sampled else NOT_SAMPLED)
 
 
