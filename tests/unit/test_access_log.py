@@ -217,6 +217,22 @@ def test_trace_id_and_upstream_duration(tmp_path: Path) -> None:
     assert second["trace_id"] == "" and "upstream_duration_ms" not in second  # none: the key is left out
 
 
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.0, "0.000"), (0.0000004, "0.000"), (0.0000005, "0.001"), (1.0239994, "1023.999"),
+     (1.0239996, "1024.000"), (12.3456789, "12345.679")],
+)  # fmt: skip
+def test_durations_are_milliseconds_rounded_to_three_decimals(
+    tmp_path: Path, seconds: float, text: str
+) -> None:
+    """Both durations, below and past the table of small numbers (1024 ms), as `:.3f` would give."""
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path))
+    _write(log, duration=seconds, upstream_duration=seconds)
+    log.close()
+    assert f'"duration_ms":{text},"upstream_duration_ms":{text},' in path.read_text()
+
+
 def test_default_text_format(tmp_path: Path) -> None:
     path = tmp_path / "access.log"
     log = AccessLog(str(path), text_format=DEFAULT_TEXT)
