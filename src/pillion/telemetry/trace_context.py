@@ -360,15 +360,16 @@ class _RootIds:
         self.hex = b""
         self.pos = 0
 
-    def next(self) -> int:
-        """The offset in `hex` of the next root's 48 characters: its trace id, then its span id."""
+    def next(self) -> tuple[bytes, bytes]:
+        """The next root's trace id and span id (48 characters of the pool, as two slices)."""
         pos = self.pos
         if pos >= len(self.hex):
             draw = getrandbits(_ROOTS_PER_DRAW * 192)
             self.hex = b2a_hex(draw.to_bytes(_ROOTS_PER_DRAW * 24, "big"))
             pos = 0
         self.pos = pos + 48
-        return pos
+        ids = self.hex
+        return ids[pos : pos + 32], ids[pos + 32 : pos + 48]
 
 
 _ROOTS_PER_DRAW: Final = 64
@@ -380,9 +381,7 @@ def start_root(sampler: Sampler) -> TraceContext:
     fraction of its cost, for the request that carries no trace. The ids come from `_ROOT_IDS`, and the
     sampler's test compares the trace id's lower 16 hex characters with its bound in hex (`bound_hex`),
     which for fixed-width lowercase hex is the numeric comparison, without parsing."""
-    pos = _ROOT_IDS.next()
-    ids = _ROOT_IDS.hex
-    trace_id, span_id = ids[pos : pos + 32], ids[pos + 32 : pos + 48]
+    trace_id, span_id = _ROOT_IDS.next()
     if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:  # one in 2**64: draw them one at a time
         trace_id, span_id = new_trace_id(), new_span_id()
     sampled = trace_id[16:] < sampler.bound_hex
