@@ -5,7 +5,8 @@ from pillion.http.headers import (
     RESPONSE_LENGTHS,
     SPECIAL,
     SPECIAL_LENGTHS,
-    add_field,
+    field_line,
+    line_name,
     lower_name,
     named_fields,
 )
@@ -40,7 +41,8 @@ def test_the_length_screens_pass_every_name_the_copy_loops_look_at() -> None:
     assert not SPECIAL_LENGTHS >> len(b"accept") & 1  # (6 bytes: no special name is that long)
 
 
-def test_add_field_appends_one_field_line_in_pieces() -> None:
-    out = [b"GET / HTTP/1.1\r\n"]
-    add_field(out, b"Host", b"a")
-    assert b"".join(out) == b"GET / HTTP/1.1\r\nHost: a\r\n"
+def test_field_line_is_one_line_and_line_name_reads_its_name_back_lower_cased() -> None:
+    line = field_line(b"X-Thing", b"a: b")
+    assert line == b"X-Thing: a: b\r\n"
+    assert line_name(line) == b"x-thing"  # the first colon ends the name; the value may hold more
+    assert line_name(field_line(b"host", b"[::1]:80")) == b"host"

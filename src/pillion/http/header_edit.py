@@ -1,19 +1,17 @@
 """Route header edits: fields added to or removed from a request or a response.
 
-Theory of operation: heads are built as flat lists of (name, ": ", value, CRLF) quads after a fixed
-number of leading parts (the request or status line). An edit is compiled once per route into a set of
-lower-cased names to drop and ready-made quads to append, so applying it is one pass over the quads, and
+Theory of operation: heads are built as lists of field lines (`name: value CRLF`, see `field_line`) after
+one leading line (the request or status line). An edit is compiled once per route into a set of
+lower-cased names to drop and ready-made lines to append, so applying it is one pass over the lines, and
 routes without edits never call it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final
 
 from pillion.config.model import Header
-
-_CRLF: Final = b"\r\n"
+from pillion.http.headers import field_line, line_name
 
 
 class HeaderEdit:
@@ -24,17 +22,14 @@ class HeaderEdit:
         self.drop = frozenset(n.lower().encode() for n in remove) | frozenset(
             h.name.lower().encode() for h in added if h.replace
         )
-        self.add: list[bytes] = []
-        for h in added:
-            self.add += (h.name.encode(), b": ", h.value.encode("latin-1"), _CRLF)
+        self.add = [field_line(h.name.encode(), h.value.encode("latin-1")) for h in added]
 
     def apply(self, parts: list[bytes], start: int, end: int) -> list[bytes]:
-        """`parts` with the quads in [start, end) edited; parts after `end` kept after the added fields."""
-        out = parts[:start]
+        """`parts` with the field lines in [start, end) edited; parts after `end` kept after the added
+        fields."""
         drop = self.drop
-        for i in range(start, end, 4):
-            if parts[i].lower() not in drop:
-                out += parts[i : i + 4]
+        out = parts[:start]
+        out += [line for line in parts[start:end] if line_name(line) not in drop]
         out += self.add
         out += parts[end:]
         return out

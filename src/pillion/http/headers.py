@@ -82,13 +82,15 @@ def lower_name(name: bytes) -> bytes:
     return low if low is not None else name.lower()
 
 
-def add_field(out: list[bytes], name: bytes, value: bytes) -> None:
-    """Append `name: value CRLF` to a head built as pieces for one join (appends cost less than
-    `out += (...)`, which builds a tuple to extend with)."""
-    out.append(name)
-    out.append(b": ")
-    out.append(value)
-    out.append(b"\r\n")
+def field_line(name: bytes, value: bytes) -> bytes:
+    """`name: value CRLF`: heads are built as lists of whole lines for one join at the end. (Compiled,
+    this format is a single allocation and copy; a join costs per piece, so one line beats four pieces.)"""
+    return b"%b: %b\r\n" % (name, value)
+
+
+def line_name(line: bytes) -> bytes:
+    """The lower-cased name of a field line built by `field_line` (a name has no colon, RFC 9110 §5.1)."""
+    return line[: line.find(b":")].lower()
 
 
 # The usual values of a Connection header, which name no field: checked before lower-casing.

@@ -44,7 +44,8 @@ from pillion.http.headers import (
     X_FORWARDED_FOR,
     X_FORWARDED_PROTO,
     X_REQUEST_ID,
-    add_field,
+    field_line,
+    line_name,
     lower_name,
     named_fields,
 )
@@ -105,14 +106,14 @@ class _Rejected(Exception):
         self.reason = reason
 
 
+def _request_line(method: bytes, target: bytes) -> bytes:
+    return b"%b %b HTTP/1.1\r\n" % (method, target)
+
+
 def _drop_named(parts: list[bytes], start: int, named: set[bytes]) -> list[bytes]:
-    """Remove the fields a Connection header named from a head being built as (name, ": ", value, CRLF)
-    quads after `start` leading parts. Rare, so done as a second pass instead of in the copy loop."""
-    out = parts[:start]
-    for i in range(start, len(parts), 4):
-        if parts[i].lower() not in named:
-            out += parts[i : i + 4]
-    return out
+    """Remove the fields a Connection header named from a head being built as field lines after `start`
+    leading lines. Rare, so done as a second pass instead of in the copy loop."""
+    return parts[:start] + [line for line in parts[start:] if line_name(line) not in named]
 
 
 class Exchange:
@@ -223,7 +224,8 @@ class DownstreamConnection:
         "close_delimited",
         "closed",
         "current",
-        "forwarded_proto",
+        "forwarded",
+        "forwarded_line",
         "head_size",
         "headers",
         "last_active",
@@ -290,7 +292,10 @@ class DownstreamConnection:
         self.lingering = False  # answered and half-closed; reading only to discard (see _linger)
         self.xfcc: bytes | None = None  # x-forwarded-client-cert for the app: the mTLS caller, if any
         self.peer_id: str | None = None  # the mTLS caller's SPIFFE ID, for authorization
-        self.forwarded_proto = _PROTO_HTTP  # https once the connection turns out to be TLS
+        # The fields this listener adds to each request on this connection, formatted once (in
+        # connection_made): `forwarded` goes after a client's own x-forwarded-for value; without one,
+        # `forwarded_line` is sent.
+        self.forwarded = self.forwarded_line = b""
 
     # -- connection lifecycle ---------------------------------------------------------------------
 
@@ -309,13 +314,14 @@ class DownstreamConnection:
             self.closed = True
             self.transport.close()
             return
+        fields = _PROTO_HTTP  # (after x-forwarded-for's value; https once the connection is TLS)
         tls = self.listener.tls
         if tls is not None:
             from pillion.tls.termination import PeerRefused
 
             sslobj = transport.get_extra_info("ssl_object")
             if sslobj is not None:  # (a permissive listener serves plaintext clients too)
-                self.forwarded_proto = _PROTO_HTTPS
+                fields = _PROTO_HTTPS
             try:
                 peer = tls.peer(sslobj)
             except PeerRefused as exc:
@@ -326,6 +332,9 @@ class DownstreamConnection:
                 return
             if peer is not None:
                 self.peer_id, self.xfcc = peer
+                fields += b"x-forwarded-client-cert: %b\r\n" % self.xfcc
+        self.forwarded = self.client_ip + fields
+        self.forwarded_line = b"x-forwarded-for: " + self.forwarded
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.admitted:
@@ -513,7 +522,7 @@ class DownstreamConnection:
         ex.is_head = method == b"HEAD"
         listener = self.listener
 
-        head = [method, b" ", url, b" HTTP/1.1\r\n"]
+        head = [_request_line(method, url)]
         xff = request_id = None
         host = b""
         hosts = 0
@@ -540,7 +549,7 @@ class DownstreamConnection:
                     # records must be the one the app parses. A blank id is replaced by a new one.
                     request_id = value.rstrip(b" \t") or None
                     if request_id is not None:
-                        add_field(head, name, request_id)
+                        head.append(field_line(name, request_id))
                     continue
                 elif lname in (X_FORWARDED_PROTO, X_FORWARDED_CLIENT_CERT):
                     continue  # ours to set: this listener knows the client's protocol and identity
@@ -561,7 +570,7 @@ class DownstreamConnection:
                         trace_headers = []
                     trace_headers.append((lname, value))
                     continue  # replaced by this hop's context below
-            add_field(head, name, value)
+            head.append(field_line(name, value))
         # llhttp keeps a connection alive only for HTTP/1.1, or HTTP/1.0 with a Connection header
         # asking for it, so a kept-alive request without one is HTTP/1.1: the (costly) version
         # string is read only for the others.
@@ -587,22 +596,16 @@ class DownstreamConnection:
         elif _HASH in url:  # a fragment is the client's own business (RFC 9110 §7.1): never sent
             self._refuse("invalid_uri", url)
         if length >= 0:
-            head += (b"content-length", b": ", b"%d" % length, _CRLF)
+            head.append(b"content-length: %d\r\n" % length)
         if named is not None:
-            head = _drop_named(head, 4, named)
+            head = _drop_named(head, 1, named)
         ex.fields_end = len(head)
         ex.headers = headers
         if request_id is None:
             request_id = new_request_id()
             ex.own_request_id = True
-            head += (b"x-request-id: ", request_id, _CRLF)
-        head += (
-            b"x-forwarded-for: ",
-            xff + b", " + self.client_ip if xff else self.client_ip,
-            self.forwarded_proto,
-        )
-        if self.xfcc is not None:
-            head += (b"x-forwarded-client-cert: ", self.xfcc, _CRLF)
+            head.append(b"x-request-id: %b\r\n" % request_id)
+        head.append(b"x-forwarded-for: %b, %b" % (xff, self.forwarded) if xff else self.forwarded_line)
         if tracer is not None:
             ex.trace, lines, ex.trace_start = tracer.begin(trace_headers)
             head.append(lines)
@@ -649,13 +652,14 @@ class DownstreamConnection:
         authority, path = parts
         if _HASH in path:
             self._refuse("invalid_uri", url)  # a fragment is refused in every form
-        ex.target = head[2] = path
-        for i in range(4, len(head), 4):
-            if head[i].lower() == HOST:
-                head[i + 2] = authority
+        ex.target = path
+        head[0] = _request_line(ex.method, path)
+        for i in range(1, len(head)):
+            if line_name(head[i]) == HOST:
+                head[i] = field_line(HOST, authority)
                 break
         else:
-            head[4:4] = (b"host", b": ", authority, _CRLF)
+            head.insert(1, field_line(HOST, authority))
         return authority
 
     def on_body(self, body: bytes) -> None:
@@ -839,19 +843,21 @@ class DownstreamConnection:
     def _edit_request(self, ex: Exchange, route: RouteEntry) -> None:
         head = ex.head
         if route.prefix_rewrite is not None and route.prefix is not None:
-            head[2] = route.prefix_rewrite + head[2][len(route.prefix) :]
+            # (ex.target is the target as forwarded: origin form, whatever form the client used)
+            head[0] = _request_line(ex.method, route.prefix_rewrite + ex.target[len(route.prefix) :])
         if route.host_rewrite is not None:
-            for i in range(4, ex.fields_end, 4):
-                if head[i].lower() == HOST:
-                    head[i + 2] = route.host_rewrite
+            line = field_line(HOST, route.host_rewrite)
+            for i in range(1, ex.fields_end):
+                if line_name(head[i]) == HOST:
+                    head[i] = line
                     break
             else:
-                head[4:4] = [b"host", b": ", route.host_rewrite, _CRLF]
-                ex.fields_end += 4
+                head.insert(1, line)
+                ex.fields_end += 1
             ex.host = route.host_rewrite
         if route.request_edit is not None:
             size = len(head)
-            ex.head = route.request_edit.apply(head, 4, ex.fields_end)
+            ex.head = route.request_edit.apply(head, 1, ex.fields_end)
             ex.fields_end += len(ex.head) - size
 
     def _send_upstream(self, ex: Exchange) -> None:
@@ -875,8 +881,8 @@ class DownstreamConnection:
         ex.upstream_address = endpoint.label
         endpoint.requests += 1
         if not ex.host:
-            ex.head[4:4] = (b"host", b": ", endpoint.label.encode(), _CRLF)
-            ex.fields_end += 4
+            ex.head.insert(1, field_line(HOST, endpoint.label.encode()))
+            ex.fields_end += 1
             ex.host = b"-"
         conn = endpoint.take_idle()
         if conn is not None:
@@ -1100,7 +1106,7 @@ class DownstreamConnection:
                     continue
                 if lname == CONTENT_LENGTH:
                     has_length = True
-            add_field(out, name, value)
+            out.append(field_line(name, value))
         if named is not None:
             out = _drop_named(out, 1, named)
         if route is not None and route.response_edit is not None:
