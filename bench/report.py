@@ -116,6 +116,7 @@ class TargetReport:
     label: str
     error: str | None = None
     xff_seen: str | None = None
+    ids_seen: str | None = None  # "<x-request-id> <x-forwarded-proto>" as the upstream saw them
     rounds: list[Measurement] = field(default_factory=list)
     metrics_probe: str | None = None  # the telemetry-off row: what its admin /metrics answered
 
@@ -253,6 +254,7 @@ class MtlsPair:
     error: str | None = None
     xff_seen: str | None = None
     xfcc_seen: str | None = None
+    ids_seen: str | None = None
     tls_seen: str | None = None  # version and suite B negotiated with the harness (as A would)
     refusals: str | None = None  # how B refused plaintext and a TLS client without a certificate
 
@@ -1084,7 +1086,7 @@ def _mtls_section(r: MtlsReport, params: dict[str, Any]) -> list[str]:
                 if pair.xfcc_seen
                 else "no x-forwarded-client-cert (not added by this proxy)"
             )
-            + "."
+            + f"; x-request-id and x-forwarded-proto {pair.ids_seen!r}."
         )
     for key, pair in r.pairs.items():
         visits = r.visits(key)
@@ -1245,6 +1247,13 @@ def _sanity(targets: dict[str, TargetReport]) -> list[str]:
     ]
     if xff:
         lines.append("- X-Forwarded-For seen by the upstream: " + "; ".join(xff))
+    ids = [
+        f"{t.label}: {t.ids_seen!r}"
+        for t in targets.values()
+        if t.key != "upstream" and t.ids_seen is not None
+    ]
+    if ids:
+        lines.append("- x-request-id and x-forwarded-proto seen by the upstream: " + "; ".join(ids))
     errs = [
         f"{t.label}: "
         + "; ".join(
@@ -1317,6 +1326,7 @@ def to_json(
                 "error": t.error,
                 "errors": t.errors,
                 "xff_seen": t.xff_seen,
+                "ids_seen": t.ids_seen,
                 "median": summaries.get(key),
                 "rounds": [
                     {

@@ -740,7 +740,7 @@ def start_pairs(s: Settings, group: ProcGroup, tmp: Path, upstream: Target) -> d
 
 def _report_pairs(pairs: dict[str, Pair]) -> dict[str, MtlsPair]:
     return {
-        k: MtlsPair(k, p.label, p.error, p.xff_seen, p.xfcc_seen, p.tls_seen, p.refusals)
+        k: MtlsPair(k, p.label, p.error, p.xff_seen, p.xfcc_seen, p.ids_seen, p.tls_seen, p.refusals)
         for k, p in pairs.items()
     }
 
@@ -1013,6 +1013,7 @@ def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
     for key, t in targets.items():
         reports[key].error = t.error
         reports[key].xff_seen = t.xff_seen
+        reports[key].ids_seen = t.ids_seen
         reports[key].metrics_probe = t.metrics_probe
     summaries = {k: summarize(r) for k, r in reports.items()}
     rat = ratios(summaries)

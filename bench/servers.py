@@ -7,12 +7,14 @@ touches /etc, /var or /run. Ports are picked free at start. Every server runs in
 core, single-threaded:
 
   * upstream  -- nginx, `master_process off` (one process), `return 200 "hello world\\n"` on `/`, an echo of
-    the X-Forwarded-For it received on `/__xff`, and `stub_status` on `/__status` so the harness can count
+    the X-Forwarded-For it received on `/__xff`, of its x-request-id and x-forwarded-proto on `/__ids`, and
+    `stub_status` on `/__status` so the harness can count
     the connections and requests the upstream saw (the proof that the proxies reuse upstream connections).
   * haproxy   -- `nbthread 1`, HTTP mode, keep-alive both sides, `http-reuse always`, `option forwardfor`,
-    no `log` line.
+    no `log` line; X-Forwarded-Proto and X-Request-ID (when absent) added, as Pillion adds them.
   * nginx     -- master + `worker_processes 1`, `upstream { keepalive 64; }`, HTTP/1.1 to the upstream with
-    `Connection ""`, X-Forwarded-For added, `access_log off`.
+    `Connection ""`, X-Forwarded-For, X-Forwarded-Proto and X-Request-ID (when absent) added,
+    `access_log off`.
   * minimal   -- bench/minimal_proxy.py run by the harness's own interpreter (the project venv, which has
     uvloop and httptools): the smallest uvloop + httptools keep-alive proxy, X-Forwarded-For added, no
     config, no log. It is the calibration row: about the floor for a Python proxy on this runtime,
@@ -140,6 +142,7 @@ class Target:
     admin_port: int | None = None
     access_log: Path | None = None
     xff_seen: str | None = None
+    ids_seen: str | None = None  # "<x-request-id> <x-forwarded-proto>" as the upstream saw them
     collector_port: int | None = None  # where its spans go (pillion-full): the harness counts them there
     metrics_probe: str | None = None  # pillion-off: what its admin /metrics answered (metrics really off)
 
@@ -189,6 +192,7 @@ def upstream_conf(root: Path, port: int) -> str:
         + '        location / { return 200 "hello world\\n"; }\n'
         + '        location = /__xff { return 200 "$http_x_forwarded_for"; }\n'
         + '        location = /__xfcc { return 200 "$http_x_forwarded_client_cert"; }\n'
+        + '        location = /__ids { return 200 "$http_x_request_id $http_x_forwarded_proto"; }\n'
         + "        location = /__status { stub_status; }\n"
         + "    }\n"
         + "}\n"
@@ -204,6 +208,12 @@ def nginx_proxy_conf(root: Path, port: int, upstream_port: int) -> str:
         + "    keepalive_requests 1000000;\n"
         + "    keepalive_timeout 300s;\n"
         + _nginx_temp_paths(root)
+        # The header work Pillion does: an X-Request-ID ($request_id: 128 random bits) when the client sent
+        # none, and X-Forwarded-Proto from the client connection.
+        + "    map $http_x_request_id $pillion_request_id {\n"
+        + '        "" $request_id;\n'
+        + "        default $http_x_request_id;\n"
+        + "    }\n"
         + "    upstream app {\n"
         + f"        server {HOST}:{upstream_port};\n"
         + "        keepalive 64;\n"
@@ -216,6 +226,8 @@ def nginx_proxy_conf(root: Path, port: int, upstream_port: int) -> str:
         + "            proxy_http_version 1.1;\n"
         + '            proxy_set_header Connection "";\n'
         + "            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+        + "            proxy_set_header X-Forwarded-Proto $scheme;\n"
+        + "            proxy_set_header X-Request-ID $pillion_request_id;\n"
         + "            proxy_connect_timeout 1s;\n"
         + "        }\n"
         + "    }\n"
@@ -237,6 +249,14 @@ HAPROXY_DEFAULTS = (
     "    timeout http-keep-alive 300s\n"
 )
 HAPROXY_COMMON = HAPROXY_GLOBAL + HAPROXY_DEFAULTS
+# Every HAProxy frontend does the per-request header work Pillion does (docs/proxy.md): X-Forwarded-Proto
+# from the client connection, and an X-Request-ID (a random UUID) when the client sent none. HAProxy 2.6
+# takes `http-request` rules only in a frontend or a named defaults section, hence a frontend snippet.
+HAPROXY_REQUEST_HEADERS = (
+    "    unique-id-format %[uuid()]\n"
+    "    http-request set-header X-Forwarded-Proto %[ssl_fc,iif(https,http)]\n"
+    "    http-request set-header X-Request-ID %[unique-id] unless { req.hdr(x-request-id) -m found }\n"
+)
 
 
 def haproxy_cfg(port: int, upstream_port: int) -> str:
@@ -244,6 +264,7 @@ def haproxy_cfg(port: int, upstream_port: int) -> str:
         f"{HAPROXY_COMMON}"
         "frontend inbound\n"
         f"    bind {HOST}:{port}\n"
+        f"{HAPROXY_REQUEST_HEADERS}"
         "    default_backend app\n"
         "backend app\n"
         f"    server app1 {HOST}:{upstream_port}\n"
@@ -280,6 +301,7 @@ def haproxy_outbound_cfg(port: int, upstream_port: int) -> str:
         f"{HAPROXY_COMMON}"
         "frontend outbound\n"
         f"    bind {HOST}:{port}\n"
+        f"{HAPROXY_REQUEST_HEADERS}"
         f"{acls}{use}"
         "    default_backend no_route\n"
         "backend app\n"
@@ -571,6 +593,7 @@ def check_forwarding(target: Target) -> None:
             return
         status, body = http_get(HOST, target.port, "/__xff")
         target.xff_seen = body.decode(errors="replace") if status == 200 else f"(HTTP {status})"
+        _check_request_headers(target)
         if target.key in OUTBOUND_KEYS:
             # The host routing is really in force: a Host no route takes must not reach the upstream.
             status, body = http_get(HOST, target.port, "/", headers={"Host": NO_ROUTE_HOST})
@@ -580,6 +603,16 @@ def check_forwarding(target: Target) -> None:
             _check_metrics_off(target)
     except OSError as exc:
         target.fail(f"GET {target.url} failed: {type(exc).__name__}: {exc}")
+
+
+def _check_request_headers(target: Target) -> None:
+    """Every proxy but the minimal one does the same per-request header work (an x-request-id made when
+    the client sent none, x-forwarded-proto), so the CPU rows compare like with like."""
+    status, body = http_get(HOST, target.port, "/__ids")
+    target.ids_seen = body.decode(errors="replace") if status == 200 else f"(HTTP {status})"
+    request_id, _, proto = target.ids_seen.partition(" ")
+    if target.key not in ("upstream", "minimal") and (len(request_id) < 16 or proto != "http"):
+        target.fail(f"the upstream saw x-request-id/x-forwarded-proto {target.ids_seen!r}, expected both")
 
 
 def _check_metrics_off(target: Target) -> None:
@@ -731,6 +764,7 @@ def haproxy_mtls_client_cfg(port: int, server_port: int, svid: Svid) -> str:
         f"{HAPROXY_GLOBAL}{HAPROXY_TLS_GLOBAL}{HAPROXY_DEFAULTS}"
         "frontend outbound\n"
         f"    bind {HOST}:{port}\n"
+        f"{HAPROXY_REQUEST_HEADERS}"
         "    default_backend b\n"
         "backend b\n"
         f"    server b1 {HOST}:{server_port} ssl verify required ca-file {svid.bundle} crt {svid.combined}\n"
@@ -743,6 +777,7 @@ def haproxy_mtls_server_cfg(port: int, upstream_port: int, svid: Svid) -> str:
         f"{HAPROXY_GLOBAL}{HAPROXY_TLS_GLOBAL}{HAPROXY_DEFAULTS}"
         "frontend inbound\n"
         f"    bind {HOST}:{port} ssl crt {svid.combined} ca-file {svid.bundle} verify required\n"
+        f"{HAPROXY_REQUEST_HEADERS}"
         "    default_backend app\n"
         "backend app\n"
         f"    server app1 {HOST}:{upstream_port}\n"
@@ -760,6 +795,7 @@ class Pair:
     error: str | None = None
     xff_seen: str | None = None
     xfcc_seen: str | None = None
+    ids_seen: str | None = None  # "<x-request-id> <x-forwarded-proto>" as the upstream saw them
     tls_seen: str | None = None
     refusals: str | None = None
 
@@ -870,6 +906,7 @@ def check_pair(pair: Pair, ids: Identities) -> None:
             return
         pair.xff_seen = http_get(HOST, pair.client.port, "/__xff")[1].decode(errors="replace")
         pair.xfcc_seen = http_get(HOST, pair.client.port, "/__xfcc")[1].decode(errors="replace")
+        pair.ids_seen = http_get(HOST, pair.client.port, "/__ids")[1].decode(errors="replace")
         pair.tls_seen = tls_session(HOST, pair.server.port, ids.client_context())
     except OSError as exc:
         pair.fail(f"probing the pair failed: {type(exc).__name__}: {exc}")
@@ -878,6 +915,10 @@ def check_pair(pair: Pair, ids: Identities) -> None:
         f"By={SPIFFE_B};" in pair.xfcc_seen and pair.xfcc_seen.endswith(f";URI={SPIFFE_A}")
     ):
         pair.fail(f"the upstream saw x-forwarded-client-cert {pair.xfcc_seen!r}, expected B's naming A")
+        return
+    request_id, _, proto = pair.ids_seen.partition(" ")
+    if len(request_id) < 16 or proto != "https":
+        pair.fail(f"the upstream saw x-request-id/x-forwarded-proto {pair.ids_seen!r}, expected id and https")
         return
     plain = _refused(pair.server.port, None)
     anonymous = _refused(pair.server.port, ids.client_context(certificate=False))
