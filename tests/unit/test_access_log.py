@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import random
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -336,6 +337,41 @@ def test_sampling_keeps_about_the_share_asked_for(tmp_path: Path) -> None:
 def test_sampling_out_of_range(sampling: float, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="sampling"):
         AccessLog(str(tmp_path / "access.log"), sampling=sampling)
+
+
+def _cached_bytes(path: Path) -> int:
+    """How much of the file is in the page cache, from util-linux's fincore (mincore(2))."""
+    out = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return int(out.strip())
+
+
+def test_old_pages_leave_the_page_cache(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    keep = 256 * 1024
+    log = AccessLog(str(path), keep_cached=keep)
+    chunk_lines, line_path = 8, "/" + "p" * (64 * 1024 - 200)  # ~512 KiB a chunk
+    written = 0
+    for chunk in range(16):
+        for i in range(chunk_lines):
+            _write(log, path=line_path, request_id=f"r{chunk}-{i}")
+        log.flush()
+        # (The file's size, not its lines: reading it would bring its pages back into the cache.)
+        _wait_for(lambda n=written: path.stat().st_size > n)
+        written = path.stat().st_size
+        time.sleep(0.02)  # the writeback the last chunk started has time to finish
+    log.close()
+    size, cached = path.stat().st_size, _cached_bytes(path)
+    assert size > 8 * 1024 * 1024
+    # The kept tail plus at most the last chunks still being written back: far from the whole file.
+    assert cached < size // 2, (cached, size)
+    assert [x["request_id"] for x in _read(path)] == [
+        f"r{c}-{i}" for c in range(16) for i in range(chunk_lines)
+    ]
 
 
 def test_reopen_after_a_move_loses_no_line(tmp_path: Path) -> None:
