@@ -177,19 +177,19 @@ class HttpListener:
             scope = self._log_scope(route)
         self.access_log.write(
             scope=scope,
-            method=ex.method.decode("latin-1"),
+            method=ex.method,
             path=ex.target,
             status=ex.status,
             bytes_received=ex.body_in,
             bytes_sent=ex.body_out,
             duration=elapsed,
             upstream=ex.upstream_address,
-            request_id=ex.request_id.decode("latin-1"),
+            request_id=ex.request_id,
             request_id_safe=ex.own_request_id,
             error=ex.error,
             flags=flags,
             upstream_duration=ex.upstream_duration if ex.upstream_duration >= 0.0 else None,
-            trace_id=ex.trace.trace_id.decode("latin-1") if ex.trace is not None else "",
+            trace_id=ex.trace.trace_id if ex.trace is not None else b"",
         )
 
     def _log_scope(self, route: RouteEntry | None) -> LogScope:

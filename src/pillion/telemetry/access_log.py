@@ -1,11 +1,13 @@
 """The access log: one line per request (JSON, or text from a template), buffered, written off the loop.
 
 Theory of operation (Envoy's design): `write` runs on the event loop for every request, so it only formats
-a line and appends it to a list -- about a microsecond and a half. The JSON line is a hand-built f-string
-whose string fields go through the C JSON string escaper (`encode_basestring_ascii`), which was 3-4x
-faster than `json.dumps` on a dict when measured and is equally correct: any character, control bytes and
-lone surrogates included, comes out as a valid ASCII JSON string. A path given as `bytes` (straight from
-the parser) is decoded as UTF-8 with undecodable bytes kept visible as `\\xNN` text.
+a line and appends it to a list -- about a microsecond. The JSON line is built as bytes, one `%b` format
+(compiled, a single allocation and copy), from the parser's own bytes for the method and the ids, so
+nothing is decoded and the writer thread joins the lines without an encode. Its string fields go through
+the C JSON string escaper (`encode_basestring_ascii`), which was 3-4x faster than `json.dumps` on a dict
+when measured and is equally correct: any character, control bytes and lone surrogates included, comes
+out as a valid ASCII JSON string. A path given as `bytes` (straight from the parser) is decoded as UTF-8
+with undecodable bytes kept visible as `\\xNN` text.
 
 The text format is a template with `%FIELD%` placeholders (`TEXT_FIELDS`), compiled once, at startup,
 into one generated function whose body is a single f-string (see `compile_text_format`), so a request
@@ -76,12 +78,12 @@ FLUSH_BYTES: Final = 512 * 1024
 # "000".."999": indexing this is a quarter of the cost of formatting `{ms:03d}` per line. The index adds
 # 0.1 us before truncating so that e.g. .001, stored as .000999..., still reads 001; the extra last entry
 # catches the .9999999 that this nudges to 1000.
-_MILLIS: Final = (*(f"{i:03d}" for i in range(1000)), "999")
-_EMPTY: Final = '""'  # an empty JSON string
+_MILLIS: Final = (*(b"%03d" % i for i in range(1000)), b"999")
+_EMPTY: Final = b'""'  # an empty JSON string
 _QUOTES_CACHED: Final = 256  # methods and upstream addresses: a sidecar sees a handful of each
 _STOP = None
 # Queued by reopen(); compared by identity (flush never queues an empty chunk).
-_REOPEN: Final[list[str]] = []
+_REOPEN: Final[list[bytes]] = []
 _OPEN_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 # The file's last bytes kept in the page cache for a shipper tailing it: ~2 s of lines at 30k req/s.
 KEEP_CACHED: Final = 8 * 1024 * 1024
@@ -96,12 +98,17 @@ TextLine = Callable[
 ]
 
 
-_NUMBERS: Final = tuple(str(i) for i in range(1024))  # status codes, small sizes and durations
+_NUMBERS: Final = tuple(b"%d" % i for i in range(1024))  # status codes, small sizes and durations
 
 
-def _number(n: int) -> str:
-    """`str(n)`, from a table for the small numbers most fields hold (a lookup, not a conversion)."""
-    return _NUMBERS[n] if 0 <= n < 1024 else str(n)
+def _number(n: int) -> bytes:
+    """`n` in decimal, from a table for the small numbers most fields hold (a lookup, not a conversion)."""
+    return _NUMBERS[n] if 0 <= n < 1024 else b"%d" % n
+
+
+def _text(value: str | bytes) -> str:
+    # A field given as the parser's bytes, for the text format (Latin-1: every byte is one character).
+    return value if isinstance(value, str) else value.decode("latin-1")
 
 
 class LogScope:
@@ -117,8 +124,8 @@ class LogScope:
         self.route = route
         self.cluster = cluster
         # The JSON line's fields between "ts" and "method", and "cluster" (written after "upstream").
-        self.json = f'"listener":{_esc(listener)},"route":{_esc(route)},'
-        self.cluster_json = _esc(cluster)
+        self.json = f'"listener":{_esc(listener)},"route":{_esc(route)},'.encode("ascii")
+        self.cluster_json = _esc(cluster).encode("ascii")
 
 
 def _escaped(name: str) -> str:
@@ -232,15 +239,16 @@ class AccessLog:
             self._fd = os.open(path, _OPEN_FLAGS, 0o644)
         self._regular = _is_regular(self._fd)  # a file whose old pages can be dropped from the cache
         self._keep_cached = keep_cached
-        self._buf: list[str] = []
+        self._buf: list[bytes] = []
         self._size = 0
         self._max_pending = max_pending_chunks
         self._closed = False
         self._error_logged = False
         self._sec = -1
         self._sec_text = ""
-        self._quotes: dict[str, str] = {}  # method and upstream values, escaped (see _quoted)
-        self._queue: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
+        self._sec_bytes = b""
+        self._quotes: dict[str | bytes, bytes] = {}  # method, upstream and error values (see _quoted)
+        self._queue: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._run, name="pillion-access-log", daemon=True)
         self._writer.start()
 
@@ -258,17 +266,17 @@ class AccessLog:
         self,
         *,
         scope: LogScope,
-        method: str,
+        method: str | bytes,
         path: str | bytes,
         status: int,
         bytes_sent: int,
         bytes_received: int,
         duration: float,
         upstream: str,
-        request_id: str,
+        request_id: str | bytes,
         error: str,
         flags: str = "",
-        trace_id: str = "",
+        trace_id: str | bytes = "",
         request_id_safe: bool = False,
         upstream_duration: float | None = None,
         ts: float = 0.0,
@@ -283,8 +291,9 @@ class AccessLog:
         `duration`, which spares the caller a wall-clock read at request start. `upstream`, `error` and
         `trace_id` are "" when there is none. `request_id_safe` says the id needs no escaping (one Pillion
         made: hex and dashes). `trace_id` is hex (the tracer's own, or one it validated), so
-        it is written as it is. `method` and `upstream` take a handful of values each: their escaped
-        forms are cached (`_quoted`)."""
+        it is written as it is. `method`, `upstream` and `error` take a handful of values each: their
+        escaped forms are cached (`_quoted`). Method, path and ids may be `bytes` as parsed (Latin-1;
+        the path UTF-8) or `str`."""
         if self._sampling < 1.0 and status < 500 and not error and _random() >= self._sampling:
             return
         if not ts:
@@ -296,49 +305,55 @@ class AccessLog:
             # strftime costs more than the rest of the line; it changes once a second.
             self._sec = sec
             self._sec_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+            self._sec_bytes = self._sec_text.encode("ascii")
         ms = _MILLIS[int((ts - sec) * 1000 + 1e-4)]
         text = self._text
         if text is None:
-            # One f-string without format specs: compiled, it is a single concatenation. Durations are
-            # milliseconds with three decimals, rounded (what `:.3f` gives), from integer microseconds
-            # and two table lookups: float formatting costs four times as much.
+            # One bytes format of %b only: compiled, a single concatenation. Durations are milliseconds
+            # with three decimals, rounded (what `:.3f` gives), from integer microseconds and two table
+            # lookups: float formatting costs four times as much.
             us = int(duration * 1_000_000.0 + 0.5)
             if upstream_duration is None:
-                up = ""
+                up = b""
             else:
                 u = int(upstream_duration * 1_000_000.0 + 0.5)
-                up = f',"upstream_duration_ms":{_number(u // 1000)}.{_MILLIS[u % 1000]}'
-            rid = request_id if request_id_safe else _esc(request_id)[1:-1]
+                up = b',"upstream_duration_ms":%b.%b' % (_number(u // 1000), _MILLIS[u % 1000])
+            if isinstance(request_id, bytes) and request_id_safe:
+                rid = request_id
+            else:
+                rid = _esc(_text(request_id))[1:-1].encode("ascii")
             line = (
-                f'{{"ts":"{self._sec_text}.{ms}Z",{scope.json}"method":{self._quoted(method)},"path":{_esc(path)},'
-                f'"status":{_number(status)},"bytes_sent":{_number(bytes_sent)},'
-                f'"bytes_received":{_number(bytes_received)},'
-                f'"duration_ms":{_number(us // 1000)}.{_MILLIS[us % 1000]}{up},'
-                f'"upstream":{self._quoted(upstream)},'
-                f'"cluster":{scope.cluster_json},'
-                f'"request_id":"{rid}",'
-                f'"trace_id":"{trace_id}",'
-                f'"error":{_esc(error) if error else _EMPTY},"flags":"{flags}"}}\n'
-            )
+                b'{"ts":"%b.%bZ",%b"method":%b,"path":%b,"status":%b,"bytes_sent":%b,'
+                b'"bytes_received":%b,"duration_ms":%b.%b%b,"upstream":%b,"cluster":%b,'
+                b'"request_id":"%b","trace_id":"%b","error":%b,"flags":"%b"}\n'
+                % (
+                    self._sec_bytes, ms, scope.json, self._quoted(method),
+                    _esc(path).encode("ascii"), _number(status), _number(bytes_sent),
+                    _number(bytes_received), _number(us // 1000), _MILLIS[us % 1000], up,
+                    self._quoted(upstream), scope.cluster_json, rid,
+                    trace_id if isinstance(trace_id, bytes) else trace_id.encode("ascii"),
+                    self._quoted(error) if error else _EMPTY, flags.encode("ascii") if flags else b"",
+                )
+            )  # fmt: skip
         else:
             line = text(
-                f"{self._sec_text}.{ms}Z", method, path, status, flags, bytes_received, bytes_sent,
-                duration, upstream_duration, upstream, request_id, trace_id, scope.listener, scope.route,
-                scope.cluster, error,
-            )  # fmt: skip
+                f"{self._sec_text}.{ms.decode()}Z", _text(method), path, status, flags, bytes_received,
+                bytes_sent, duration, upstream_duration, upstream, _text(request_id), _text(trace_id),
+                scope.listener, scope.route, scope.cluster, error,
+            ).encode("ascii")  # fmt: skip
         self._buf.append(line)
         self._size += len(line)
         if self._size >= FLUSH_BYTES:
             self.flush()
 
-    def _quoted(self, text: str) -> str:
-        """`_esc(text)`, from a cache for the few values of a field like the method: a dict lookup
-        costs a seventh of escaping."""
-        quoted = self._quotes.get(text)
+    def _quoted(self, value: str | bytes) -> bytes:
+        """`value` as a JSON string, from a cache for the few values of a field like the method: a dict
+        lookup costs a seventh of escaping."""
+        quoted = self._quotes.get(value)
         if quoted is None:
-            quoted = _esc(text)
+            quoted = _esc(_text(value)).encode("ascii")
             if len(self._quotes) < _QUOTES_CACHED:
-                self._quotes[text] = quoted
+                self._quotes[value] = quoted
         return quoted
 
     def flush(self) -> None:
@@ -380,7 +395,7 @@ class AccessLog:
             if chunk is _REOPEN:
                 self._reopen()
                 continue
-            data = "".join(chunk).encode("ascii")  # lines are ASCII by construction
+            data = b"".join(chunk)  # lines are ASCII by construction
             try:
                 view = memoryview(data)
                 while view:
