@@ -117,15 +117,17 @@ class RecordingAccessLog:
         return LogScope(listener, route, cluster)
 
     def write(self, **fields: Any) -> None:
-        path = fields["path"]
+        def raw(value: str | bytes) -> bytes:  # the log takes the parser's bytes or text
+            return value if isinstance(value, bytes) else value.encode("latin-1")
+
         self.exchanges.append(
             Logged(
-                fields["method"].encode("latin-1"),
-                path if isinstance(path, bytes) else path.encode("latin-1"),
+                raw(fields["method"]),
+                raw(fields["path"]),
                 fields["status"],
                 fields["error"],
                 fields["scope"].route,
-                fields["request_id"].encode("latin-1"),
+                raw(fields["request_id"]),
             )
         )
 
