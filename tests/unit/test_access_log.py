@@ -106,6 +106,51 @@ def test_timestamp_millis_across_seconds(tmp_path: Path) -> None:
     ]
 
 
+def test_lines_in_one_millisecond_share_its_stamp(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path))
+    for ts in (1_700_000_000.5, 1_700_000_000.5004, 1_700_000_001.5, 1_700_000_000.5, 1_700_000_000.501):
+        _write(log, ts=ts)
+    log.close()
+    assert [line["ts"][17:] for line in _read(path)] == [
+        "20.500Z", "20.500Z", "21.500Z", "20.500Z", "20.501Z"
+    ]  # fmt: skip
+
+
+def test_start_on_the_monotonic_clock(tmp_path: Path) -> None:
+    """`start` is a time.perf_counter() time, converted to wall-clock time without a clock read."""
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path))
+    before = time.time()
+    _write(log, ts=0.0, start=time.perf_counter() - 3.0)
+    log.close()
+    [line] = _read(path)
+    logged = calendar.timegm(time.strptime(line["ts"][:19], "%Y-%m-%dT%H:%M:%S"))
+    assert before - 3.0 - 1.0 <= logged <= before - 3.0 + 1.0
+
+
+def test_visible_path_still_escapes_quotes_and_backslashes(tmp_path: Path) -> None:
+    """A path the parser accepted (`path_visible`) skips the escaper unless it holds `"` or `\\`."""
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path))
+    for target in (b"/plain?a=1&b=%22", b'/a"b', b"/a\\b", b'/"\\"'):
+        _write(log, path=target, path_visible=True)
+    log.close()
+    assert [line["path"] for line in _read(path)] == ["/plain?a=1&b=%22", '/a"b', "/a\\b", '/"\\"']
+
+
+def test_error_and_flags_end_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path))
+    for error, flags in (("", ""), ("upstream_reset", ""), ("", "URX"), ("upstream_reset", "UC,URX")):
+        _write(log, error=error, flags=flags)
+    log.close()
+    assert [(x["error"], x["flags"]) for x in _read(path)] == [
+        ("", ""), ("upstream_reset", ""), ("", "URX"), ("upstream_reset", "UC,URX")
+    ]  # fmt: skip
+    assert path.read_text().splitlines()[0].endswith('"error":"","flags":""}')
+
+
 def test_buffered_until_flush(tmp_path: Path) -> None:
     path = tmp_path / "access.log"
     log = AccessLog(str(path))

@@ -410,6 +410,8 @@ def test_a_new_root_is_decided_as_any_hop_decides_its_trace_id(ratio: float) -> 
     assert len({r.trace_id for r in roots}) == len(roots)
     assert len({r.span_id for r in roots}) == len(roots)
     assert abs(sum(r.sampled for r in roots) / len(roots) - ratio) < 0.02
+    # Each root comes with its traceparent line, the one inject renders for it.
+    assert all(r.header == inject(r) for r in roots)
 
 
 @pytest.mark.parametrize("ratio", [0.01, 0.1, 0.25, 0.9])

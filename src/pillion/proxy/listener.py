@@ -186,10 +186,14 @@ class HttpListener:
             upstream=ex.upstream_address,
             request_id=ex.request_id,
             request_id_safe=ex.own_request_id,
+            # An exchange with a method had its head accepted by the parser, whose target is visible
+            # ASCII only; one made for a broken request (no method) may hold anything.
+            path_visible=bool(ex.method),
             error=ex.error,
             flags=flags,
             upstream_duration=ex.upstream_duration if ex.upstream_duration >= 0.0 else None,
             trace_id=ex.trace.trace_id if ex.trace is not None else b"",
+            start=ex.start,
         )
 
     def _log_scope(self, route: RouteEntry | None) -> LogScope:

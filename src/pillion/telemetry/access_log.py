@@ -73,13 +73,18 @@ log: Final = logging.getLogger("pillion.access_log")
 _esc: Final = json.encoder.encode_basestring_ascii
 _random: Final = random.random
 _now: Final = time.time
+_monotonic: Final = time.perf_counter  # the clock of the owner's `start` times (CLOCK_MONOTONIC)
 
 FLUSH_BYTES: Final = 512 * 1024
 # "000".."999": indexing this is a quarter of the cost of formatting `{ms:03d}` per line. The index adds
 # 0.1 us before truncating so that e.g. .001, stored as .000999..., still reads 001; the extra last entry
 # catches the .9999999 that this nudges to 1000.
 _MILLIS: Final = (*(b"%03d" % i for i in range(1000)), b"999")
+_DOT_MILLIS: Final = tuple(b"." + m for m in _MILLIS)  # a duration's fraction, with its dot
 _EMPTY: Final = b'""'  # an empty JSON string
+_GET_JSON: Final = b'"GET"'
+# The JSON line's end when there is no error and no flag: nearly every line.
+_CLEAN_TAIL: Final = b'","error":"","flags":""}\n'
 _QUOTES_CACHED: Final = 256  # methods and upstream addresses: a sidecar sees a handful of each
 _STOP = None
 # Queued by reopen(); compared by identity (flush never queues an empty chunk).
@@ -123,9 +128,10 @@ class LogScope:
         self.listener = listener
         self.route = route
         self.cluster = cluster
-        # The JSON line's fields between "ts" and "method", and "cluster" (written after "upstream").
-        self.json = f'"listener":{_esc(listener)},"route":{_esc(route)},'.encode("ascii")
-        self.cluster_json = _esc(cluster).encode("ascii")
+        # The JSON line's fields between "ts" and "method", and "cluster" with the keys around it (it
+        # is written between "upstream" and the request id's value).
+        self.json = f'"listener":{_esc(listener)},"route":{_esc(route)},"method":'.encode("ascii")
+        self.cluster_json = f',"cluster":{_esc(cluster)},"request_id":"'.encode("ascii")
 
 
 def _escaped(name: str) -> str:
@@ -247,7 +253,13 @@ class AccessLog:
         self._sec = -1
         self._sec_text = ""
         self._sec_bytes = b""
-        self._quotes: dict[str | bytes, bytes] = {}  # method, upstream and error values (see _quoted)
+        self._ms = -1  # the millisecond (since the epoch) of `_ts_json`
+        self._ts_json = b""  # `{"ts":"...Z",` for that millisecond: the lines of one share it
+        # Seconds to add to a `start` (the owner's monotonic clock) to make it a Unix time; kept
+        # current by `flush`, which the owner calls about once a second.
+        self._wall = _now() - _monotonic()
+        self._quotes: dict[str | bytes, bytes] = {}  # method and error values (see _quoted)
+        self._upstreams: dict[str, bytes] = {}  # upstream addresses with their key (_upstream_json)
         self._queue: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._run, name="pillion-access-log", daemon=True)
         self._writer.start()
@@ -278,7 +290,9 @@ class AccessLog:
         flags: str = "",
         trace_id: str | bytes = "",
         request_id_safe: bool = False,
+        path_visible: bool = False,
         upstream_duration: float | None = None,
+        start: float = 0.0,
         ts: float = 0.0,
     ) -> None:
         """Log one request (or, when sampling, maybe not). Keyword-only, so a dozen fields cannot be
@@ -287,64 +301,118 @@ class AccessLog:
         `duration` is seconds from the request's first byte to its response's last (logged as
         `duration_ms`, 3 decimals); the same number the duration histogram observes. `upstream_duration`
         is seconds from sending the request upstream to its response head, None (key left out, `-` in
-        text) when no upstream answered. `ts` is the start as a Unix time; by default it is now minus
-        `duration`, which spares the caller a wall-clock read at request start. `upstream`, `error` and
-        `trace_id` are "" when there is none. `request_id_safe` says the id needs no escaping (one Pillion
-        made: hex and dashes). `trace_id` is hex (the tracer's own, or one it validated), so
-        it is written as it is. `method`, `upstream` and `error` take a handful of values each: their
-        escaped forms are cached (`_quoted`). Method, path and ids may be `bytes` as parsed (Latin-1;
-        the path UTF-8) or `str`."""
+        text) when no upstream answered. The start is `ts` (a Unix time) if given, else `start` (a
+        `time.perf_counter()` time: the owner's clock, converted here without a clock read), else now
+        minus `duration`. `upstream`, `error` and `trace_id` are "" when there is none.
+        `request_id_safe` says the id needs no escaping (one Pillion made: hex and dashes);
+        `path_visible` says every byte of a `bytes` path is visible ASCII (0x21-0x7e), as the request
+        parser guarantees for a target it accepted, so only quotes and backslashes need looking for.
+        `trace_id` is hex (the tracer's own, or one it validated), so it is written as it is. `method`,
+        `upstream` and `error` take a handful of values each: their escaped forms are cached. Method,
+        path and ids may be `bytes` as parsed (Latin-1; the path UTF-8) or `str`."""
         if self._sampling < 1.0 and status < 500 and not error and _random() >= self._sampling:
             return
         if not ts:
-            ts = _now() - duration
-        if not isinstance(path, str):
-            path = path.decode("utf-8", "backslashreplace")
-        sec = int(ts)
-        if sec != self._sec:
-            # strftime costs more than the rest of the line; it changes once a second.
-            self._sec = sec
-            self._sec_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-            self._sec_bytes = self._sec_text.encode("ascii")
-        ms = _MILLIS[int((ts - sec) * 1000 + 1e-4)]
+            ts = start + self._wall if start else _now() - duration
         text = self._text
-        if text is None:
-            # One bytes format of %b only: compiled, a single concatenation. Durations are milliseconds
-            # with three decimals, rounded (what `:.3f` gives), from integer microseconds and two table
-            # lookups: float formatting costs four times as much.
-            us = int(duration * 1_000_000.0 + 0.5)
-            if upstream_duration is None:
-                up = b""
-            else:
-                u = int(upstream_duration * 1_000_000.0 + 0.5)
-                up = b',"upstream_duration_ms":%b.%b' % (_number(u // 1000), _MILLIS[u % 1000])
-            if isinstance(request_id, bytes) and request_id_safe:
-                rid = request_id
-            else:
-                rid = _esc(_text(request_id))[1:-1].encode("ascii")
+        if text is not None:
+            sec = int(ts)
+            if sec != self._sec:
+                self._sec_stamp(sec)
+            millis = _MILLIS[int((ts - sec) * 1000 + 1e-4)].decode()
+            if not isinstance(path, str):
+                path = path.decode("utf-8", "backslashreplace")
+            self._append(text(
+                f"{self._sec_text}.{millis}Z", _text(method), path, status, flags, bytes_received,
+                bytes_sent, duration, upstream_duration, upstream, _text(request_id), _text(trace_id),
+                scope.listener, scope.route, scope.cluster, error,
+            ).encode("ascii"))  # fmt: skip
+            return
+        # One bytes format of %b only: compiled, a single concatenation. Whatever is the same for many
+        # lines comes as one piece: the time to the millisecond, the scope, the method with its key,
+        # the upstream with its key, the clean end. Durations are milliseconds with three decimals,
+        # rounded (what `:.3f` gives), from integer microseconds and two table lookups: float
+        # formatting costs four times as much.
+        sec = int(ts)
+        ms = sec * 1000 + min(int((ts - sec) * 1000 + 1e-4), 999)
+        if ms != self._ms:
+            self._stamp(sec, ms)
+        # The path's JSON string without its quotes (the line has them).
+        if isinstance(path, str):
+            path_json = _esc(path)[1:-1].encode("ascii")
+        elif path_visible and 34 not in path and 92 not in path:  # no '"', no '\\': as it is
+            path_json = path
+        else:
+            path_json = _esc(path.decode("utf-8", "backslashreplace"))[1:-1].encode("ascii")
+        if isinstance(request_id, bytes) and request_id_safe:
+            rid = request_id
+        else:
+            rid = _esc(_text(request_id))[1:-1].encode("ascii")
+        if error or flags:
+            tail = b'","error":%b,"flags":"%b"}\n' % (
+                self._quoted(error) if error else _EMPTY,
+                flags.encode("ascii") if flags else b"",
+            )
+        else:
+            tail = _CLEAN_TAIL
+        us = int(duration * 1_000_000.0 + 0.5)
+        if upstream_duration is None:
             line = (
-                b'{"ts":"%b.%bZ",%b"method":%b,"path":%b,"status":%b,"bytes_sent":%b,'
-                b'"bytes_received":%b,"duration_ms":%b.%b%b,"upstream":%b,"cluster":%b,'
-                b'"request_id":"%b","trace_id":"%b","error":%b,"flags":"%b"}\n'
+                b'%b%b%b,"path":"%b","status":%b,"bytes_sent":%b,"bytes_received":%b,"duration_ms":%b%b'
+                b'%b%b%b","trace_id":"%b%b'
                 % (
-                    self._sec_bytes, ms, scope.json, self._quoted(method),
-                    _esc(path).encode("ascii"), _number(status), _number(bytes_sent),
-                    _number(bytes_received), _number(us // 1000), _MILLIS[us % 1000], up,
-                    self._quoted(upstream), scope.cluster_json, rid,
-                    trace_id if isinstance(trace_id, bytes) else trace_id.encode("ascii"),
-                    self._quoted(error) if error else _EMPTY, flags.encode("ascii") if flags else b"",
+                    self._ts_json, scope.json, self._method(method), path_json, _number(status),
+                    _number(bytes_sent), _number(bytes_received), _number(us // 1000),
+                    _DOT_MILLIS[us % 1000], self._upstream_json(upstream), scope.cluster_json, rid,
+                    trace_id if isinstance(trace_id, bytes) else trace_id.encode("ascii"), tail,
                 )
             )  # fmt: skip
         else:
-            line = text(
-                f"{self._sec_text}.{ms.decode()}Z", _text(method), path, status, flags, bytes_received,
-                bytes_sent, duration, upstream_duration, upstream, _text(request_id), _text(trace_id),
-                scope.listener, scope.route, scope.cluster, error,
-            ).encode("ascii")  # fmt: skip
+            u = int(upstream_duration * 1_000_000.0 + 0.5)
+            line = (
+                b'%b%b%b,"path":"%b","status":%b,"bytes_sent":%b,"bytes_received":%b,"duration_ms":%b%b'
+                b',"upstream_duration_ms":%b%b%b%b%b","trace_id":"%b%b'
+                % (
+                    self._ts_json, scope.json, self._method(method), path_json, _number(status),
+                    _number(bytes_sent), _number(bytes_received), _number(us // 1000),
+                    _DOT_MILLIS[us % 1000], _number(u // 1000), _DOT_MILLIS[u % 1000],
+                    self._upstream_json(upstream), scope.cluster_json, rid,
+                    trace_id if isinstance(trace_id, bytes) else trace_id.encode("ascii"), tail,
+                )
+            )  # fmt: skip
+        self._append(line)
+
+    def _stamp(self, sec: int, ms: int) -> None:
+        """Make `_ts_json` the line start for millisecond `ms` of second `sec`."""
+        self._ms = ms
+        if sec != self._sec:
+            self._sec_stamp(sec)
+        self._ts_json = b'{"ts":"%b.%bZ",' % (self._sec_bytes, _MILLIS[ms - sec * 1000])
+
+    def _sec_stamp(self, sec: int) -> None:
+        # strftime costs more than the rest of a line; it changes once a second.
+        self._sec = sec
+        self._sec_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        self._sec_bytes = self._sec_text.encode("ascii")
+
+    def _append(self, line: bytes) -> None:
         self._buf.append(line)
         self._size += len(line)
         if self._size >= FLUSH_BYTES:
             self.flush()
+
+    def _method(self, method: str | bytes) -> bytes:
+        # Most requests are GETs: a compare is a fraction of hashing the parser's new bytes each time.
+        return _GET_JSON if method == b"GET" else self._quoted(method)
+
+    def _upstream_json(self, upstream: str) -> bytes:
+        """`,"upstream":"ADDRESS"`, from a cache as `_quoted`'s: a sidecar has a handful of endpoints."""
+        part = self._upstreams.get(upstream)
+        if part is None:
+            part = b',"upstream":' + _esc(upstream).encode("ascii")
+            if len(self._upstreams) < _QUOTES_CACHED:
+                self._upstreams[upstream] = part
+        return part
 
     def _quoted(self, value: str | bytes) -> bytes:
         """`value` as a JSON string, from a cache for the few values of a field like the method: a dict
@@ -358,6 +426,7 @@ class AccessLog:
 
     def flush(self) -> None:
         """Hand the buffered lines to the writer thread. Cheap; never blocks on I/O."""
+        self._wall = _now() - _monotonic()  # follows the wall clock's steps and slews
         if not self._buf:
             return
         chunk, self._buf, self._size = self._buf, [], 0

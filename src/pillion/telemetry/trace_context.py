@@ -38,17 +38,20 @@ one, `Sampler` decides from the trace id alone, as OpenTelemetry's TraceIdRatioB
 bytes of the trace id as an unsigned integer, compared with `ratio * 2**64`. Every sidecar a trace
 passes through therefore makes the same decision without any coordination.
 
-New ids come from `random.getrandbits`: the process's Mersenne Twister, seeded from `os.urandom` at
-import and re-seeded in a forked child by CPython. It is a third of the cost of `os.urandom` (a
-`getrandom` syscall per call) and uniformly distributed, which is all the sampler needs. Trace ids are
-correlation keys, not secrets, so unpredictability is not required. A request without a trace takes its
-ids from a pool drawn 64 roots at a time (`_RootIds`); a forked child would share what is left of it,
-but Pillion only forks to exec the app.
+A request without a trace (most requests an edge or inbound sidecar sees) takes a root from its
+sampler's pool (`_Roots`), made 64 at a time from one `os.urandom` draw: ids, sampling decision and
+`traceparent` line together. One `getrandom` syscall per 64 roots costs less than converting Mersenne
+Twister output to bytes per root. A forked child would share what is left of the pool, but Pillion only
+forks to exec the app. A span id for a request that brought its trace comes from `random.getrandbits`:
+the process's Mersenne Twister, seeded from `os.urandom` at import and re-seeded in a forked child by
+CPython; uniformly distributed, which is all the sampler needs. Trace ids are correlation keys, not
+secrets, so unpredictability is not required.
 """
 
 from __future__ import annotations
 
 import binascii
+import os
 import random
 import re
 from collections.abc import Iterable
@@ -84,6 +87,7 @@ __all__ = [
 # Final: C statics when compiled, not module-dict lookups.
 getrandbits: Final = random.getrandbits
 b2a_hex: Final = binascii.b2a_hex
+urandom: Final = os.urandom
 
 SAMPLED: Final = 1
 NOT_SAMPLED: Final = 0
@@ -144,7 +148,7 @@ class TraceContext:  # noqa: PLW1641 (mutable, so unhashable, as the dataclass i
     dataclass's generated `__init__` stays interpreted Python in the compiled build (10x the cost).
     """
 
-    __slots__ = ("b3", "parent_id", "sampled", "span_id", "trace_id", "tracestate")
+    __slots__ = ("b3", "header", "parent_id", "sampled", "span_id", "trace_id", "tracestate")
 
     def __init__(
         self,
@@ -162,6 +166,7 @@ class TraceContext:  # noqa: PLW1641 (mutable, so unhashable, as the dataclass i
         self.parent_id = parent_id
         self.tracestate = tracestate
         self.b3 = b3
+        self.header = b""  # a root's `inject(self)`, made with it (`start_root`); else empty
 
     def _fields(self) -> tuple[bytes, bytes, int, bytes, bytes, int]:
         return (self.trace_id, self.span_id, self.sampled, self.parent_id, self.tracestate, self.b3)
@@ -332,7 +337,7 @@ class Sampler:
     """The ratio half of parent-based sampling: a trace is sampled when the lower 64 bits of its id are
     below `ratio * 2**64` (OpenTelemetry's TraceIdRatioBased), so every hop agrees on a trace."""
 
-    __slots__ = ("bound", "bound_hex", "ratio")
+    __slots__ = ("bound", "bound_hex", "ratio", "roots")
 
     def __init__(self, ratio: float) -> None:
         if not 0.0 <= ratio <= 1.0:
@@ -343,49 +348,59 @@ class Sampler:
         # (`start_root`). At ratio 1 the bound is 2**64, which has 17: `g` sorts after every hex digit,
         # so every id compares below it.
         self.bound_hex = b"%016x" % self.bound if self.bound < 2**64 else b"g"
+        self.roots = _Roots(self.bound_hex)  # new roots this sampler decided, ready made
 
     def sample(self, trace_id: bytes) -> bool:
         """The decision for a trace without a parent's decision. `trace_id` is 32 hex characters."""
         return int(trace_id[16:], 16) < self.bound
 
 
-class _RootIds:
-    """Random lowercase hex for new roots, drawn `_ROOTS_PER_DRAW` roots at a time: one `getrandbits`
-    and one hex conversion serve them all, and each root then takes its trace id and span id as two
-    slices (a draw per root was most of `start_root`'s cost)."""
+class _Roots:
+    """New roots for one sampler, made `_ROOTS_PER_DRAW` at a time: one `os.urandom` and one hex
+    conversion serve them all, and each root comes made, its `traceparent` line rendered (`header`),
+    so a request without a trace takes the next one and pays nothing else (drawing, slicing, deciding
+    and rendering per request was most of what tracing cost an unsampled request). The sampling test
+    compares the trace id's lower 16 hex characters with the sampler's bound in hex (`bound_hex`),
+    which for fixed-width lowercase hex is the numeric comparison, without parsing."""
 
-    __slots__ = ("hex", "pos")
+    __slots__ = ("bound_hex", "made", "pos")
 
-    def __init__(self) -> None:
-        self.hex = b""
+    def __init__(self, bound_hex: bytes) -> None:
+        self.bound_hex = bound_hex
+        self.made: list[TraceContext] = []
         self.pos = 0
 
-    def next(self) -> tuple[bytes, bytes]:
-        """The next root's trace id and span id (48 characters of the pool, as two slices)."""
+    def next(self) -> TraceContext:
         pos = self.pos
-        if pos >= len(self.hex):
-            draw = getrandbits(_ROOTS_PER_DRAW * 192)
-            self.hex = b2a_hex(draw.to_bytes(_ROOTS_PER_DRAW * 24, "big"))
+        made = self.made
+        if pos >= len(made):
+            made = self.made = self._draw()
             pos = 0
-        self.pos = pos + 48
-        ids = self.hex
-        return ids[pos : pos + 32], ids[pos + 32 : pos + 48]
+        self.pos = pos + 1
+        return made[pos]
+
+    def _draw(self) -> list[TraceContext]:
+        ids = b2a_hex(urandom(_ROOTS_PER_DRAW * 24))  # 48 hex characters a root
+        bound = self.bound_hex
+        made: list[TraceContext] = []
+        for pos in range(0, _ROOTS_PER_DRAW * 48, 48):
+            trace_id, span_id = ids[pos : pos + 32], ids[pos + 32 : pos + 48]
+            if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:  # one in 2**64: draw them singly
+                trace_id, span_id = new_trace_id(), new_span_id()
+            sampled = trace_id[16:] < bound
+            ctx = TraceContext(trace_id, span_id, SAMPLED if sampled else NOT_SAMPLED)
+            ctx.header = b"traceparent: 00-%b-%b-%b\r\n" % (trace_id, span_id, b"01" if sampled else b"00")
+            made.append(ctx)
+        return made
 
 
 _ROOTS_PER_DRAW: Final = 64
-_ROOT_IDS: Final = _RootIds()
 
 
 def start_root(sampler: Sampler) -> TraceContext:
     """A new trace's root span, sampled by `sampler`: what `start_span(None, sampler)` means, at a
-    fraction of its cost, for the request that carries no trace. The ids come from `_ROOT_IDS`, and the
-    sampler's test compares the trace id's lower 16 hex characters with its bound in hex (`bound_hex`),
-    which for fixed-width lowercase hex is the numeric comparison, without parsing."""
-    trace_id, span_id = _ROOT_IDS.next()
-    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:  # one in 2**64: draw them one at a time
-        trace_id, span_id = new_trace_id(), new_span_id()
-    sampled = trace_id[16:] < sampler.bound_hex
-    return TraceContext(trace_id, span_id, SAMPLED if sampled else NOT_SAMPLED)
+    fraction of its cost, for the request that carries no trace; its `header` is what `inject` gives."""
+    return sampler.roots.next()
 
 
 def start_span(parent: TraceContext | None, sampler: Sampler) -> TraceContext:

@@ -41,8 +41,11 @@ class Tracer:
     def begin(self, headers: list[tuple[bytes, bytes]] | None) -> tuple[TraceContext, bytes, int]:
         """This hop's context, the trace header lines to forward, and the span's start (ns; 0 when the
         span is not sampled, and `end` need not be called)."""
-        ctx = start_span(extract(headers), self.sampler) if headers else start_root(self.sampler)
-        return ctx, inject(ctx), time.time_ns() if ctx.sampled > 0 else 0
+        if headers:
+            ctx = start_span(extract(headers), self.sampler)
+            return ctx, inject(ctx), time.time_ns() if ctx.sampled > 0 else 0
+        ctx = start_root(self.sampler)  # made with its header line
+        return ctx, ctx.header, time.time_ns() if ctx.sampled > 0 else 0
 
     def end(
         self,
