@@ -874,7 +874,8 @@ def render_markdown(
         "nginx `master_process off`, the minimal proxy and Pillion one event loop), keep-alive on both "
         "sides, access logs off except the Pillion all-telemetry row.",
         '- Upstream: nginx `return 200 "hello world\\n"` (12-byte body), keepalive_requests 1000000.',
-        "- All servers idle but running while another target is measured.",
+        "- All servers idle but running while another target is measured; every proxy is a new process "
+        "in each round (the upstream runs throughout).",
     ]
     if "pillion-full" in targets and "collector_cmd" in params:
         out.append(
@@ -1062,7 +1063,7 @@ def _mtls_section(r: MtlsReport, params: dict[str, Any]) -> list[str]:
     out += [
         "",
         f"Medians over {len(r.rounds)} rounds. Each round measures the direct call and each pair once, in an "
-        "order rotated per round; a pair's visit is a warm-up, then `"
+        "order rotated per round, each pair new processes in each round; a pair's visit is a warm-up, then `"
         + str(params.get("mtls_wrk_cmd", "wrk"))
         + "` through A (req/s, p99 and CPU µs/req: each sidecar's own utime+stime over the run divided by "
         "the requests wrk completed), then `"

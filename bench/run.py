@@ -141,7 +141,8 @@ from servers import (
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-PER_VISIT_OVERHEAD_S = 1.0  # process start-up, /proc reads, probes
+PER_VISIT_OVERHEAD_S = 1.0  # /proc reads, probes
+RESTART_S = 1.5  # a target's new process for the next round: start-up and the forwarding checks
 SLOWLORIS_READY_S = 15.0  # the attacker's connections must all be open within this
 SLOWLORIS_SETTLE_S = 1.0  # after the attacker stops, before the next hey run
 SLOWLORIS_OVERHEAD_S = 2.0  # per round: the attacker's start and ramp, and the settle time
@@ -709,33 +710,37 @@ def measure_pair(
     )
 
 
-def start_pairs(s: Settings, group: ProcGroup, tmp: Path, upstream: Target) -> dict[str, Pair]:
-    """The CA, A's and B's SVIDs, then each pair `--only` kept, started and checked. A pair that cannot
-    start or fails a check is returned FAILED (and stopped); so are both when the identities fail."""
-    pairs: dict[str, Pair] = {}
-    ids: Identities | None = None
-    problem: str | None = None
+def start_pair(
+    s: Settings, group: ProcGroup, tmp: Path, key: str, *, upstream: Target, ids: Identities
+) -> Pair:
+    """Pair `key` started and checked; returned FAILED (and stopped) if it cannot start or fails a check."""
+    if key == "pillion-mtls":
+        pair = start_pillion_pair(
+            group, tmp, s.server_cpu, upstream.port, s.ready_timeout, pillion=s.pillion, ids=ids
+        )
+    else:
+        pair = start_haproxy_pair(group, tmp, s.server_cpu, upstream.port, s.ready_timeout, ids=ids)
+    if pair.error is None:
+        check_pair(pair, ids)
+        if pair.error is not None:
+            stop_pair(group, pair)
+    if pair.error is not None:
+        print(f"bench: {pair.label}: FAILED\n{_indent(pair.error)}", flush=True)
+    return pair
+
+
+def start_pairs(
+    s: Settings, group: ProcGroup, tmp: Path, upstream: Target
+) -> tuple[Identities | None, dict[str, Pair]]:
+    """The CA, A's and B's SVIDs, then each pair `--only` kept (see `start_pair`); both pairs FAILED when
+    the identities fail."""
     try:
         ids = make_identities(tmp, s.pillion)
     except (RuntimeError, OSError) as exc:
         problem = f"the SVIDs could not be made with `{s.pillion} ca`: {exc}"
-    for key in s.mtls_pairs:
-        if ids is None:
-            pair = Pair(key, Target(f"{key}-a", 0), Target(f"{key}-b", 0), error=problem)
-        elif key == "pillion-mtls":
-            pair = start_pillion_pair(
-                group, tmp, s.server_cpu, upstream.port, s.ready_timeout, pillion=s.pillion, ids=ids
-            )
-        else:
-            pair = start_haproxy_pair(group, tmp, s.server_cpu, upstream.port, s.ready_timeout, ids=ids)
-        if pair.error is None and ids is not None:
-            check_pair(pair, ids)
-            if pair.error is not None:
-                stop_pair(group, pair)
-        if pair.error is not None:
-            print(f"bench: {pair.label}: FAILED\n{_indent(pair.error)}", flush=True)
-        pairs[key] = pair
-    return pairs
+        failed = {k: Pair(k, Target(f"{k}-a", 0), Target(f"{k}-b", 0), error=problem) for k in s.mtls_pairs}
+        return None, failed
+    return ids, {key: start_pair(s, group, tmp, key, upstream=upstream, ids=ids) for key in s.mtls_pairs}
 
 
 def _report_pairs(pairs: dict[str, Pair]) -> dict[str, MtlsPair]:
@@ -746,16 +751,31 @@ def _report_pairs(pairs: dict[str, Pair]) -> dict[str, MtlsPair]:
 
 
 def run_mtls(
-    s: Settings, group: ProcGroup, pairs: dict[str, Pair], *, upstream: Target, servers: list[Target]
+    s: Settings,
+    group: ProcGroup,
+    tmp: Path,
+    pairs: dict[str, Pair],
+    ids: Identities | None,
+    *,
+    upstream: Target,
+    targets: dict[str, Target],
+    collector: Target | None,
 ) -> MtlsReport:
     """MTLS_ROUNDS rounds, each one hey run straight to the upstream and one visit of each live pair, in an
-    order rotated per round. A pair whose run fails is marked FAILED and stopped; the run goes on."""
+    order rotated per round; from the second round on, each pair is new processes (as in `run`). A pair
+    whose run fails is marked FAILED and stopped; the run goes on."""
     report = MtlsReport(mtls_rate(s), _report_pairs(pairs))
     order = ["direct", *pairs]
     for rnd in range(1, s.mtls_rounds + 1):
         if all(pair.error is not None for pair in pairs.values()):
             report.error = report.error or "not run: no pair is up"  # the direct call alone means nothing
             break
+        if rnd > 1 and ids is not None:
+            for key, pair in pairs.items():
+                if pair.error is None:
+                    stop_pair(group, pair)
+                    pairs[key] = start_pair(s, group, tmp, key, upstream=upstream, ids=ids)
+        servers = _our_processes(targets, pairs, collector)
         shift = (rnd - 1) % len(order)
         this = MtlsRound(rnd, order[shift:] + order[:shift])
         for slot, key in enumerate(this.order):
@@ -888,7 +908,8 @@ NOTES = [
     "two sub-millisecond p99s is only good to one step (e.g. 0.5 vs 0.6 ms = 1.20x).",
     "RSS sums VmRSS over the tree (nginx master + worker share pages, which are counted twice); results.json "
     "has Pss (pss_mib), which splits shared pages fairly.",
-    "All the servers run for the whole benchmark; the idle ones are on the server core too, but idle. CPU "
+    "All the servers run for the whole benchmark (each proxy as a new process in each round); the idle ones "
+    "are on the server core too, but idle. CPU "
     "used by anything else (other jobs on a shared machine) is reported in the sanity checks.",
     "On loopback the kernel's receive processing (softirq) mostly runs in the *sender's* context and, on "
     "this kernel's tick-based accounting, is charged to whatever process was running: a proxy is charged for "
@@ -923,6 +944,33 @@ def start_target(
     )
 
 
+def restart_target(
+    s: Settings, group: ProcGroup, tmp: Path, t: Target, *, upstream: Target, collector: Target | None
+) -> Target:
+    """A new process for `t`'s row in place of the one that served the last round (see `run`)."""
+    if t.proc is not None:
+        group.stop(t.proc)
+    fresh = start_target(s, group, tmp, t.key, upstream=upstream, collector=collector)
+    if fresh.error is None:
+        check_forwarding(fresh)
+    if fresh.error is not None:
+        print(f"bench: {fresh.label}: FAILED on restart\n{_indent(fresh.error)}", flush=True)
+        if fresh.proc is not None:
+            group.stop(fresh.proc)
+    return fresh
+
+
+def _our_processes(
+    targets: dict[str, Target], pairs: dict[str, Pair], collector: Target | None
+) -> list[Target]:
+    # The pairs' sidecars (idle during the rounds) and the collector are the benchmark's own processes too:
+    # their CPU is ours, not "outside".
+    servers = [*targets.values(), *(side for pair in pairs.values() for side in pair.sides if side.proc)]
+    if collector is not None and collector.proc is not None:
+        servers.append(collector)
+    return servers
+
+
 def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
     started = time.monotonic()
     print(f"bench: temporary directory {tmp}", flush=True)
@@ -947,16 +995,13 @@ def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
             if t.proc is not None:
                 group.stop(t.proc)
     mtls_on = bool(s.mtls_pairs) and s.mtls_rounds > 0
-    pairs = start_pairs(s, group, tmp, upstream) if mtls_on else {}
-    # The pairs' sidecars (idle during the rounds) and the collector are the benchmark's own processes too:
-    # their CPU is ours, not "outside".
-    servers = [*targets.values(), *(side for pair in pairs.values() for side in pair.sides if side.proc)]
-    if collector is not None and collector.proc is not None:
-        servers.append(collector)
+    ids, pairs = start_pairs(s, group, tmp, upstream) if mtls_on else (None, {})
+    servers = _our_processes(targets, pairs, collector)
     reports = {k: TargetReport(k, LABELS[k]) for k in targets}
     order = list(targets)
     live = sum(1 for t in targets.values() if t.error is None)
     estimate = s.rounds * live * (s.warmup + s.duration + s.rate_duration + PER_VISIT_OVERHEAD_S)
+    estimate += (s.rounds - 1) * live * RESTART_S
     if "pillion-full" in targets and targets["pillion-full"].error is None:
         estimate += s.rounds * TRACE_SETTLE_S
     slowloris_on = "pillion" in targets and s.slowloris_rounds > 0
@@ -970,6 +1015,14 @@ def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
 
     aborted: str | None = None
     for rnd in range(1, s.rounds + 1):
+        if rnd > 1:
+            # Each round measures new processes: two processes of the same build can differ by several
+            # percent for a whole run (where the allocator and the hash seed put things), so a row's
+            # median is taken over as many processes as rounds, not over one process's luck.
+            for key, t in targets.items():
+                if t is not upstream and t.error is None:
+                    targets[key] = restart_target(s, group, tmp, t, upstream=upstream, collector=collector)
+            servers = _our_processes(targets, pairs, collector)
         shift = (rnd - 1) % len(order)
         for slot, key in enumerate(order[shift:] + order[:shift]):
             t = targets[key]
@@ -999,7 +1052,9 @@ def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
         if aborted:
             mtls = MtlsReport(mtls_rate(s), _report_pairs(pairs), error=f"not run: {aborted}")
         else:
-            mtls = run_mtls(s, group, pairs, upstream=upstream, servers=servers)
+            mtls = run_mtls(
+                s, group, tmp, pairs, ids, upstream=upstream, targets=targets, collector=collector
+            )
 
     slowloris: SlowlorisReport | None = None
     if slowloris_on:
