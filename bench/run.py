@@ -189,7 +189,7 @@ def parse_args(argv: list[str] | None) -> Settings:
     )
     p.add_argument("--duration", type=int, help="seconds of each measured wrk run (default 8; quick 3)")
     p.add_argument("--connections", type=int, default=32, help="wrk keep-alive connections (default 32)")
-    p.add_argument("--rounds", type=int, help="rounds, each measuring every target once (default 3; quick 2)")
+    p.add_argument("--rounds", type=int, help="rounds, each measuring every target once (default 5; quick 2)")
     p.add_argument("--warmup", type=int, default=1, help="seconds of wrk warm-up before each measured run")
     p.add_argument(
         "--rate-duration", type=float, help="seconds of each hey fixed-rate run (default 5; quick 2)"
@@ -214,7 +214,7 @@ def parse_args(argv: list[str] | None) -> Settings:
     p.add_argument(
         "--mtls-rounds",
         type=int,
-        help="rounds of the mTLS pair run (default 3; quick 1; 0 skips it)",
+        help="rounds of the mTLS pair run (default 5; quick 1; 0 skips it)",
     )
     p.add_argument(
         "--mtls-duration", type=int, help="seconds of each measured wrk run through a pair (4; quick 2)"
@@ -258,7 +258,7 @@ def parse_args(argv: list[str] | None) -> Settings:
     return Settings(
         duration=int(pick(a.duration, 8, 3)),
         connections=a.connections,
-        rounds=int(pick(a.rounds, 3, 2)),
+        rounds=int(pick(a.rounds, 5, 2)),
         warmup=a.warmup,
         rate_duration=pick(a.rate_duration, 5, 2),
         rate_concurrency=a.rate_concurrency,
@@ -268,7 +268,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         ready_timeout=a.ready_timeout,
         slowloris_rounds=int(pick(a.slowloris_rounds, 3, 1)),
         slowloris_connections=a.slowloris_connections,
-        mtls_rounds=int(pick(a.mtls_rounds, 3, 1)),
+        mtls_rounds=int(pick(a.mtls_rounds, 5, 1)),
         mtls_duration=int(pick(a.mtls_duration, 4, 2)),
         mtls_rate_duration=pick(a.mtls_rate_duration, 5, 2),
         mtls_rate_qps=a.mtls_rate_qps,
