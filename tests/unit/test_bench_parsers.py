@@ -518,7 +518,7 @@ def test_the_identities_come_from_the_pillion_cli(tmp_path: Path) -> None:
 
 def test_mtls_options_and_only() -> None:
     s = run.parse_args([])
-    assert s.mtls_pairs == servers.MTLS_KEYS and s.mtls_rounds == 3
+    assert s.mtls_pairs == servers.MTLS_KEYS and s.mtls_rounds == 5 and s.rounds == 5
     assert (s.mtls_duration, s.mtls_rate_duration, run.mtls_rate(s)) == (4, 5, 1000)
     q = run.parse_args(["--quick"])
     assert (q.mtls_rounds, q.mtls_duration, q.mtls_rate_duration) == (1, 2, 2)
