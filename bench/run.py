@@ -944,6 +944,17 @@ def start_target(
     )
 
 
+def checked(group: ProcGroup, t: Target, when: str = "") -> Target:
+    """`t` after the forwarding checks; one that failed them, or failed to start, is reported and stopped."""
+    if t.error is None:
+        check_forwarding(t)
+    if t.error is not None:
+        print(f"bench: {t.label}: FAILED{when}\n{_indent(t.error)}", flush=True)
+        if t.proc is not None:
+            group.stop(t.proc)
+    return t
+
+
 def restart_target(
     s: Settings, group: ProcGroup, tmp: Path, t: Target, *, upstream: Target, collector: Target | None
 ) -> Target:
@@ -951,13 +962,7 @@ def restart_target(
     if t.proc is not None:
         group.stop(t.proc)
     fresh = start_target(s, group, tmp, t.key, upstream=upstream, collector=collector)
-    if fresh.error is None:
-        check_forwarding(fresh)
-    if fresh.error is not None:
-        print(f"bench: {fresh.label}: FAILED on restart\n{_indent(fresh.error)}", flush=True)
-        if fresh.proc is not None:
-            group.stop(fresh.proc)
-    return fresh
+    return checked(group, fresh, " on restart")
 
 
 def _our_processes(
@@ -988,12 +993,7 @@ def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
     for key in s.only[1:]:
         targets[key] = start_target(s, group, tmp, key, upstream=upstream, collector=collector)
     for t in targets.values():
-        if t.error is None:
-            check_forwarding(t)
-        if t.error is not None:
-            print(f"bench: {t.label}: FAILED\n{_indent(t.error)}", flush=True)
-            if t.proc is not None:
-                group.stop(t.proc)
+        checked(group, t)
     mtls_on = bool(s.mtls_pairs) and s.mtls_rounds > 0
     ids, pairs = start_pairs(s, group, tmp, upstream) if mtls_on else (None, {})
     servers = _our_processes(targets, pairs, collector)

@@ -356,6 +356,8 @@ class AccessLog:
         else:
             tail = _CLEAN_TAIL
         us = int(duration * 1_000_000.0 + 0.5)
+        # Two formats, with and without upstream_duration_ms, rather than that key as a piece of its
+        # own: building the piece would be a second format per line.
         if upstream_duration is None:
             line = (
                 b'%b%b%b,"path":"%b","status":%b,"bytes_sent":%b,"bytes_received":%b,"duration_ms":%b%b'
