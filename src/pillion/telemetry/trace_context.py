@@ -389,7 +389,7 @@ class _Roots:
                 trace_id, span_id = new_trace_id(), new_span_id()
             sampled = trace_id[16:] < bound
             ctx = TraceContext(trace_id, span_id, SAMPLED if sampled else NOT_SAMPLED)
-            ctx.header = b"traceparent: 00-%b-%b-%b\r\n" % (trace_id, span_id, b"01" if sampled else b"00")
+            ctx.header = inject(ctx)
             made.append(ctx)
         return made
 

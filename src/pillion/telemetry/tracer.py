@@ -43,9 +43,11 @@ class Tracer:
         span is not sampled, and `end` need not be called)."""
         if headers:
             ctx = start_span(extract(headers), self.sampler)
-            return ctx, inject(ctx), time.time_ns() if ctx.sampled > 0 else 0
-        ctx = start_root(self.sampler)  # made with its header line
-        return ctx, ctx.header, time.time_ns() if ctx.sampled > 0 else 0
+            lines = inject(ctx)
+        else:
+            ctx = start_root(self.sampler)
+            lines = ctx.header  # rendered when the root was made
+        return ctx, lines, time.time_ns() if ctx.sampled > 0 else 0
 
     def end(
         self,
