@@ -238,6 +238,10 @@ def maps_openssl(pid: int) -> bool:
     return "libcrypto" in maps or "libssl" in maps
 
 
+def maps_cryptography(pid: int) -> bool:
+    return "/cryptography/" in Path(f"/proc/{pid}/maps").read_text()
+
+
 async def reload_failures(admin: int) -> str:
     metrics = (await http_request(HOST, admin, "GET", "/metrics")).text
     return next(
@@ -282,6 +286,40 @@ def test_a_sidecar_whose_config_uses_tls_loads_openssl(tmp_path: Path) -> None:
             runner = ProcessRunner([*PILLION, "run", "-c", str(cfg)], wait_url=f"http://{HOST}:{admin}/ready")
             async with runner as proc:
                 assert proc.popen is not None and maps_openssl(proc.popen.pid)
+
+    uvloop.run(main())
+
+
+def test_an_mtls_sidecar_checks_its_peers_without_the_cryptography_package(tmp_path: Path) -> None:
+    """The SVID checks read the DER themselves (pillion.tls.der): `cryptography`, 11.7 MiB resident, is
+    for `pillion ca` only. The peer check runs: a caller's certificate reaches the app as its identity."""
+    from pillion.tls.ca import init_ca, issue_svid
+
+    init_ca(tmp_path / "ca")
+    issue_svid(tmp_path / "ca", "spiffe://example.org/ns/e2e/sa/server", tmp_path / "server")
+    issue_svid(tmp_path / "ca", "spiffe://example.org/ns/e2e/sa/caller", tmp_path / "caller")
+    server = tmp_path / "server"
+    identity = f"{{cert: {server}/cert.pem, key: {server}/key.pem, trust_bundle: {server}/bundle.pem}}"
+
+    async def main() -> None:
+        async with ScriptableUpstream() as up:
+            cfg, port, admin = write_config(tmp_path, up.address, extra=f"identity: {identity}\n")
+            cfg.write_text(cfg.read_text().replace("    routes:", "    tls: {mode: strict}\n    routes:", 1))
+            runner = ProcessRunner([*PILLION, "run", "-c", str(cfg)], wait_url=f"http://{HOST}:{admin}/ready")
+            async with runner as proc:
+                assert proc.popen is not None
+                caller = tmp_path / "caller"
+                curl = await asyncio.create_subprocess_exec(
+                    require_tool("curl"), "-sS", "-k", "--cacert", str(caller / "bundle.pem"),
+                    "--cert", str(caller / "cert.pem"), "--key", str(caller / "key.pem"),
+                    "-o", "/dev/null", "-w", "%{http_code}", f"https://{HOST}:{port}/who",
+                    stdout=subprocess.PIPE,
+                )  # fmt: skip
+                out, _ = await asyncio.wait_for(curl.communicate(), 20)
+                assert out == b"200"
+                xfcc = up.requests[-1].header("x-forwarded-client-cert") or ""
+                assert xfcc.endswith(";URI=spiffe://example.org/ns/e2e/sa/caller"), xfcc
+                assert maps_openssl(proc.popen.pid) and not maps_cryptography(proc.popen.pid)
 
     uvloop.run(main())
 

@@ -4,18 +4,17 @@ Theory of operation: OpenSSL verifies the chain during the handshake (signatures
 validity dates, the CA flag of issuers), but it has no notion of SPIFFE: it accepts a CA certificate
 presented as a leaf, a leaf that may sign certificates, a certificate with several URIs or none, and
 any identity the CA issued. `check_svid` runs once per handshake, on the DER leaf that
-`SSLObject.getpeercert(binary_form=True)` returns, and applies the X509-SVID leaf rules and the caller's
-authorization (trust domain, exact ID). Structure is checked before identity, so a malformed SVID is
-reported as such even when its ID would also be refused, and a CA certificate is reported as a CA
-rather than as a certificate without a SPIFFE ID. Each refusal carries a short `reason` from
+`SSLObject.getpeercert(binary_form=True)` returns (read by tls/der.py), and applies the X509-SVID leaf
+rules and the caller's authorization (trust domain, exact ID). Structure is checked before identity, so
+a malformed SVID is reported as such even when its ID would also be refused, and a CA certificate is
+reported as a CA rather than as a certificate without a SPIFFE ID. Each refusal carries a short `reason` from
 `REASONS`, a bounded set suitable as a metric label. Nothing is cached: one parse costs tens of
 microseconds, noise next to the handshake's own signature checks.
 """
 
 from __future__ import annotations
 
-from cryptography import x509
-
+from pillion.tls import der as x509der
 from pillion.tls.identity import parse_spiffe_id
 
 # Every `SvidError.reason`, for declaring stats up front.
@@ -47,13 +46,23 @@ def check_svid(der: bytes, *, trust_domain: str | None = None, expected: str | N
     `trust_domain` is a bare name (`example.org`) and `expected` a full ID, both compared exactly: parse
     them once with `pillion.tls.identity` when loading configuration, not per handshake.
     """
+    return svid_id(read_leaf(der), trust_domain=trust_domain, expected=expected)
+
+
+def read_leaf(der: bytes) -> x509der.Certificate:
+    """The facts of a certificate check_svid reads; SvidError `bad_certificate` when it is malformed."""
     try:
-        cert = x509.load_der_x509_certificate(der)
-        extensions = cert.extensions  # parsed lazily; a malformed extension raises here
+        return x509der.read_certificate(der)
     except ValueError as exc:
         raise SvidError("bad_certificate", f"peer certificate is not valid X.509: {exc}") from None
-    _check_leaf(extensions)
-    spiffe_id = _uri_san(extensions)
+
+
+def svid_id(
+    cert: x509der.Certificate, *, trust_domain: str | None = None, expected: str | None = None
+) -> str:
+    """check_svid on a certificate already read."""
+    _check_leaf(cert)
+    spiffe_id = _uri_san(cert)
     parsed = parse_spiffe_id(spiffe_id)  # cannot fail: _uri_san checked it
     if trust_domain is not None and parsed.trust_domain != trust_domain:
         raise SvidError("wrong_trust_domain", f"peer {spiffe_id} is not in trust domain {trust_domain!r}")
@@ -62,13 +71,11 @@ def check_svid(der: bytes, *, trust_domain: str | None = None, expected: str | N
     return spiffe_id
 
 
-def _uri_san(extensions: x509.Extensions) -> str:
+def _uri_san(cert: x509der.Certificate) -> str:
     """The single URI SAN, checked to be a workload SPIFFE ID."""
-    try:
-        san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        raise SvidError("not_spiffe", "peer certificate has no subjectAltName, so no SPIFFE ID") from None
-    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    uris = cert.uris
+    if uris is None:
+        raise SvidError("not_spiffe", "peer certificate has no subjectAltName, so no SPIFFE ID")
     if not uris:
         raise SvidError("not_spiffe", "peer certificate has no URI SAN, so no SPIFFE ID")
     if len(uris) > 1:
@@ -82,20 +89,16 @@ def _uri_san(extensions: x509.Extensions) -> str:
     return uris[0]
 
 
-def _check_leaf(extensions: x509.Extensions) -> None:
+def _check_leaf(cert: x509der.Certificate) -> None:
     """basicConstraints and keyUsage as a leaf SVID must carry them."""
-    try:
-        if extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
-            raise SvidError("ca_as_leaf", "peer certificate is a CA certificate (CA:TRUE), not a leaf")
-    except x509.ExtensionNotFound:
-        pass  # absent means "not a CA" (RFC 5280)
-    try:
-        usage = extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        raise SvidError("no_key_usage", "peer certificate has no keyUsage extension") from None
-    if not usage.digital_signature:
+    if cert.is_ca:
+        raise SvidError("ca_as_leaf", "peer certificate is a CA certificate (CA:TRUE), not a leaf")
+    usage = cert.key_usage
+    if usage is None:
+        raise SvidError("no_key_usage", "peer certificate has no keyUsage extension")
+    if not usage & x509der.DIGITAL_SIGNATURE:
         raise SvidError("no_digital_signature", "peer certificate's keyUsage lacks digitalSignature")
-    if usage.key_cert_sign or usage.crl_sign:
+    if usage & (x509der.KEY_CERT_SIGN | x509der.CRL_SIGN):
         raise SvidError(
             "cert_sign_key_usage", "peer certificate's keyUsage allows signing certificates or CRLs"
         )

@@ -31,7 +31,8 @@ from pillion.config.model import Identity as IdentityConfig
 from pillion.runtime.tasks import Worker
 from pillion.telemetry.stats import Registry
 from pillion.tls import contexts
-from pillion.tls.spiffe import SvidError, check_svid
+from pillion.tls.der import first_pem_certificate
+from pillion.tls.spiffe import SvidError, check_svid, read_leaf, svid_id
 
 log = logging.getLogger("pillion.tls")
 
@@ -73,9 +74,6 @@ def _signature(config: IdentityConfig) -> Signature:
 
 def load(config: IdentityConfig) -> Loaded:
     """Read and check the identity files; IdentityError says what is wrong with which file."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     signature = _signature(config)
     try:
         with open(config.cert, "rb") as f:
@@ -83,12 +81,12 @@ def load(config: IdentityConfig) -> Loaded:
     except OSError as exc:
         raise IdentityError(f"identity.cert: cannot read {config.cert}: {exc.strerror}") from None
     try:
-        leaf = x509.load_pem_x509_certificates(pem)[0]
+        der = first_pem_certificate(pem)
     except ValueError:
         raise IdentityError(f"identity.cert: {config.cert}: not a PEM certificate") from None
-    der = leaf.public_bytes(Encoding.DER)
     try:
-        spiffe_id = check_svid(der)
+        leaf = read_leaf(der)
+        spiffe_id = svid_id(leaf)
     except SvidError as exc:
         raise IdentityError(f"identity.cert: {config.cert}: not a usable SVID: {exc}") from None
     try:
@@ -104,8 +102,8 @@ def load(config: IdentityConfig) -> Loaded:
         spiffe_id=spiffe_id,
         trust_domain=spiffe_id.split("/")[2],
         fingerprint=hashlib.sha256(der).hexdigest(),
-        not_before=leaf.not_valid_before_utc.timestamp(),
-        not_after=leaf.not_valid_after_utc.timestamp(),
+        not_before=leaf.not_before,
+        not_after=leaf.not_after,
         server=server,
         client=client,
         signature=signature,
