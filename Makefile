@@ -58,16 +58,16 @@ test: dev system-deps lint $(COMPILED)/.stamp
 	PYTHONPATH=$(CURDIR)/$(COMPILED) $(BIN)/pytest -q -p no:cacheprovider tests/integration tests/e2e tests/unit/test_module_imports.py \
 	  tests/unit/test_access_log.py tests/unit/test_trace_context.py
 
-# Fuzzing (fuzz/): atheris harnesses for request parsing, response parsing and config loading, on the
-# pure-Python install (atheris instruments Python code). An input over 1 s fails (-timeout=1), as does
-# any failed check; the input is saved under $(FUZZ_OUT)/artifacts. New corpus entries go to
-# $(FUZZ_OUT)/<harness>, the seeds stay in fuzz/corpus/<harness>. `make test` runs FUZZ_SHORT
-# (harness=seconds, 60 s in all); `make fuzz` runs FUZZ_RUNS inputs per harness (~16 min for requests).
+# Fuzzing (fuzz/): atheris harnesses for request parsing, response parsing, config loading and the
+# certificate reader, on the pure-Python install (atheris instruments Python code). An input over 1 s
+# fails (-timeout=1), as does any failed check; the input is saved under $(FUZZ_OUT)/artifacts. New
+# corpus entries go to $(FUZZ_OUT)/<harness>, the seeds stay in fuzz/corpus/<harness>. `make test` runs FUZZ_SHORT
+# (harness=seconds, 65 s in all); `make fuzz` runs FUZZ_RUNS inputs per harness (~16 min for requests).
 FUZZ_RUNS ?= 1000000
-FUZZ_SHORT ?= request=30 response=15 config=15
+FUZZ_SHORT ?= request=30 response=15 config=10 cert=10
 FUZZ_OUT := build/fuzz
 FUZZ_OPTS = -timeout=1 -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix=$(FUZZ_OUT)/artifacts/$$h-
-fuzz_dict = $$( [ $$h = config ] || echo -dict=fuzz/http.dict)
+fuzz_dict = $$( [ $$h = config ] || [ $$h = cert ] || echo -dict=fuzz/http.dict)
 # One harness: $$h and $$limit set by the caller; the log is kept, and shown in part when it fails.
 fuzz_run = mkdir -p $(FUZZ_OUT)/$$h $(FUZZ_OUT)/artifacts; \
 	if $(BIN)/python fuzz/fuzz_$$h.py $(FUZZ_OPTS) $(fuzz_dict) $$limit $(FUZZ_OUT)/$$h fuzz/corpus/$$h \
@@ -81,7 +81,7 @@ fuzz-short: dev
 	  $(fuzz_run); done; [ -z "$$failed" ] || { echo "fuzzing failed:$$failed"; exit 1; }
 
 fuzz: dev
-	@failed=""; for h in request response config; do limit=-runs=$(FUZZ_RUNS); \
+	@failed=""; for h in request response config cert; do limit=-runs=$(FUZZ_RUNS); \
 	  $(fuzz_run); done; [ -z "$$failed" ] || { echo "fuzzing failed:$$failed"; exit 1; }
 
 bench: dev system-deps $(COMPILED)/.stamp

@@ -5,6 +5,7 @@ Harnesses, one per entry point, each a script taking libFuzzer's options and cor
     fuzz_request.py    bytes from a client, in one or more reads, into DownstreamConnection.data_received
     fuzz_response.py   bytes from the app, in one or more reads, into UpstreamConnection.data_received
     fuzz_config.py     text into load_config_text, and lines into parse_duration/parse_size/parse_address
+    fuzz_cert.py       bytes into pillion.tls.der.read_certificate and check_svid, against cryptography
 
 The first two drive the real listener, router and cluster code over in-memory transports on one uvloop
 loop (proxy_world.py, which also holds the checks: responses well-formed, framing refusals close the

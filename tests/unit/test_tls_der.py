@@ -14,22 +14,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from pillion.testing.x509_reference import USAGE_NAMES, cryptography_reading
 from pillion.tls import der as x509der
 
 UTC = dt.UTC
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
 NAME = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")])
-USAGE_NAMES = (
-    "digital_signature",
-    "content_commitment",
-    "key_encipherment",
-    "data_encipherment",
-    "key_agreement",
-    "key_cert_sign",
-    "crl_sign",
-    "encipher_only",
-    "decipher_only",
-)
 
 
 def usage(*names: str) -> x509.KeyUsage:
@@ -58,33 +48,6 @@ def make(
     for extension, critical in extensions:
         builder = builder.add_extension(extension, critical=critical)
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
-
-
-def cryptography_facts(der: bytes) -> x509der.Certificate:
-    """What `cryptography` reads from the same certificate, in der.Certificate's terms."""
-    cert = x509.load_der_x509_certificate(der)
-    ext = cert.extensions
-    try:
-        is_ca = ext.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        is_ca = False
-    try:
-        ku = ext.get_extension_for_class(x509.KeyUsage).value
-        only_flags = ku.key_agreement  # cryptography raises on reading them otherwise
-        bits = [not name.endswith("_only") or only_flags for name in USAGE_NAMES]
-        key_usage: int | None = sum(
-            1 << bit for bit, name in enumerate(USAGE_NAMES) if bits[bit] and getattr(ku, name)
-        )
-    except x509.ExtensionNotFound:
-        key_usage = None
-    try:
-        san = ext.get_extension_for_class(x509.SubjectAlternativeName).value
-        uris: tuple[str, ...] | None = tuple(san.get_values_for_type(x509.UniformResourceIdentifier))
-    except x509.ExtensionNotFound:
-        uris = None
-    return x509der.Certificate(
-        cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp(), is_ca, key_usage, uris
-    )
 
 
 SAN_MIX = x509.SubjectAlternativeName(
@@ -156,7 +119,7 @@ def test_reads_what_cryptography_reads(
     case: str, extensions: Sequence[tuple[x509.ExtensionType, bool]], options: dict[str, object]
 ) -> None:
     der = make(extensions, **options)  # type: ignore[arg-type]
-    assert x509der.read_certificate(der) == cryptography_facts(der)
+    assert x509der.read_certificate(der) == cryptography_reading(der)
 
 
 def test_bit_numbers_match_rfc_5280() -> None:
