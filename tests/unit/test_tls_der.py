@@ -14,8 +14,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from pillion.testing.x509_reference import USAGE_NAMES, cryptography_reading
+from pillion.testing.x509_reference import cryptography_reading
 from pillion.tls import der as x509der
+from pillion.tls.ca import KEY_USAGES, key_usage_extension
 
 UTC = dt.UTC
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
@@ -23,10 +24,7 @@ NAME = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")])
 
 
 def usage(*names: str) -> x509.KeyUsage:
-    flags = {name: name in names for name in USAGE_NAMES}
-    if not flags["key_agreement"]:  # cryptography: the two only-flags need keyAgreement
-        flags["encipher_only"] = flags["decipher_only"] = False
-    return x509.KeyUsage(**flags)
+    return key_usage_extension(set(names))
 
 
 def make(
@@ -75,7 +73,7 @@ CASES: list[tuple[str, Sequence[tuple[x509.ExtensionType, bool]], dict[str, obje
     ),
     ("a CA", [(x509.BasicConstraints(ca=True, path_length=0), True), (usage("key_cert_sign"), True)], {}),
     ("a CA without a path length", [(x509.BasicConstraints(ca=True, path_length=None), False)], {}),
-    ("every key usage bit", [(usage(*USAGE_NAMES), False)], {}),
+    ("every key usage bit", [(usage(*KEY_USAGES), False)], {}),
     (
         "key usage bits 0, 4 and 8",
         [(usage("digital_signature", "key_agreement", "decipher_only"), False)],

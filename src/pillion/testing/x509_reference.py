@@ -13,20 +13,8 @@ from __future__ import annotations
 
 from cryptography import x509
 
+from pillion.tls.ca import KEY_USAGES
 from pillion.tls.der import Certificate
-
-# keyUsage's named bits in order (RFC 5280, 4.2.1.3), as cryptography's KeyUsage names them.
-USAGE_NAMES = (
-    "digital_signature",
-    "content_commitment",
-    "key_encipherment",
-    "data_encipherment",
-    "key_agreement",
-    "key_cert_sign",
-    "crl_sign",
-    "encipher_only",
-    "decipher_only",
-)
 
 
 def cryptography_reading(der: bytes) -> Certificate:
@@ -42,9 +30,9 @@ def cryptography_reading(der: bytes) -> Certificate:
         key_usage = None
     else:
         # cryptography raises on reading the two *_only flags unless keyAgreement is set.
-        readable = [not name.endswith("_only") or usage.key_agreement for name in USAGE_NAMES]
+        readable = [not name.endswith("_only") or usage.key_agreement for name in KEY_USAGES]
         key_usage = sum(
-            1 << bit for bit, name in enumerate(USAGE_NAMES) if readable[bit] and getattr(usage, name)
+            1 << bit for bit, name in enumerate(KEY_USAGES) if readable[bit] and getattr(usage, name)
         )
     try:
         san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value

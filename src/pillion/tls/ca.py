@@ -46,7 +46,8 @@ KEY_MODE = 0o600
 CERT_MODE = 0o644
 CA_DIR_MODE = 0o700  # the directory holds the signing key
 
-_KEY_USAGES = (
+# keyUsage's named bits in order (RFC 5280, 4.2.1.3), as cryptography's KeyUsage names them.
+KEY_USAGES = (
     "digital_signature",
     "content_commitment",
     "key_encipherment",
@@ -111,7 +112,7 @@ def init_ca(
         .not_valid_after(now + ttl)
         # pathlen 0: this root signs leaves only, so a stolen leaf key can never act as a CA.
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage({"key_cert_sign", "crl_sign"}), critical=True)
+        .add_extension(key_usage_extension({"key_cert_sign", "crl_sign"}), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -204,7 +205,7 @@ def issue_svid(
     )
     usage = {"digital_signature"} if key_usage is None else set(key_usage)
     if usage:
-        builder = builder.add_extension(_key_usage(usage), critical=True)
+        builder = builder.add_extension(key_usage_extension(usage), critical=True)
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     cert = builder.sign(signer, hashes.SHA256())
@@ -288,11 +289,12 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _key_usage(names: set[str]) -> x509.KeyUsage:
-    unknown = names - set(_KEY_USAGES)
+def key_usage_extension(names: set[str]) -> x509.KeyUsage:
+    """keyUsage with the bits `names` (from KEY_USAGES) set; ValueError for an unknown name."""
+    unknown = names - set(KEY_USAGES)
     if unknown:
-        raise ValueError(f"unknown key usage {sorted(unknown)}; known: {', '.join(_KEY_USAGES)}")
-    return x509.KeyUsage(**{name: name in names for name in _KEY_USAGES})
+        raise ValueError(f"unknown key usage {sorted(unknown)}; known: {', '.join(KEY_USAGES)}")
+    return x509.KeyUsage(**{name: name in names for name in KEY_USAGES})
 
 
 def _authority_key_id(
