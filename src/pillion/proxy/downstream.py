@@ -487,7 +487,8 @@ class DownstreamConnection:
         # behind another in the same read began (data_received marks the others).
         if not self.started_at:
             self.started_at = self.request_started = self.last_active  # (this read's time)
-        self.url += url
+        # Nearly every URL comes in one piece: keep the parser's bytes rather than copy them onto b"".
+        self.url = self.url + url if self.url else url
         self.head_size += len(url)
         listener = self.listener
         if len(self.url) > listener.max_uri_size:

@@ -169,7 +169,7 @@ class HttpListener:
         assert self.access_log is not None
         route = ex.route
         # The outcome's flag, then those decided along the way (DI, URX): one must not hide the other.
-        flags = FLAGS.get(ex.error, "")
+        flags = FLAGS.get(ex.error, "") if ex.error else ""
         if ex.flags:
             flags = f"{flags},{ex.flags}" if flags else ex.flags
         scope = self._log_scopes.get(route)

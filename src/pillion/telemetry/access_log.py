@@ -253,7 +253,7 @@ class AccessLog:
         self._sec = -1
         self._sec_text = ""
         self._sec_bytes = b""
-        self._ms = -1  # the millisecond (since the epoch) of `_ts_json`
+        self._ms = -1  # the millisecond (0-999) of second `_sec` that `_ts_json` is for
         self._ts_json = b""  # `{"ts":"...Z",` for that millisecond: the lines of one share it
         # Seconds to add to a `start` (the owner's monotonic clock) to make it a Unix time; kept
         # current by `flush`, which the owner calls about once a second.
@@ -334,8 +334,10 @@ class AccessLog:
         # rounded (what `:.3f` gives), from integer microseconds and two table lookups: float
         # formatting costs four times as much.
         sec = int(ts)
-        ms = sec * 1000 + min(int((ts - sec) * 1000 + 1e-4), 999)
-        if ms != self._ms:
+        ms = min(int((ts - sec) * 1000 + 1e-4), 999)
+        # Second and millisecond compared apart: `sec * 1000` is past the range compiled code
+        # multiplies natively, and a big-integer product cost more than the rest of this test.
+        if ms != self._ms or sec != self._sec:
             self._stamp(sec, ms)
         # The path's JSON string without its quotes (the line has them).
         if isinstance(path, str):
@@ -385,11 +387,11 @@ class AccessLog:
         self._append(line)
 
     def _stamp(self, sec: int, ms: int) -> None:
-        """Make `_ts_json` the line start for millisecond `ms` of second `sec`."""
+        """Make `_ts_json` the line start for millisecond `ms` (0-999) of second `sec`."""
         self._ms = ms
         if sec != self._sec:
             self._sec_stamp(sec)
-        self._ts_json = b'{"ts":"%b.%bZ",' % (self._sec_bytes, _MILLIS[ms - sec * 1000])
+        self._ts_json = b'{"ts":"%b.%bZ",' % (self._sec_bytes, _MILLIS[ms])
 
     def _sec_stamp(self, sec: int) -> None:
         # strftime costs more than the rest of a line; it changes once a second.

@@ -105,7 +105,11 @@ class Histogram:
             if value <= bound:
                 break
             i += 1
-        self.counts[i] += 1
+        counts = self.counts
+        # Not `counts[i] += 1`: compiled, that is a generic in-place add on Python objects; this
+        # reads the count as a native int and adds natively.
+        n: int = counts[i]
+        counts[i] = n + 1
         self.sum += value
 
     @property
