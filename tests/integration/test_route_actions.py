@@ -412,14 +412,16 @@ def test_rate_limit_per_client_address() -> None:
 
 
 def test_rate_limit_refills() -> None:
-    routes: list[dict[str, Any]] = [{**CATCH_ALL, "rate_limit": {"requests_per_second": 10, "burst": 1}}]
+    # 2/s: the second request must come within the 0.5 s refill to be refused, which holds on a loaded
+    # machine too (at 10/s, 0.1 s, a slow scheduling round once let it through).
+    routes: list[dict[str, Any]] = [{**CATCH_ALL, "rate_limit": {"requests_per_second": 2, "burst": 1}}]
 
     async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
         async with await ClientConnection.open(HOST, port) as conn:
             assert (await conn.request("GET", "/1")).status == 200
             over = await conn.request("GET", "/2")
-            assert over.status == 429 and over.header("retry-after") == "1"  # 0.1 s, rounded up
-            await asyncio.sleep(0.15)
+            assert over.status == 429 and over.header("retry-after") == "1"  # 0.5 s, rounded up
+            await asyncio.sleep(0.6)
             assert (await conn.request("GET", "/3")).status == 200
 
     with_routes(routes, scenario)
