@@ -393,9 +393,8 @@ class _Roots:
             digit = trace_id[16]
             sampled = digit < first or (digit == first and trace_id[16:] < bound)
             ctx = TraceContext(trace_id, span_id, SAMPLED if sampled else NOT_SAMPLED)
-            # `inject(ctx)` written out (a root has no tracestate and no B3 form to add). The format
-            # stays a literal in both: compiled, only a literal format is built in place.
-            ctx.header = b"traceparent: 00-%b-%b-%b\r\n" % (trace_id, span_id, b"01" if sampled else b"00")
+            # What `inject(ctx)` gives, without its checks: a root has no tracestate and no B3 form.
+            ctx.header = _traceparent_line(trace_id, span_id, sampled)
             made.append(ctx)
         return made
 
@@ -428,12 +427,17 @@ def start_span(parent: TraceContext | None, sampler: Sampler) -> TraceContext:
     )
 
 
+def _traceparent_line(trace_id: bytes, span_id: bytes, sampled: bool) -> bytes:
+    # A literal format: compiled, only that is built in place (a `Final` constant is a generic `%`).
+    return b"traceparent: 00-%b-%b-%b\r\n" % (trace_id, span_id, b"01" if sampled else b"00")
+
+
 def inject(ctx: TraceContext) -> bytes:
     """The header lines (each ending in CRLF) that carry `ctx` to the next hop: `traceparent`, plus
     `tracestate` when there is one, plus B3 in the form the request arrived with."""
     trace_id, span_id = ctx.trace_id, ctx.span_id
     sampled = ctx.sampled > 0
-    out = b"traceparent: 00-%b-%b-%b\r\n" % (trace_id, span_id, b"01" if sampled else b"00")
+    out = _traceparent_line(trace_id, span_id, sampled)
     if ctx.tracestate:
         out += b"tracestate: %b\r\n" % ctx.tracestate
     if ctx.b3 == B3_SINGLE:
