@@ -385,6 +385,21 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+def per_round_cpu(a: TargetReport | None, b: TargetReport | None) -> str:
+    """CPU/request of a over b in each round both were measured, and their median: context for a bar
+    decided on the ratio of medians. Visits in one round are minutes apart at most, so a paired ratio
+    shows how much of a gap is the machine's noise (rounds disagreeing) rather than the code's."""
+    if a is None or b is None:
+        return ""
+    theirs = {m.round: m.cpu_us_per_req for m in b.rounds}
+    pairs = [ratio(m.cpu_us_per_req, theirs.get(m.round)) for m in a.rounds]
+    present = [r for r in pairs if r is not None]
+    if not present:
+        return ""
+    listed = " ".join(f"{r:.2f}" for r in present)
+    return f"; per round: {listed} (median {statistics.median(present):.2f}x)"
+
+
 RATIO_PAIRS: tuple[tuple[str, str], ...] = (
     ("pillion", "haproxy"),
     ("pillion", "nginx"),
@@ -609,7 +624,9 @@ def telemetry_bar(
         name,
         not problems and cpu is not None and cpu <= TELEMETRY_CPU_BAR,
         f"{fmt_num(f.get('cpu_us_per_req'))} vs {fmt_num(o.get('cpu_us_per_req'))} µs/req "
-        f"= {fmt_ratio(cpu)} (limit {TELEMETRY_CPU_BAR}x); @2k: {fmt_num(f.get('hey_cpu_us_per_req'))} vs "
+        f"= {fmt_ratio(cpu)} (limit {TELEMETRY_CPU_BAR}x)"
+        + per_round_cpu(targets.get("pillion-full"), targets.get("pillion-off"))
+        + f"; @2k: {fmt_num(f.get('hey_cpu_us_per_req'))} vs "
         f"{fmt_num(o.get('hey_cpu_us_per_req'))} µs/req = {fmt_ratio(hey)}"
         + "".join(f"; {p}" for p in problems),
     )
@@ -638,7 +655,7 @@ def _inbound_bars(
             names[0],
             cpu is not None and cpu <= CPU_BAR,
             f"{fmt_num(p.get('cpu_us_per_req'))} vs {fmt_num(h.get('cpu_us_per_req'))} µs/req "
-            f"= {fmt_ratio(cpu)} (limit {CPU_BAR}x)",
+            f"= {fmt_ratio(cpu)} (limit {CPU_BAR}x)" + per_round_cpu(pill, hap),
         )
     )
     hey99 = ratio(p.get("hey_p99_us"), h.get("hey_p99_us"))

@@ -235,6 +235,21 @@ def test_medians_ratios_and_bars() -> None:
     assert [b.passed for b in report.bars(worse, worse_summaries)] == [False, False, False]
 
 
+def test_cpu_bars_show_the_paired_ratio_of_each_round() -> None:
+    targets = _targets(pillion_cpu_s=4.0 * 0.9 * 1.1, pillion_hey_p99=600, pillion_rss=20 * 1024)
+    summaries = {k: report.summarize(t) for k, t in targets.items()}
+    cpu_bar = report.bars(targets, summaries)[0]
+    # Round 2's HAProxy visit was the bad one (40x the CPU per request): its paired ratio shows it,
+    # the median does not.
+    assert cpu_bar.passed
+    assert cpu_bar.detail.endswith("; per round: 1.10 0.03 1.10 (median 1.10x)")
+    # Rounds are paired by number, not position, and a round only one side has is left out.
+    del targets["haproxy"].rounds[0]
+    paired = report.per_round_cpu(targets["pillion"], targets["haproxy"])
+    assert paired == "; per round: 0.03 1.10 (median 0.56x)"
+    assert report.per_round_cpu(targets["pillion"], None) == ""
+
+
 def _meta() -> dict[str, object]:
     return {
         "date": "now",
