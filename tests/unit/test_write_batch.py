@@ -3,7 +3,7 @@ from typing import Any
 
 import uvloop
 
-from pillion.proxy.batch import WriteBatch
+from pillion.proxy.batch import PROBE_EVERY, SINGLE_PASSES, WriteBatch
 
 
 class _Sender:
@@ -37,5 +37,60 @@ def test_senders_run_at_the_end_of_the_loop_pass_clients_first_each_side_in_orde
         batch.add_client(sender("d", log))  # a pass after an early flush is scheduled again
         await asyncio.sleep(0)
         assert log[-1] == "d"
+
+    uvloop.run(main())
+
+
+async def _single_passes(batch: WriteBatch, log: list[str], count: int) -> None:
+    """`count` loop passes that each hold one client's bytes."""
+    for i in range(count):
+        batch.add_client(sender(f"s{i}", log))
+        assert log[-1:] != [f"s{i}"]  # held until the end of the pass
+        await asyncio.sleep(0)
+        assert log[-1] == f"s{i}"
+
+
+def test_at_low_load_writes_go_out_at_once_and_a_periodic_held_pass_looks_at_the_load() -> None:
+    async def main() -> None:
+        log: list[str] = []
+        batch = WriteBatch(asyncio.get_running_loop())
+        await _single_passes(batch, log, SINGLE_PASSES - 1)
+        assert batch.holding  # one pass short
+        await _single_passes(batch, log, 1)
+        assert not batch.holding
+        for i in range(PROBE_EVERY):  # sent at once, in call order
+            batch.add_upstream(sender(f"up{i}", log))
+            assert log[-1] == f"up{i}"
+        # The next write is held: a probe. It finds a second connection in its pass, so holding stays on.
+        batch.add_client(sender("probe", log))
+        batch.add_upstream(sender("other", log))
+        assert log[-1] == f"up{PROBE_EVERY - 1}"
+        await asyncio.sleep(0)
+        assert log[-2:] == ["probe", "other"] and batch.holding
+        # Back at low load, a probe that finds one connection returns to sending at once.
+        await _single_passes(batch, log, SINGLE_PASSES)
+        assert not batch.holding
+        for i in range(PROBE_EVERY):
+            batch.add_client(sender(f"c{i}", log))
+        await _single_passes(batch, log, 1)
+        assert not batch.holding
+
+    uvloop.run(main())
+
+
+def test_a_pass_holding_two_connections_starts_the_count_again() -> None:
+    async def main() -> None:
+        log: list[str] = []
+        batch = WriteBatch(asyncio.get_running_loop())
+        await _single_passes(batch, log, SINGLE_PASSES - 1)
+        batch.add_client(sender("a", log))
+        batch.add_client(sender("b", log))
+        await asyncio.sleep(0)
+        await _single_passes(batch, log, SINGLE_PASSES - 1)
+        assert batch.holding
+        batch.add_upstream(sender("u", log))
+        batch.flush()  # an early flush counts its pass; the loop's own call then holds nothing
+        await asyncio.sleep(0)
+        assert not batch.holding and log[-1] == "u"
 
     uvloop.run(main())
