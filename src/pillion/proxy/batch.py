@@ -55,8 +55,7 @@ class WriteBatch:
 
     def add_client(self, conn: DownstreamConnection) -> None:
         """Call `conn.send_pending()` after the callbacks of this loop pass have run (or now, at low load)."""
-        if not self._scheduled and self._direct_left > 0:
-            self._direct_left -= 1
+        if self._at_once():
             conn.send_pending()
             return
         self._schedule()
@@ -64,12 +63,18 @@ class WriteBatch:
 
     def add_upstream(self, conn: UpstreamConnection) -> None:
         """The same for a connection to the app."""
-        if not self._scheduled and self._direct_left > 0:
-            self._direct_left -= 1
+        if self._at_once():
             conn.send_pending()
             return
         self._schedule()
         self._upstreams.append(conn)
+
+    def _at_once(self) -> bool:
+        """Whether this write goes out now rather than at the end of the pass; counts it toward the probe."""
+        if self.holding:
+            return False
+        self._direct_left -= 1
+        return True
 
     def _schedule(self) -> None:
         if not self._scheduled:
