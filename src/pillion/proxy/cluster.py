@@ -241,6 +241,35 @@ class Endpoint:
         }
 
 
+class Waiter:
+    """A request's wait for an upstream connection (`Cluster.open_or_wait`): called once with the
+    connection, or with None and the reason there is none; `cancel` when the request ends first.
+
+    A class rather than two closures over shared state: compiled, such closures and their shared
+    environment reference each other, a cycle that kept each request's connection alive until Python's
+    cyclic collector ran."""
+
+    __slots__ = ("cluster", "on_done", "waiting")
+
+    def __init__(self, cluster: Cluster, on_done: ConnectCallback) -> None:
+        self.cluster = cluster
+        self.on_done = on_done
+        self.waiting = True  # counted in cluster.pending
+
+    def __call__(self, conn: UpstreamConnection | None, reason: str | None) -> None:
+        if self.waiting:
+            self.waiting = False
+            self.cluster.pending -= 1
+        self.on_done(conn, reason)
+
+    def cancel(self) -> None:
+        if self.waiting:
+            self.waiting = False
+            self.cluster.pending -= 1
+            with contextlib.suppress(ValueError):
+                self.cluster.waiters.remove(self)  # a connect under way just completes: it is pooled
+
+
 class Cluster:
     """A named set of endpoints serving the same thing, with its balancer, limits and health."""
 
@@ -306,7 +335,7 @@ class Cluster:
         self.connections = 0  # open or opening, for max_connections
         self.pending = 0  # waiting for a connection, for max_pending
         self.retries_active = 0  # for max_retries
-        self.waiters: deque[ConnectCallback] = deque()  # requests waiting at max_connections
+        self.waiters: deque[Waiter] = deque()  # requests waiting at max_connections
         self.retired = False  # replaced by a reload: connections given back are closed
         self.helpers: list[Stoppable] = []  # its DNS refresher and health checker, stopped on retire
         self.endpoints = [Endpoint(self, e.address, e.weight, stats) for e in config.endpoints]
@@ -379,29 +408,13 @@ class Cluster:
             self.count_overflow("pending")
             return None
         self.pending += 1
-        waiting = True
-
-        def done(conn: UpstreamConnection | None, reason: str | None) -> None:
-            nonlocal waiting
-            if waiting:
-                waiting = False
-                self.pending -= 1
-            on_done(conn, reason)
-
-        def cancel() -> None:
-            nonlocal waiting
-            if waiting:
-                waiting = False
-                self.pending -= 1
-                with contextlib.suppress(ValueError):
-                    self.waiters.remove(done)  # a connect under way just completes: it is pooled
-
+        waiter = Waiter(self, on_done)
         if self.connections >= limits.max_connections:
-            self.waiters.append(done)
+            self.waiters.append(waiter)
         else:
             self.connections += 1
-            endpoint.connect(done)
-        return cancel
+            endpoint.connect(waiter)
+        return waiter.cancel
 
     def hand_over(self, conn: UpstreamConnection) -> None:
         """A connection came free while requests wait at max_connections: the first waiter gets it."""

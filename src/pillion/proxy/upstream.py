@@ -20,6 +20,9 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 perf_counter: Final = time.perf_counter  # (a C static in the compiled build)
 
+# A parser with no connection behind it: what a closed connection's parser fields point at (_unhook).
+_DETACHED: Final = HttpResponseParser(None)
+
 if TYPE_CHECKING:
     from pillion.proxy.cluster import Endpoint
     from pillion.proxy.downstream import DownstreamConnection
@@ -89,6 +92,14 @@ class UpstreamConnection:
         self._status: Callable[[], int] = parser.get_status_code
         self._keep_alive: Callable[[], bool] = parser.should_keep_alive
 
+    def _unhook(self) -> None:
+        """Let go of the parser, which holds this connection's methods as its callbacks: the same
+        reference cycle as DownstreamConnection._unhook breaks."""
+        self.parser = parser = _DETACHED
+        self._feed = parser.feed_data
+        self._status = parser.get_status_code
+        self._keep_alive = parser.should_keep_alive
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = t = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         self._write: Callable[[bytes], None] = t.write
@@ -108,6 +119,7 @@ class UpstreamConnection:
             down.upstream_lost(self)
         else:
             self.endpoint.forget(self)
+        self._unhook()
 
     def reusable(self) -> bool:
         return not self.closed and self.transport is not None and not self._is_closing()
