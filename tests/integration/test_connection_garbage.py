@@ -24,8 +24,14 @@ HOST = "127.0.0.1"
 CONNECTIONS = 40
 
 
-def _alive(name: str) -> int:
-    return sum(1 for o in gc.get_objects() if type(o).__name__ == name)
+def _alive(kinds: tuple[tuple[str, str], ...]) -> tuple[int, ...]:
+    """How many objects of each (module, class name) exist, for the collector-off counts."""
+    counts = dict.fromkeys(kinds, 0)
+    for o in gc.get_objects():
+        kind = (type(o).__module__, type(o).__name__)
+        if kind in counts:
+            counts[kind] += 1
+    return tuple(counts.values())
 
 
 async def _one_request(port: int, path: str) -> bytes:
@@ -36,11 +42,11 @@ async def _one_request(port: int, path: str) -> bytes:
     return answer
 
 
-# /close: the upstream answers with `connection: close`, so each request opens (and closes) an upstream
-# connection too; /: the upstream keeps its connection, which goes back to the pool.
-@pytest.mark.parametrize("path", ["/close", "/"])
-def test_closed_connections_leave_no_cycles(path: str) -> None:
-    async def main() -> None:
+def _left_behind(path: str, kinds: tuple[tuple[str, str], ...], *, admin: bool) -> tuple[int, ...]:
+    """With the collector off, CONNECTIONS requests to `path`, each on its own connection, through a real
+    sidecar (its listener, or its admin API): how many more objects of each kind exist afterwards."""
+
+    async def main() -> tuple[int, ...]:
         async with ScriptableUpstream() as up:
             doc = {
                 "service": "t",
@@ -49,25 +55,45 @@ def test_closed_connections_leave_no_cycles(path: str) -> None:
                 "clusters": [{"name": "app", "endpoints": [up.address]}],
             }
             async with running_sidecar(load_config_text(json.dumps(doc))) as rt:
-                listener = rt.listeners[0]
-                assert (await _one_request(listener.port, path)).startswith(b"HTTP/1.1 200 ")  # warm
+                assert rt.admin is not None
+                port = rt.admin.port if admin else rt.listeners[0].port
+                assert (await _one_request(port, path)).startswith(b"HTTP/1.1 200 ")  # warm
                 gc.collect()
                 gc.disable()
                 try:
-                    before = _alive("DownstreamConnection"), _alive("UpstreamConnection")
+                    before = _alive(kinds)
                     for _ in range(CONNECTIONS):
-                        assert (await _one_request(listener.port, path)).startswith(b"HTTP/1.1 200 ")
+                        assert (await _one_request(port, path)).startswith(b"HTTP/1.1 200 ")
                     for _ in range(200):  # until the loop has run the last connection_lost callbacks
-                        after = _alive("DownstreamConnection"), _alive("UpstreamConnection")
-                        if not listener.connections and after <= before:
+                        after = _alive(kinds)
+                        if all(map(int.__le__, after, before)) and not rt.listeners[0].connections:
                             break
                         await asyncio.sleep(0.01)
                 finally:
                     gc.enable()
-                assert len(up.requests) == CONNECTIONS + 1
-                assert after <= before, (
-                    f"{after[0] - before[0]} downstream and {after[1] - before[1]} upstream connections "
-                    f"of {CONNECTIONS} closed ones were not freed (a reference cycle)"
-                )
+                if not admin:
+                    assert len(up.requests) == CONNECTIONS + 1
+                return tuple(a - b for a, b in zip(after, before, strict=True))
 
-    uvloop.run(main())
+    return uvloop.run(main())
+
+
+# /close: the upstream answers with `connection: close`, so each request opens (and closes) an upstream
+# connection too; /: the upstream keeps its connection, which goes back to the pool.
+@pytest.mark.parametrize("path", ["/close", "/"])
+def test_closed_connections_leave_no_cycles(path: str) -> None:
+    kinds = (
+        ("pillion.proxy.downstream", "DownstreamConnection"),
+        ("pillion.proxy.upstream", "UpstreamConnection"),
+    )
+    down, up = _left_behind(path, kinds, admin=False)
+    assert down <= 0 and up <= 0, (
+        f"{down} downstream and {up} upstream connections of {CONNECTIONS} closed ones were not freed "
+        "(a reference cycle)"
+    )
+
+
+def test_closed_admin_connections_leave_no_cycles() -> None:
+    """The admin server's connections too (a scraper or `pillion top` may open one per poll)."""
+    (left,) = _left_behind("/ready", (("pillion.admin.server", "_Connection"),), admin=True)
+    assert left <= 0, f"{left} of {CONNECTIONS} closed admin connections were not freed"

@@ -44,6 +44,10 @@ MAX_BODY = 64 * 1024  # admin requests carry no body worth reading; the bytes ar
 MAX_QUEUED = 16  # pipelined requests parsed ahead of their answers before reading pauses
 
 
+# A parser with no connection behind it, for closed connections to point at (see connection_lost).
+_DETACHED = httptools.HttpRequestParser(None)
+
+
 class _RejectError(Exception):
     """Raised inside a parser callback to stop parsing; the status to answer is on the connection."""
 
@@ -88,7 +92,11 @@ class _Connection(asyncio.Protocol):
         self.queue.clear()
         if self.idle is not None:
             self.idle.cancel()
+            self.idle = None  # (the handle holds self.close: a cycle)
         self.writable.set()  # wake a task waiting to write, so it sees the connection is gone
+        # The parser holds this connection's methods as callbacks: let go of it, so the connection is
+        # freed by reference counting rather than left to the cyclic collector (see docs/architecture.md).
+        self.parser = _DETACHED
 
     def pause_writing(self) -> None:
         self.writable.clear()
