@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 from loadgen import wrk_argv
-from procs import ProcGroup, cpu_sample
+from procs import CpuSample, ProcGroup, cpu_sample
 from servers import Identities, Pair, make_identities, start_haproxy_pair, start_pillion_pair, start_upstream
 
 BENCH = Path(__file__).resolve().parent
@@ -93,23 +93,17 @@ def _start_pair(
     if build is None:
         pair = start_haproxy_pair(group, root, cpu, upstream_port, 15.0, ids=ids)
     else:
-        saved = os.environ.get("PYTHONPATH")
-        os.environ["PYTHONPATH"] = str(build.resolve())  # inherited by the two `pillion run` children
-        try:
-            pair = start_pillion_pair(group, root, cpu, upstream_port, 15.0, pillion=PILLION, ids=ids)
-        finally:
-            if saved is None:
-                os.environ.pop("PYTHONPATH")
-            else:
-                os.environ["PYTHONPATH"] = saved
+        env = dict(os.environ, PYTHONPATH=str(build.resolve()))  # this build for both `pillion run`s
+        pair = start_pillion_pair(group, root, cpu, upstream_port, 15.0, pillion=PILLION, ids=ids, env=env)
     if pair.error is not None or pair.client.proc is None or pair.server.proc is None:
         raise RuntimeError(f"{name}: {pair.error}")
     return pair
 
 
-def _pids(pair: Pair) -> tuple[int, int]:
+def _cpu(pair: Pair) -> tuple[CpuSample, CpuSample]:
+    """A's and B's CPU so far."""
     assert pair.client.proc is not None and pair.server.proc is not None  # (checked in _start_pair)
-    return pair.client.proc.pid, pair.server.proc.pid
+    return cpu_sample(pair.client.proc.pid), cpu_sample(pair.server.proc.pid)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                 order = list(ports)[1:]
                 order = order[r % len(order) :] + order[: r % len(order)]  # who goes first in each period
                 targets = ["direct", *order]
-                before = {n: tuple(cpu_sample(pid) for pid in _pids(x)) for n, x in pairs.items()}
+                before = {n: _cpu(x) for n, x in pairs.items()}
                 argv_ = [
                     sys.executable,
                     str(BENCH / "burst.py"),
@@ -156,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = json.loads(done.stdout)
                 stats: dict[str, dict[str, float]] = {t: out[str(ports[t])] for t in targets}
                 for n, (a0, b0) in before.items():
-                    a1, b1 = (cpu_sample(pid) for pid in _pids(pairs[n]))
+                    a1, b1 = _cpu(pairs[n])
                     served = max(1.0, stats[n]["requests"])
                     stats[n]["a_us"] = (a1.schedstat_ns - a0.schedstat_ns) / 1e3 / served
                     stats[n]["b_us"] = (b1.schedstat_ns - b0.schedstat_ns) / 1e3 / served

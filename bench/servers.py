@@ -825,12 +825,14 @@ def _start_pair(
     cpu: int,
     timeout: float,
     ids: Identities,
+    env: dict[str, str] | None = None,
 ) -> Pair:
-    """Spawn B and A, then wait for B (a TLS GET with A's certificate) and A (a plain GET through both);
-    on a failure the pair carries the reason and both logs, and both are stopped."""
+    """Spawn B and A (with `env`, if given, as their whole environment), then wait for B (a TLS GET with
+    A's certificate) and A (a plain GET through both); on a failure the pair carries the reason and both
+    logs, and both are stopped."""
     for side, argv, name in ((pair.server, argvs[1], "b"), (pair.client, argvs[0], "a")):
         try:
-            side.proc = group.spawn(side.key, argv, root / f"{name}.log", cpu)
+            side.proc = group.spawn(side.key, argv, root / f"{name}.log", cpu, env=env)
         except OSError as exc:
             pair.error = f"cannot execute {argv[0]}: {exc}"
             stop_pair(group, pair)
@@ -860,6 +862,7 @@ def start_pillion_pair(
     *,
     pillion: str,
     ids: Identities,
+    env: dict[str, str] | None = None,
 ) -> Pair:
     root = _dir(tmp, "pillion-mtls")
     a = Target("pillion-mtls-a", free_port(), admin_port=free_port())
@@ -868,7 +871,9 @@ def start_pillion_pair(
     (root / "a.yaml").write_text(pillion_mtls_client_yaml(a.port, a.admin_port, b.port, ids.a))
     (root / "b.yaml").write_text(pillion_mtls_server_yaml(b.port, b.admin_port, upstream_port, ids.b))
     argvs = ([pillion, "run", "-c", str(root / "a.yaml")], [pillion, "run", "-c", str(root / "b.yaml")])
-    return _start_pair(group, Pair("pillion-mtls", a, b), argvs, root, cpu=cpu, timeout=timeout, ids=ids)
+    return _start_pair(
+        group, Pair("pillion-mtls", a, b), argvs, root, cpu=cpu, timeout=timeout, ids=ids, env=env
+    )
 
 
 def start_haproxy_pair(

@@ -257,17 +257,21 @@ class Waiter:
         self.waiting = True  # counted in cluster.pending
 
     def __call__(self, conn: UpstreamConnection | None, reason: str | None) -> None:
-        if self.waiting:
-            self.waiting = False
-            self.cluster.pending -= 1
+        self._stop_waiting()
         self.on_done(conn, reason)
 
     def cancel(self) -> None:
-        if self.waiting:
-            self.waiting = False
-            self.cluster.pending -= 1
+        if self._stop_waiting():
             with contextlib.suppress(ValueError):
                 self.cluster.waiters.remove(self)  # a connect under way just completes: it is pooled
+
+    def _stop_waiting(self) -> bool:
+        """Leave cluster.pending, once; whether this call was the one that left."""
+        if not self.waiting:
+            return False
+        self.waiting = False
+        self.cluster.pending -= 1
+        return True
 
 
 class Cluster:
