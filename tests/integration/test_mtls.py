@@ -234,7 +234,7 @@ def test_rotating_b_every_3s_fails_no_request(tmp_path: Path) -> None:
         return issued
 
     async def main() -> None:
-        async with mesh(pki, max_idle_connections=2) as (_app, a, b, _relay):
+        async with mesh(pki, max_idle_connections=1) as (_app, a, b, _relay):
             port = a.listeners[0].port
             rotator = asyncio.ensure_future(rotate())
             statuses: list[int] = []

@@ -31,10 +31,6 @@ def main(args: argparse.Namespace) -> int:
 
     if not tls_uses(config):
         defer_ssl()  # before anything imports asyncio: a plaintext sidecar does without OpenSSL
-    else:
-        from pillion.tls.allocator import tune_for_tls
-
-        tune_for_tls()  # TLS reads then reuse heap memory instead of an mmap each
     from pillion.telemetry.logging import setup_logging
 
     setup_logging(config.log_level)

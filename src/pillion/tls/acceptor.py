@@ -5,9 +5,10 @@ Theory of operation. `loop.create_server(ssl=...)` hides failed handshakes (they
 and are only logged at debug level), and it cannot serve TLS and plaintext on one port. So a TLS
 listener accepts connections itself: the listening socket is watched with `add_reader`, each accepted
 socket gets a task that, on a permissive listener, peeks at the first byte without consuming it (a TLS
-record starts with 0x16, the handshake content type; an HTTP request never does) and then hands the
-socket to `loop.connect_accepted_socket` with or without the SSL context. The loop runs the handshake
-there, at native speed; an exception out of it is a refused client: counted, and the socket closed.
+record starts with 0x16, the handshake content type; an HTTP request never does). A TLS client's
+socket goes to Pillion's TLS transport (tls/transport.py), which runs the handshake; an exception out of
+it is a refused client: counted, and the socket closed. A plaintext one goes to
+`loop.connect_accepted_socket`.
 
 `TlsAcceptor` stands in for `asyncio.Server` where a listener uses one: `sockets`, `is_serving()`,
 `close()`. Waits are bounded by `timeout` (the listener's request-headers timeout): a client that sends
@@ -114,12 +115,12 @@ class TlsAcceptor:
                     conn.close()
                     return
                 tls = first == _TLS_HANDSHAKE
-            await self._loop.connect_accepted_socket(
-                self._factory,
-                conn,
-                ssl=self._tls.context if tls else None,
-                ssl_handshake_timeout=self._timeout if tls else None,
-            )
+            if tls:
+                from pillion.tls.transport import accept_server
+
+                await accept_server(conn, self._tls.context, self._factory, self._timeout)
+            else:
+                await self._loop.connect_accepted_socket(self._factory, conn)
         except asyncio.CancelledError:
             conn.close()
             raise

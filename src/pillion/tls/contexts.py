@@ -12,8 +12,6 @@ Rotation: a listener's socket keeps the context it was created with, so listener
 context whose server-name callback (which OpenSSL runs for every ClientHello, with or without SNI) puts
 the current context on the connection. New handshakes use a new certificate as soon as it is swapped in;
 connections already established keep theirs.
-
-Every context here makes `DirectSSLObject`s (tls/sslobject.py): a TLS record costs no Python frame.
 """
 
 from __future__ import annotations
@@ -28,10 +26,6 @@ def _harden(ctx: ssl.SSLContext) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(_TLS12_CIPHERS)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
-    # Imported here: this module is imported by processes without TLS, whose `ssl` is a stand-in.
-    from pillion.tls.sslobject import DirectSSLObject
-
-    ctx.sslobject_class = DirectSSLObject
     return ctx
 
 

@@ -2,9 +2,10 @@
 service (`simple`).
 
 `connect` is the one place both the HTTP pool and the TCP proxy open an upstream connection through, so
-TLS is handled the same for both: the handshake runs inside `create_connection`, then a `mesh` peer's
-certificate must carry the configured SPIFFE ID (or any of this trust domain). Every TLS failure,
-handshake or identity, becomes `TlsFailure`, which the callers report as `upstream_tls_failure`.
+TLS is handled the same for both: Pillion's TLS transport (tls/transport.py) connects and runs the
+handshake, then a `mesh` peer's certificate must carry the configured SPIFFE ID (or any of this trust
+domain). Every TLS failure, handshake or identity, becomes `TlsFailure`, which the callers report as
+`upstream_tls_failure`.
 """
 
 from __future__ import annotations
@@ -44,15 +45,14 @@ class UpstreamTls:
         self, factory: Callable[[], asyncio.Protocol], host: str, port: int
     ) -> asyncio.BaseTransport:
         """Connect and handshake; TlsFailure when the handshake fails. The peer is not checked yet."""
+        from pillion.tls.transport import open_client
+
         sni = (self.config.sni or host) if self.config.mode == "simple" else None
-        loop = asyncio.get_running_loop()
         try:
-            transport, _ = await loop.create_connection(
-                factory, host, port, ssl=self.context(), server_hostname=sni
-            )
+            transport = await open_client(factory, host, port, self.context(), sni)
         except ssl.SSLError as exc:
             raise TlsFailure(f"TLS handshake with {host}:{port} failed: {exc.reason or exc}") from None
-        return transport
+        return cast(asyncio.BaseTransport, transport)  # (asyncio.Transport's methods, not a subclass)
 
     def verify(self, transport: asyncio.BaseTransport) -> None:
         """For `mesh`: TlsFailure unless the endpoint's certificate carries the expected SPIFFE ID. Called
