@@ -141,8 +141,7 @@ class TlsTransport:
         return self._reading
 
     def get_protocol(self) -> asyncio.BaseProtocol:
-        assert self._protocol is not None
-        return self._protocol
+        return cast(asyncio.BaseProtocol, self._protocol)  # (None once the connection is lost)
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = cast(asyncio.Protocol, protocol)
@@ -333,7 +332,15 @@ class TlsTransport:
                 sock._sslobj.shutdown()  # type: ignore[attr-defined]  # sends ours; theirs is not awaited
         sock.close()
         if self._protocol is not None:
-            self._loop.call_soon(self._protocol.connection_lost, exc)
+            self._loop.call_soon(self._lost, exc)
+
+    def _lost(self, exc: Exception | None) -> None:
+        """The protocol's connection_lost, then let go of it: the protocol keeps its transport, and the
+        two must not form a cycle that only the garbage collector frees (docs/architecture.md)."""
+        protocol = self._protocol
+        self._protocol = None
+        if protocol is not None:
+            protocol.connection_lost(exc)
 
 
 _DISCARD_LIMIT = 65536
