@@ -467,6 +467,32 @@ def test_tcp_listener_originates_tls_to_a_database(pki: Pki, run: Run) -> None:
     run(main())
 
 
+def test_tcp_listener_keeps_a_half_closed_client_over_tls_until_the_database_answers(
+    pki: Pki, run: Run
+) -> None:
+    """A client that half-closes after its query still gets the whole answer: TLS cannot pass a half-close
+    on, so the client's EOF is held (not an error that drops the connection) until the database ends."""
+
+    async def main() -> None:
+        async with EchoServer() as db, TlsFront(db.port, pki.db) as front:
+            tls = {"mode": "simple", "sni": DB_NAME, "ca": str(pki.public_ca)}
+            clusters = [{"name": "db", "endpoints": [front.address], "tls": tls}]
+            async with running_sidecar(config([tcp_listener("db", "db")], clusters)) as rt:
+                query = b"SELECT 1;\n" * 5000
+                reader, writer = await asyncio.open_connection(HOST, rt.listeners[0].port)
+                writer.write(query)
+                writer.write_eof()  # done sending, still reading
+                got = b""
+                async with asyncio.timeout(SECONDS):
+                    while len(got) < len(query) and (chunk := await reader.read(65536)):
+                        got += chunk
+                writer.close()
+                assert got == query
+                assert db.received == len(query)
+
+    run(main())
+
+
 def test_tcp_listener_closes_the_app_when_the_database_certificate_does_not_verify(
     pki: Pki, run: Run
 ) -> None:

@@ -9,10 +9,12 @@ buffer fills (`pause_writing`) pauses reading from the other side until it drain
 holds a few socket buffers, not the gigabyte.
 
 An EOF from one side is passed on with `write_eof` and the other direction keeps flowing; once both
-sides have sent EOF both are closed. A reset (a connection lost with an error) on one side is passed on
-as a reset (SO_LINGER 0, then abort) to the other. Idle connections are found by the listener's
-once-a-second sweep: data sets a flag, the sweep turns flags into times, so no clock is read per chunk
-and no timer exists per connection.
+sides have sent EOF both are closed. A TLS side cannot half-close (Python's TLS shutdown also reads the
+peer's close_notify, dropping data that comes first), so an EOF for it is held: the other direction
+keeps flowing until that side closes, or the idle timeout ends the connection. A reset (a connection
+lost with an error) on one side is passed on as a reset (SO_LINGER 0, then abort) to the other. Idle
+connections are found by the listener's once-a-second sweep: data sets a flag, the sweep turns flags
+into times, so no clock is read per chunk and no timer exists per connection.
 """
 
 from __future__ import annotations
@@ -96,6 +98,12 @@ def _reset(transport: asyncio.Transport) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
     transport.abort()
+
+
+def _pass_eof(transport: asyncio.Transport) -> None:
+    """Half-close `transport` once what it holds is sent; held (nothing done) on a TLS one, which cannot."""
+    if transport.can_write_eof():
+        transport.write_eof()
 
 
 class UpstreamSide(asyncio.Protocol):
@@ -217,7 +225,7 @@ class TcpConnection(asyncio.Protocol):
         if up is not None:
             upstream = up.transport
             if upstream is not None and not upstream.is_closing():
-                upstream.write_eof()
+                _pass_eof(upstream)
             if self.upstream_eof:
                 self._finish()
         return True  # keep the socket: the upstream may still be sending
@@ -313,7 +321,7 @@ class TcpConnection(asyncio.Protocol):
             upstream.write(data)
         self.pending = []
         if self.client_eof:
-            upstream.write_eof()
+            _pass_eof(upstream)
         elif self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
@@ -321,7 +329,7 @@ class TcpConnection(asyncio.Protocol):
         self.upstream_eof = True
         client = self.transport
         if client is not None and not client.is_closing():
-            client.write_eof()
+            _pass_eof(client)
         if self.client_eof:
             self._finish()
 
