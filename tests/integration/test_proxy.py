@@ -24,6 +24,7 @@ from pillion.testing.http import (
     raw_exchange,
     raw_exchange_detailed,
 )
+from pillion.testing.loops import until
 from pillion.testing.metrics import metric
 from pillion.testing.sidecar import running_sidecar, sidecar_config
 from pillion.testing.upstream import ScriptableUpstream, pattern_bytes, pattern_sha256
@@ -569,7 +570,9 @@ def test_draining_sends_connection_close() -> None:
         async with await ClientConnection.open(HOST, port) as conn:
             assert (await conn.request("GET", "/a")).header("connection") is None
             pending = asyncio.ensure_future(conn.request("GET", "/delay/0.3"))
-            await asyncio.sleep(0.1)
+            # In flight (the upstream has it) when the drain starts: waiting for that, not a fixed 0.1 s,
+            # which a busy CI machine overran once (the drain then found the connection idle).
+            await until(lambda: len(up.requests) == 2)
             rt.drain()
             r = await pending
             assert r.status == 200 and r.header("connection") == "close"
