@@ -18,24 +18,19 @@ nothing, or never finishes its handshake, is dropped like a slowloris.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pillion.runtime.tasks import spawn
+from pillion.tls.transport import accept_server, until_ready
 
 if TYPE_CHECKING:
     from pillion.telemetry.stats import Counter
     from pillion.tls.termination import DownstreamTls
 
 log = logging.getLogger("pillion.tls")
-
-
-def _wake(ready: asyncio.Future[None]) -> None:
-    if not ready.done():
-        ready.set_result(None)
 
 
 _TLS_HANDSHAKE = 0x16  # the content type of the first TLS record
@@ -116,8 +111,6 @@ class TlsAcceptor:
                     return
                 tls = first == _TLS_HANDSHAKE
             if tls:
-                from pillion.tls.transport import accept_server
-
                 await accept_server(conn, self._tls.context, self._factory, self._timeout)
             else:
                 await self._loop.connect_accepted_socket(self._factory, conn)
@@ -145,14 +138,9 @@ class TlsAcceptor:
                 return None
             else:
                 return data[0] if data else None
-            ready: asyncio.Future[None] = self._loop.create_future()
-            self._loop.add_reader(fd, _wake, ready)
             try:
                 async with asyncio.timeout(self._timeout):
-                    await ready
+                    await until_ready(self._loop, fd)
             except TimeoutError:
                 return None
-            finally:
-                with contextlib.suppress(OSError, ValueError):
-                    self._loop.remove_reader(fd)
         return None

@@ -40,6 +40,8 @@ import ssl
 from collections import deque
 from typing import Any, cast
 
+from pillion.proxy.dns import is_ip_literal
+
 # A record carries at most 16 KiB of plaintext (RFC 8446 §5.1), and SSL_read returns one record's: a
 # larger size would only make CPython allocate more before shrinking the bytes to what was read.
 _READ_SIZE = 16384
@@ -58,6 +60,18 @@ def _address(get: Any) -> Any:
 def _wake(ready: asyncio.Future[None]) -> None:
     if not ready.done():
         ready.set_result(None)
+
+
+async def until_ready(loop: asyncio.AbstractEventLoop, fd: int, *, writable: bool = False) -> None:
+    """Wait until `fd` is readable (or writable), through the loop's reader (or writer) callback."""
+    ready: asyncio.Future[None] = loop.create_future()
+    add, remove = (loop.add_writer, loop.remove_writer) if writable else (loop.add_reader, loop.remove_reader)
+    add(fd, _wake, ready)
+    try:
+        await ready
+    finally:
+        with contextlib.suppress(OSError, ValueError):  # (the socket may be closed meanwhile)
+            remove(fd)
 
 
 class TlsTransport:
@@ -107,15 +121,10 @@ class TlsTransport:
                     do_handshake()
                     return
                 except ssl.SSLWantReadError:
-                    add, remove = loop.add_reader, loop.remove_reader
+                    writable = False
                 except ssl.SSLWantWriteError:
-                    add, remove = loop.add_writer, loop.remove_writer
-                ready: asyncio.Future[None] = loop.create_future()
-                add(fd, _wake, ready)
-                try:
-                    await ready
-                finally:
-                    remove(fd)
+                    writable = True
+                await until_ready(loop, fd, writable=writable)
         raise ssl.SSLError("TLS handshake did not finish")
 
     def start(self, protocol: asyncio.Protocol) -> None:
@@ -189,7 +198,7 @@ class TlsTransport:
                 self._write_wants_read = True
                 self._want_read(True)
             except OSError as exc:
-                self._fatal(exc)
+                self._drop(exc)
                 return
         self._buffer.append(bytes(data))
         self._buffered += len(data)
@@ -214,10 +223,7 @@ class TlsTransport:
         # else: _on_writable finishes once the buffer is sent
 
     def abort(self) -> None:
-        self._closing = True
-        self._buffer.clear()
-        self._buffered = 0
-        self._finish(None, notify=False)
+        self._drop(None)
 
     # -- readiness ---------------------------------------------------------------------------------
 
@@ -244,7 +250,7 @@ class TlsTransport:
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
             data = b""
         except OSError as exc:
-            self._fatal(exc)
+            self._drop(exc)
             return
         protocol = self._protocol
         assert protocol is not None
@@ -277,7 +283,7 @@ class TlsTransport:
                 self._want_write(False)
                 return
             except OSError as exc:
-                self._fatal(exc)
+                self._drop(exc)
                 return
             buffer.popleft()
             self._buffered -= len(data)
@@ -313,7 +319,8 @@ class TlsTransport:
 
     # -- the end -----------------------------------------------------------------------------------
 
-    def _fatal(self, exc: OSError) -> None:
+    def _drop(self, exc: OSError | None) -> None:
+        """Close at once, unsent bytes dropped and no close_notify: `abort()`, or an error (`exc`)."""
         self._closing = True
         self._buffer.clear()
         self._buffered = 0
@@ -406,14 +413,11 @@ async def accept_server(
 
 def _literal(host: str, port: int) -> list[tuple[Any, ...]] | None:
     """The address of an IP literal without asking the resolver (a thread pool round trip), else None."""
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-        except OSError:
-            continue
-        address = (host, port) if family == socket.AF_INET else (host, port, 0, 0)
-        return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address)]
-    return None
+    if not is_ip_literal(host):
+        return None
+    if ":" in host:
+        return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port, 0, 0))]
+    return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
 
 
 async def open_client(
