@@ -1,16 +1,24 @@
 """The calibration row: the smallest uvloop + httptools keep-alive reverse proxy that serves the benchmark.
 
-`python bench/minimal_proxy.py LISTEN_PORT UPSTREAM_PORT` (127.0.0.1 both). It is what the issue means by
-"a minimal uvloop + httptools proxy": parse the request head, copy its fields, add X-Forwarded-For, send it
-on a pooled upstream connection, copy the response head and body back. No routing, limits, timeouts,
-hop-by-hop handling, request ids, metrics or error handling; requests with bodies are not supported.
-It exists so `make bench` can show how much of Pillion's cost is the Python runtime and how much is ours.
+`python bench/minimal_proxy.py LISTEN_PORT UPSTREAM_PORT [--tls-in CERT KEY CA] [--tls-out CERT KEY CA]`
+(127.0.0.1 both). It is what the issue means by "a minimal uvloop + httptools proxy": parse the request
+head, copy its fields, add X-Forwarded-For, send it on a pooled upstream connection, copy the response
+head and body back. No routing, limits, timeouts, hop-by-hop handling, request ids, metrics or error
+handling; requests with bodies are not supported. It exists so `make bench` can show how much of
+Pillion's cost is the Python runtime and how much is ours.
+
+With `--tls-in` it listens for mutual TLS (TLS 1.2+, a client certificate chaining to CA required), with
+`--tls-out` it connects with mutual TLS (presenting CERT, B's chain checked against CA, no name check):
+two of them make the mTLS row's calibration pair, A (`--tls-out`) -> B (`--tls-in`). TLS is uvloop's
+own transport (`ssl=`), the stock way; Pillion runs its own (src/pillion/tls/transport.py), which costs
+less per record, so this pair is the floor of a plain uvloop + httptools pair, not of any Python one.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
+import ssl
 from typing import cast
 
 import httptools
@@ -96,7 +104,7 @@ class Downstream(asyncio.Protocol):
 
     async def _connect(self, request: bytes) -> None:
         loop = asyncio.get_running_loop()
-        _, up = await loop.create_connection(lambda: Upstream(self), HOST, UPSTREAM_PORT)
+        _, up = await loop.create_connection(lambda: Upstream(self), HOST, UPSTREAM_PORT, ssl=TLS_OUT)
         up.transport.write(request)
         self.transport.resume_reading()
 
@@ -107,13 +115,34 @@ class Downstream(asyncio.Protocol):
 POOL: list[Upstream] = []
 TASKS: set[asyncio.Future[None]] = set()
 UPSTREAM_PORT = 0
+TLS_OUT: ssl.SSLContext | None = None
 
 
-async def serve(port: int) -> None:
-    server = await asyncio.get_running_loop().create_server(Downstream, HOST, port, backlog=1024)
+def mtls_context(server_side: bool, cert: str, key: str, ca: str) -> ssl.SSLContext:
+    """Mutual TLS with the bench's SVIDs: CERT presented, the peer's certificate required and checked
+    against CA; no host name check (an SVID names a workload, not a host)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    ctx.load_verify_locations(ca)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+async def serve(port: int, tls_in: ssl.SSLContext | None) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Downstream, HOST, port, backlog=1024, ssl=tls_in)
     await server.serve_forever()
 
 
 if __name__ == "__main__":
-    UPSTREAM_PORT = int(sys.argv[2])
-    uvloop.run(serve(int(sys.argv[1])))
+    parser = argparse.ArgumentParser(description="The bench's minimal uvloop + httptools proxy.")
+    parser.add_argument("port", type=int)
+    parser.add_argument("upstream_port", type=int)
+    parser.add_argument("--tls-in", nargs=3, metavar=("CERT", "KEY", "CA"))
+    parser.add_argument("--tls-out", nargs=3, metavar=("CERT", "KEY", "CA"))
+    args = parser.parse_args()
+    UPSTREAM_PORT = args.upstream_port
+    TLS_OUT = mtls_context(False, *args.tls_out) if args.tls_out else None
+    uvloop.run(serve(args.port, mtls_context(True, *args.tls_in) if args.tls_in else None))

@@ -720,6 +720,43 @@ def floor_line(targets: dict[str, TargetReport], summaries: dict[str, dict[str, 
     return text
 
 
+def mtls_floor_line(r: MtlsReport | None) -> str | None:
+    """The informational (never PASS/FAIL) line of the mTLS run's calibration pair, two minimal proxies
+    (A -> mTLS -> B): the p99 it adds and its sidecars' CPU/request against HAProxy's, beside the Pillion
+    pair's. None when the run has no calibration pair. It shows where the floor of a plain uvloop +
+    httptools pair sits against the added-p99 bar, as `floor_line` does for CPU/request."""
+    if r is None or "minimal-mtls" not in r.pairs:
+        return None
+    name = "minimal uvloop+httptools pair, A -> mTLS -> B (calibration, informational, not a bar)"
+    problem = _pair_problem(r, "minimal-mtls", "minimal pair")
+    if problem is not None:
+        return f"{name}: - ({problem})"
+    m = r.summary("minimal-mtls")
+    per_round = [r.added_p99_us("minimal-mtls") for r in r.rounds]
+    text = (
+        f"{name}: adds {fmt_added(m['added_p99_us'])} p99 {r.rate_label} (per round "
+        + ", ".join(fmt_added(x) for x in per_round)
+        + ")"
+    )
+    for key, label in (("pillion-mtls", "Pillion pair"), ("haproxy-mtls", "HAProxy pair")):
+        if r.usable(key):
+            text += f"; {label} {fmt_added(r.summary(key)['added_p99_us'])}"
+    if r.usable("haproxy-mtls"):
+        h = r.summary("haproxy-mtls")
+        cells = []
+        for metric, side in (("client_cpu_us_per_req", "A"), ("server_cpu_us_per_req", "B")):
+            rat = fmt_ratio(ratio(m[metric], h[metric]))
+            cells.append(f"{side} {fmt_num(m[metric])} vs {fmt_num(h[metric])} = {rat}")
+        text += ". CPU µs/request against HAProxy's, wrk: " + ", ".join(cells)
+    text += (
+        ". This pair does nothing but parse, copy and forward over uvloop's own TLS: what a Python pair "
+        "costs on this core before Pillion does anything"
+    )
+    if r.errors("minimal-mtls"):
+        text += f" (⚠ {r.errors('minimal-mtls')} errors/non-2xx responses)"
+    return text
+
+
 # ---- formatting -------------------------------------------------------------------------------------
 
 
@@ -837,9 +874,9 @@ def render_markdown(
 
     out += ["", "## Bar", ""]
     out += [f"- **{'PASS' if b.passed else 'FAIL'}** {b.name}: {b.detail}" for b in verdicts]
-    floor = floor_line(targets, summaries)
-    if floor is not None:
-        out.append(f"- **INFO** {floor}.")
+    for info in (floor_line(targets, summaries), mtls_floor_line(mtls)):
+        if info is not None:
+            out.append(f"- **INFO** {info}.")
     busy = max((m.outside_pct for t in targets.values() for m in t.rounds), default=0.0)
     if busy > NOISY_PCT:
         out.append(
@@ -1361,6 +1398,7 @@ def to_json(
         "ratios": rat,
         "bars": [asdict(b) for b in verdicts],
         "floor": floor_line(targets, summaries),
+        "mtls_floor": mtls_floor_line(mtls),
         "slowloris": None
         if slowloris is None
         else {

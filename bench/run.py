@@ -108,6 +108,7 @@ from report import (
     TargetReport,
     bars,
     floor_line,
+    mtls_floor_line,
     ratios,
     render_markdown,
     summarize,
@@ -131,6 +132,7 @@ from servers import (
     start_haproxy,
     start_haproxy_pair,
     start_minimal,
+    start_minimal_pair,
     start_nginx,
     start_pillion,
     start_pillion_pair,
@@ -718,6 +720,10 @@ def start_pair(
         pair = start_pillion_pair(
             group, tmp, s.server_cpu, upstream.port, s.ready_timeout, pillion=s.pillion, ids=ids
         )
+    elif key == "minimal-mtls":
+        pair = start_minimal_pair(
+            group, tmp, s.server_cpu, upstream.port, s.ready_timeout, python=sys.executable, ids=ids
+        )
     else:
         pair = start_haproxy_pair(group, tmp, s.server_cpu, upstream.port, s.ready_timeout, ids=ids)
     if pair.error is None:
@@ -732,7 +738,7 @@ def start_pair(
 def start_pairs(
     s: Settings, group: ProcGroup, tmp: Path, upstream: Target
 ) -> tuple[Identities | None, dict[str, Pair]]:
-    """The CA, A's and B's SVIDs, then each pair `--only` kept (see `start_pair`); both pairs FAILED when
+    """The CA, A's and B's SVIDs, then each pair `--only` kept (see `start_pair`); every pair FAILED when
     the identities fail."""
     try:
         ids = make_identities(tmp, s.pillion)
@@ -1124,9 +1130,9 @@ def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
     print(f"bench: wrote {s.results} and {s.json_out} in {time.monotonic() - started:.0f} s")
     for b in verdicts:
         print(f"BAR {'PASS' if b.passed else 'FAIL'}: {b.name} -- {b.detail}")
-    floor = floor_line(reports, summaries)
-    if floor is not None:
-        print(f"INFO (not a bar): {floor}")
+    for info in (floor_line(reports, summaries), mtls_floor_line(mtls)):
+        if info is not None:
+            print(f"INFO (not a bar): {info}")
     if s.check and not all(b.passed for b in verdicts):
         return 1
     return 0

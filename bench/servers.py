@@ -50,9 +50,12 @@ it and calls the upstream in plaintext. `make_identities` makes a CA and SVIDs f
 ca` (under tmp/mtls); the Pillion pair is `pillion-mtls` (A: outbound listener -> cluster `tls: {mode:
 mesh, peer: B's SPIFFE ID}`; B: `tls: {mode: strict}` listener), the HAProxy pair `haproxy-mtls` (A: `server
 ... ssl verify required ca-file crt`; B: `bind ... ssl crt ca-file verify required`), both with Pillion's TLS
-floor (1.2+, ECDHE + AEAD). B is ready when a TLS GET presenting A's SVID answers 200, A when a GET
-through both does; `check_pair` then proves B is mTLS-only and, for Pillion, that the upstream sees B's
-x-forwarded-client-cert naming A. The upstream echoes that header on `/__xfcc`.
+floor (1.2+, ECDHE + AEAD). The calibration pair `minimal-mtls` is two bench/minimal_proxy.py, A with
+`--tls-out` and B with `--tls-in` (uvloop's own TLS, the same SVIDs): the floor of a plain uvloop +
+httptools pair, which, like the minimal row, never decides a bar. B is ready when a TLS GET presenting
+A's SVID answers 200, A when a GET through both does; `check_pair` then proves B is mTLS-only and, for
+Pillion, that the upstream sees B's x-forwarded-client-cert naming A. The upstream echoes that header on
+`/__xfcc`.
 
 Both nginx instances and the proxy nginx's clients get `keepalive_requests 1000000`, so no server closes a
 benchmark connection every 1000 requests (nginx's default) while the others keep theirs.
@@ -113,8 +116,11 @@ MTLS_LABELS: dict[str, str] = {
     "pillion-mtls-b": "Pillion B (server side: terminates mTLS)",
     "haproxy-mtls-a": "HAProxy A (client side: originates mTLS)",
     "haproxy-mtls-b": "HAProxy B (server side: terminates mTLS)",
+    "minimal-mtls": "minimal uvloop+httptools pair (A -> mTLS -> B, calibration)",
+    "minimal-mtls-a": "minimal A (client side: originates mTLS)",
+    "minimal-mtls-b": "minimal B (server side: terminates mTLS)",
 }
-MTLS_KEYS: tuple[str, ...] = ("pillion-mtls", "haproxy-mtls")
+MTLS_KEYS: tuple[str, ...] = ("pillion-mtls", "haproxy-mtls", "minimal-mtls")
 TRUST_DOMAIN = "bench.local"
 SPIFFE_A = f"spiffe://{TRUST_DOMAIN}/ns/bench/sa/a"
 SPIFFE_B = f"spiffe://{TRUST_DOMAIN}/ns/bench/sa/b"
@@ -484,8 +490,15 @@ def start_nginx(group: ProcGroup, tmp: Path, cpu: int, upstream_port: int, timeo
     )
 
 
-def minimal_argv(python: str, port: int, upstream_port: int) -> list[str]:
-    return [python, str(MINIMAL_PROXY), str(port), str(upstream_port)]
+def minimal_argv(
+    python: str, port: int, upstream_port: int, *, tls_in: Svid | None = None, tls_out: Svid | None = None
+) -> list[str]:
+    """The minimal proxy's command; `tls_in`/`tls_out`: mutual TLS with that SVID towards clients/upstream."""
+    argv = [python, str(MINIMAL_PROXY), str(port), str(upstream_port)]
+    for flag, svid in (("--tls-in", tls_in), ("--tls-out", tls_out)):
+        if svid is not None:
+            argv += [flag, str(svid.cert), str(svid.key), str(svid.bundle)]
+    return argv
 
 
 def start_minimal(
@@ -888,6 +901,21 @@ def start_haproxy_pair(
     return _start_pair(group, Pair("haproxy-mtls", a, b), argvs, root, cpu=cpu, timeout=timeout, ids=ids)
 
 
+def start_minimal_pair(
+    group: ProcGroup, tmp: Path, cpu: int, upstream_port: int, timeout: float, *, python: str, ids: Identities
+) -> Pair:
+    """The calibration pair: two minimal proxies (`python` must have uvloop and httptools), A originating
+    mutual TLS to B, B terminating it in front of the upstream."""
+    root = _dir(tmp, "minimal-mtls")
+    a = Target("minimal-mtls-a", free_port())
+    b = Target("minimal-mtls-b", free_port())
+    argvs = (
+        minimal_argv(python, a.port, b.port, tls_out=ids.a),
+        minimal_argv(python, b.port, upstream_port, tls_in=ids.b),
+    )
+    return _start_pair(group, Pair("minimal-mtls", a, b), argvs, root, cpu=cpu, timeout=timeout, ids=ids)
+
+
 def _refused(port: int, context: ssl.SSLContext | None) -> str | None:
     """How B refused a GET (plaintext, or TLS without a client certificate); None if it answered one."""
     try:
@@ -903,7 +931,8 @@ def _refused(port: int, context: ssl.SSLContext | None) -> str | None:
 def check_pair(pair: Pair, ids: Identities) -> None:
     """The pair forwards (GET / through A returns the upstream's body) and B is really mTLS-only: it
     answers a TLS client presenting A's SVID, and refuses plaintext and a TLS client without a
-    certificate. For Pillion, the upstream must also see B's x-forwarded-client-cert naming A."""
+    certificate. For Pillion, the upstream must also see B's x-forwarded-client-cert naming A; for every
+    pair but the minimal one (the floor adds neither), an x-request-id and x-forwarded-proto https."""
     try:
         status, body = http_get(HOST, pair.client.port, "/")
         if status != 200 or body != BODY:
@@ -922,7 +951,7 @@ def check_pair(pair: Pair, ids: Identities) -> None:
         pair.fail(f"the upstream saw x-forwarded-client-cert {pair.xfcc_seen!r}, expected B's naming A")
         return
     request_id, _, proto = pair.ids_seen.partition(" ")
-    if len(request_id) < 16 or proto != "https":
+    if pair.key != "minimal-mtls" and (len(request_id) < 16 or proto != "https"):
         pair.fail(f"the upstream saw x-request-id/x-forwarded-proto {pair.ids_seen!r}, expected id and https")
         return
     plain = _refused(pair.server.port, None)

@@ -568,9 +568,14 @@ def _visit(
 
 
 def _mtls(
-    *, pillion_a_s: float = 2.0, pillion_b_s: float = 1.6, pillion_p99: float = 1300.0, haproxy: bool = True
+    *,
+    pillion_a_s: float = 2.0,
+    pillion_b_s: float = 1.6,
+    pillion_p99: float = 1300.0,
+    haproxy: bool = True,
+    minimal: bool = False,
 ) -> report.MtlsReport:
-    keys = servers.MTLS_KEYS if haproxy else ("pillion-mtls",)
+    keys = ("pillion-mtls", *(["haproxy-mtls"] if haproxy else []), *(["minimal-mtls"] if minimal else []))
     r = report.MtlsReport(1000.0, {k: report.MtlsPair(k, servers.MTLS_LABELS[k]) for k in keys})
     for rnd, direct_p99 in ((1, 500.0), (2, 600.0), (3, 400.0)):
         this = report.MtlsRound(rnd, ["direct", *keys])
@@ -580,6 +585,10 @@ def _mtls(
         )
         if haproxy:
             this.pairs["haproxy-mtls"] = _visit(rnd, a_cpu_s=1.6, b_cpu_s=1.2, hey_p99=900.0)
+        if minimal:
+            this.pairs["minimal-mtls"] = _visit(
+                rnd, a_cpu_s=2.0, b_cpu_s=1.5, hey_p99=direct_p99 + 1000 + rnd
+            )
         r.rounds.append(this)
     # one bad round must not move a median
     r.rounds[1].pairs["pillion-mtls"] = _visit(2, a_cpu_s=20.0, b_cpu_s=20.0, hey_p99=9000.0)
@@ -611,6 +620,50 @@ def test_mtls_medians_added_latency_ratios_and_bars() -> None:
     # without the HAProxy pair there is nothing to compare CPU with; the latency bar stands alone
     alone = report.mtls_bars(_mtls(haproxy=False))
     assert not alone[0].passed and "not part of the run" in alone[0].detail and alone[1].passed
+
+
+def test_the_minimal_mtls_pair_is_an_informational_line_and_never_a_bar() -> None:
+    r = _mtls(minimal=True)
+    assert [(b.passed, b.detail) for b in report.mtls_bars(r)] == [
+        (b.passed, b.detail) for b in report.mtls_bars(_mtls())
+    ]
+    line = report.mtls_floor_line(r)
+    assert line is not None and line.startswith("minimal uvloop+httptools pair, A -> mTLS -> B (calibration")
+    assert "adds +1.0 ms p99 @1k (per round +1.0 ms, +1.0 ms, +1.0 ms)" in line
+    assert "Pillion pair +0.9 ms; HAProxy pair +0.4 ms" in line
+    assert "A 50.0 vs 40.0 = 1.25x, B 37.5 vs 30.0 = 1.25x" in line
+    targets = _targets(pillion_cpu_s=4.0, pillion_hey_p99=500, pillion_rss=20 * 1024)
+    summaries = {k: report.summarize(t) for k, t in targets.items()}
+    verdicts = report.bars(targets, summaries, None, r)
+    assert len(verdicts) == 5  # the calibration pair adds no bar
+    text = report.render_markdown(_meta(), targets, summaries, report.ratios(summaries), verdicts, mtls=r)
+    assert (
+        f"- **INFO** {line}." in text
+        and "| minimal uvloop+httptools pair (A -> mTLS -> B, calibration) |" in text
+    )
+    doc = json.loads(report.to_json(_meta(), targets, summaries, report.ratios(summaries), verdicts, mtls=r))
+    assert doc["mtls_floor"] == line and doc["mtls"]["added_p99_us_per_round"]["minimal-mtls"] == [
+        1001,
+        1002,
+        1003,
+    ]
+
+    assert report.mtls_floor_line(None) is None and report.mtls_floor_line(_mtls()) is None
+    failed = _mtls(minimal=True)
+    failed.pairs["minimal-mtls"].error = "A exited (status 2)"
+    assert report.mtls_floor_line(failed) == (
+        "minimal uvloop+httptools pair, A -> mTLS -> B (calibration, informational, not a bar): "
+        "- (minimal pair FAILED: A exited (status 2))"
+    )
+
+
+def test_the_minimal_proxy_takes_mutual_tls_on_either_side(tmp_path: Path) -> None:
+    svid = servers.Svid(tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "b.pem", tmp_path / "ck.pem")
+    b = servers.minimal_argv("/py", 8001, 7000, tls_in=svid)
+    assert b[2:] == ["8001", "7000", "--tls-in", *(str(tmp_path / f) for f in ("c.pem", "k.pem", "b.pem"))]
+    a = servers.minimal_argv("/py", 8000, 8001, tls_out=svid)
+    assert a[4] == "--tls-out" and len(a) == 8
+    assert "minimal-mtls" in servers.MTLS_KEYS and "minimal-mtls" in run.parse_args([]).mtls_pairs
 
 
 def test_a_failed_or_erroring_pillion_pair_fails_both_mtls_bars() -> None:
