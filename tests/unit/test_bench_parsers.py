@@ -18,6 +18,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import loadgen
+import minimal_proxy
 import procs
 import report
 import run
@@ -664,6 +665,21 @@ def test_the_minimal_proxy_takes_mutual_tls_on_either_side(tmp_path: Path) -> No
     a = servers.minimal_argv("/py", 8000, 8001, tls_out=svid)
     assert a[4] == "--tls-out" and len(a) == 8
     assert "minimal-mtls" in servers.MTLS_KEYS and "minimal-mtls" in run.parse_args([]).mtls_pairs
+    # and the proxy reads back what the harness writes
+    assert minimal_proxy.parse_argv(a[2:]) == (
+        8000,
+        8001,
+        {"--tls-out": [str(svid.cert), str(svid.key), str(svid.bundle)]},
+    )
+    assert minimal_proxy.parse_argv(["8000", "7000"]) == (8000, 7000, {})
+    for bad in (
+        ["8000"],
+        ["8000", "7000", "--tls-in", "c", "k"],
+        ["8000", "7000", "-v"],
+        ["8000", "--tls-in"],
+    ):
+        with pytest.raises(SystemExit):
+            minimal_proxy.parse_argv(bad)
 
 
 def test_a_failed_or_erroring_pillion_pair_fails_both_mtls_bars() -> None:
