@@ -112,6 +112,7 @@ class Downstream(asyncio.Protocol):
         self.parser.feed_data(data)
 
 
+USAGE = "LISTEN_PORT UPSTREAM_PORT [--tls-in CERT KEY CA] [--tls-out CERT KEY CA]"
 POOL: list[Upstream] = []
 TASKS: set[asyncio.Future[None]] = set()
 UPSTREAM_PORT = 0
@@ -143,7 +144,7 @@ def parse_argv(argv: list[str]) -> tuple[int, int, dict[str, list[str]]]:
     while rest[:1] in (["--tls-in"], ["--tls-out"]) and len(rest) >= 4:
         tls[rest[0]], rest = rest[1:4], rest[4:]
     if len(argv) < 2 or not all(a.isdigit() for a in argv[:2]) or rest:
-        raise SystemExit(f"usage: {__doc__.splitlines()[2]}" if __doc__ else "bad arguments")
+        raise SystemExit(f"usage: python bench/minimal_proxy.py {USAGE}")
     return int(argv[0]), int(argv[1]), tls
 
 

@@ -732,7 +732,7 @@ def mtls_floor_line(r: MtlsReport | None) -> str | None:
     if problem is not None:
         return f"{name}: - ({problem})"
     m = r.summary("minimal-mtls")
-    per_round = [r.added_p99_us("minimal-mtls") for r in r.rounds]
+    per_round = [rnd.added_p99_us("minimal-mtls") for rnd in r.rounds]
     text = (
         f"{name}: adds {fmt_added(m['added_p99_us'])} p99 {r.rate_label} (per round "
         + ", ".join(fmt_added(x) for x in per_round)
@@ -749,12 +749,19 @@ def mtls_floor_line(r: MtlsReport | None) -> str | None:
             cells.append(f"{side} {fmt_num(m[metric])} vs {fmt_num(h[metric])} = {rat}")
         text += ". CPU µs/request against HAProxy's, wrk: " + ", ".join(cells)
     text += (
-        ". This pair does nothing but parse, copy and forward over uvloop's own TLS: what a Python pair "
-        "costs on this core before Pillion does anything"
+        ". This pair does nothing but parse, copy and forward over uvloop's own TLS: what a plain uvloop + "
+        "httptools pair costs on this core, before any of Pillion's work"
     )
     if r.errors("minimal-mtls"):
         text += f" (⚠ {r.errors('minimal-mtls')} errors/non-2xx responses)"
     return text
+
+
+def info_lines(
+    targets: dict[str, TargetReport], summaries: dict[str, dict[str, float | None]], mtls: MtlsReport | None
+) -> list[str]:
+    """The informational lines under the bars (the calibration row's and the calibration pair's)."""
+    return [x for x in (floor_line(targets, summaries), mtls_floor_line(mtls)) if x is not None]
 
 
 # ---- formatting -------------------------------------------------------------------------------------
@@ -874,9 +881,7 @@ def render_markdown(
 
     out += ["", "## Bar", ""]
     out += [f"- **{'PASS' if b.passed else 'FAIL'}** {b.name}: {b.detail}" for b in verdicts]
-    for info in (floor_line(targets, summaries), mtls_floor_line(mtls)):
-        if info is not None:
-            out.append(f"- **INFO** {info}.")
+    out += [f"- **INFO** {info}." for info in info_lines(targets, summaries, mtls)]
     busy = max((m.outside_pct for t in targets.values() for m in t.rounds), default=0.0)
     if busy > NOISY_PCT:
         out.append(

@@ -107,8 +107,7 @@ from report import (
     Spans,
     TargetReport,
     bars,
-    floor_line,
-    mtls_floor_line,
+    info_lines,
     ratios,
     render_markdown,
     summarize,
@@ -1130,9 +1129,8 @@ def run(s: Settings, group: ProcGroup, tmp: Path) -> int:
     print(f"bench: wrote {s.results} and {s.json_out} in {time.monotonic() - started:.0f} s")
     for b in verdicts:
         print(f"BAR {'PASS' if b.passed else 'FAIL'}: {b.name} -- {b.detail}")
-    for info in (floor_line(reports, summaries), mtls_floor_line(mtls)):
-        if info is not None:
-            print(f"INFO (not a bar): {info}")
+    for info in info_lines(reports, summaries, mtls):
+        print(f"INFO (not a bar): {info}")
     if s.check and not all(b.passed for b in verdicts):
         return 1
     return 0
