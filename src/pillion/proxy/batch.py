@@ -14,29 +14,18 @@ go first: the upstream requests wake the app, which on a shared core may take th
 queues are typed with the two connection classes, so the compiled build calls `send_pending` directly
 rather than looking it up on each object.
 
-Holding pays only while the loop is busy. Below that, at a sidecar's usual rates, requests come in
-bursts of a few connections, and holding them costs more than it saves: on the mTLS benchmark (bursts
-of 8 requests every 8 ms through a pair of sidecars sharing a core with the app), sending each write
-at once took 0.36 voluntary context switches per request instead of 0.57 on the client side, 0.24
-involuntary ones instead of 0.44 on the server side, and 15-20% less CPU per request on each. So the
-loop thread's CPU time is read once per BUSY_WINDOW (one clock_gettime): holding is on only while the
-loop used more than BUSY_FROM of a core in the last window. Under saturation it is on, as the issue-2
-benchmark needs.
-
-Even when busy, holding has a price: the end-of-pass callback (a loop handle, its context and the idle
-phase) costs about 3.4k instructions, a seventh of a request's work when a pass carries only one
-request, and there is nothing to gather then (one client saturating the loop). So after SINGLE_PASSES
-passes in a row that each held one connection's bytes, writes go out at once; every PROBE_EVERY
-writes, one pass is held again to see whether the load has grown, and a pass that holds two or more
-connections turns holding back on. A switch happens only inside `flush`, after everything held is
-sent, or at a write when no pass is held, so order on each connection is kept either way.
+Holding has a price: the end-of-pass callback (a loop handle, its context and the idle phase) costs
+about 3.4k instructions, a seventh of a request's work when a pass carries only one request, as it does
+at low rates, and there is nothing to gather then. So after SINGLE_PASSES passes in a row that each held
+one connection's bytes, writes go out at once; every PROBE_EVERY writes, one pass is held again to see
+whether the load has grown, and a pass that holds two or more connections turns holding back on. Under
+load passes carry many connections and holding stays on; a switch happens only inside `flush`, after
+everything held is sent, so order on each connection is kept either way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -44,42 +33,15 @@ if TYPE_CHECKING:
     from pillion.proxy.upstream import UpstreamConnection
 
 
-BUSY_WINDOW = 0.02  # seconds over which the loop's CPU use is measured
-BUSY_FROM = 0.25  # holding is on while the loop thread used more than this share of a core
 SINGLE_PASSES = 8  # held passes in a row with one connection each, before writes go out at once
 PROBE_EVERY = 32  # writes sent at once between two held passes that look at the load again
 
 
 class WriteBatch:
-    __slots__ = (
-        "_busy",
-        "_clients",
-        "_clock",
-        "_cpu_at",
-        "_cpu_clock",
-        "_direct_left",
-        "_loop",
-        "_scheduled",
-        "_singles",
-        "_upstreams",
-        "_window_end",
-        "_window_start",
-    )
+    __slots__ = ("_clients", "_direct_left", "_loop", "_scheduled", "_singles", "_upstreams")
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        *,
-        clock: Callable[[], float] = time.perf_counter,
-        cpu_clock: Callable[[], float] = time.thread_time,
-    ) -> None:
-        """`clock`, `cpu_clock`: wall time and the loop thread's CPU time (tests pass their own)."""
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._clock = clock
-        self._cpu_clock = cpu_clock
-        self._busy = False  # whether the loop was busy in the last window (none yet: not busy)
-        self._window_start = self._window_end = 0.0
-        self._cpu_at = 0.0
         self._clients: list[DownstreamConnection] = []
         self._upstreams: list[UpstreamConnection] = []
         self._scheduled = False
@@ -88,9 +50,8 @@ class WriteBatch:
 
     @property
     def holding(self) -> bool:
-        """Whether the next write (outside a pass already being held) waits for the end of the pass, as of
-        the last look at the loop's CPU use."""
-        return self._scheduled or (self._busy and self._direct_left == 0)
+        """Whether the next write (outside a pass already being held) waits for the end of the pass."""
+        return self._scheduled or self._direct_left == 0
 
     def add_client(self, conn: DownstreamConnection) -> None:
         """Call `conn.send_pending()` after the callbacks of this loop pass have run (or now, at low load)."""
@@ -110,25 +71,10 @@ class WriteBatch:
 
     def _at_once(self) -> bool:
         """Whether this write goes out now rather than at the end of the pass; counts it toward the probe."""
-        if self._scheduled:
-            return False  # this pass is held already
-        now = self._clock()
-        if now >= self._window_end:
-            self._look(now)
-        if not self._busy:
-            return True
-        if self._direct_left == 0:
+        if self.holding:
             return False
         self._direct_left -= 1
         return True
-
-    def _look(self, now: float) -> None:
-        """Whether the loop was busy since the last look; the next look is BUSY_WINDOW from now."""
-        cpu = self._cpu_clock()
-        self._busy = cpu - self._cpu_at > BUSY_FROM * (now - self._window_start)
-        self._cpu_at = cpu
-        self._window_start = now
-        self._window_end = now + BUSY_WINDOW
 
     def _schedule(self) -> None:
         if not self._scheduled:
