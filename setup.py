@@ -40,6 +40,7 @@ HOT_MODULES = [
     "telemetry/stats",
     "telemetry/trace_context",
     "telemetry/tracer",
+    "tls/mux",
     "tls/transport",
 ]
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import uvloop
 
 from pillion.config import load_config_text
@@ -26,7 +27,7 @@ from pillion.testing.loops import Run
 from pillion.testing.metrics import metric
 from pillion.testing.relay import RecordingRelay
 from pillion.testing.sidecar import running_sidecar
-from pillion.testing.upstream import ScriptableUpstream
+from pillion.testing.upstream import ScriptableUpstream, pattern_bytes
 from pillion.tls.ca import init_ca, issue_svid
 
 HOST = "127.0.0.1"
@@ -75,19 +76,25 @@ def b_config(pki: Pki, app: str, **listener: Any) -> dict[str, Any]:
     }
 
 
-def a_config(pki: Pki, b: str, peer: str = B_ID, **cluster: Any) -> dict[str, Any]:
+def a_config(pki: Pki, b: str, peer: str = B_ID, multiplex: bool = True, **cluster: Any) -> dict[str, Any]:
+    tls = {"mode": "mesh", "peer": peer, "multiplex": multiplex}
     return {
         "service": "a",
         "admin": {"address": f"{HOST}:0"},
         "identity": identity(pki.a),
         "listeners": [{"name": "outbound", "address": f"{HOST}:0", "routes": [{"cluster": "b"}]}],
-        "clusters": [{"name": "b", "endpoints": [b], "tls": {"mode": "mesh", "peer": peer}, **cluster}],
+        "clusters": [{"name": "b", "endpoints": [b], "tls": tls, **cluster}],
     }
 
 
 @contextlib.asynccontextmanager
 async def mesh(
-    pki: Pki, *, peer: str = B_ID, b_listener: dict[str, Any] | None = None, **cluster: Any
+    pki: Pki,
+    *,
+    peer: str = B_ID,
+    multiplex: bool = True,
+    b_listener: dict[str, Any] | None = None,
+    **cluster: Any,
 ) -> AsyncIterator[tuple[ScriptableUpstream, Runtime, Runtime, RecordingRelay]]:
     async with contextlib.AsyncExitStack() as stack:
         app = await stack.enter_async_context(ScriptableUpstream())
@@ -95,7 +102,7 @@ async def mesh(
             running_sidecar(load_config_text(json.dumps(b_config(pki, app.address, **(b_listener or {})))))
         )
         relay = await stack.enter_async_context(RecordingRelay(HOST, b.listeners[0].port))
-        cfg = load_config_text(json.dumps(a_config(pki, relay.address, peer, **cluster)))
+        cfg = load_config_text(json.dumps(a_config(pki, relay.address, peer, multiplex, **cluster)))
         a = await stack.enter_async_context(running_sidecar(cfg))
         yield app, a, b, relay
 
@@ -213,10 +220,12 @@ def test_authorization_by_caller_identity_and_request(tmp_path: Path, run: Run) 
     run(main())
 
 
-def test_rotating_b_every_3s_fails_no_request(tmp_path: Path) -> None:
+@pytest.mark.parametrize("multiplex", [False, True], ids=["connections", "streams"])
+def test_rotating_b_every_3s_fails_no_request(tmp_path: Path, multiplex: bool) -> None:
     """The issue's bar: B's certificate re-issued every 3 s, cert and key files replaced one after the
     other, during 6000 requests through A: none fails, and B then serves the newest certificate. A keeps
-    few idle connections, so new handshakes keep happening throughout."""
+    few idle connections, so new connections keep being made throughout: TLS handshakes without
+    multiplexing, new streams of the session with it."""
     pki = make_pki(tmp_path)
     total, clients, rotations = 6000, 4, 2
 
@@ -234,7 +243,7 @@ def test_rotating_b_every_3s_fails_no_request(tmp_path: Path) -> None:
         return issued
 
     async def main() -> None:
-        async with mesh(pki, max_idle_connections=1) as (_app, a, b, _relay):
+        async with mesh(pki, multiplex=multiplex, max_idle_connections=1) as (_app, a, b, relay):
             port = a.listeners[0].port
             rotator = asyncio.ensure_future(rotate())
             statuses: list[int] = []
@@ -254,9 +263,13 @@ def test_rotating_b_every_3s_fails_no_request(tmp_path: Path) -> None:
             }
             assert metric(b, "pillion_tls_identity_reloads_total", result="ok") == rotations
             assert metric(b, "pillion_tls_identity_reloads_total", result="failed") == 0
-            handshakes = metric(a, "pillion_upstream_connections_total", cluster="b")
-            print(f"{len(statuses)} requests, {handshakes:.0f} mTLS connections from A to B")
-            assert handshakes >= 100  # new handshakes all through the run, not one pool set up at start
+            opened = metric(a, "pillion_upstream_connections_total", cluster="b")
+            print(f"{len(statuses)} requests, {opened:.0f} connections from A to B, {relay.connections} TLS")
+            assert opened >= 100  # new connections all through the run, not one pool set up at start
+            if multiplex:
+                assert relay.connections == 1  # all of them streams of one session
+            else:
+                assert relay.connections == opened  # each one a handshake
             for _ in range(20):  # B picks the last rotation up within a second
                 served = await _served_fingerprint(b.listeners[0].port, pki)
                 if served == issued[-1]:
@@ -276,3 +289,79 @@ async def _served_fingerprint(port: int, pki: Pki) -> str:
     der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
     writer.close()
     return hashlib.sha256(der).hexdigest()
+
+
+def test_streams_share_one_mtls_connection_and_carry_large_bodies(tmp_path: Path, run: Run) -> None:
+    """With `multiplex` (the default) A's connections to B are streams of one mTLS connection
+    (`pillion-mux/1`): concurrent requests, megabytes each way past the streams' flow-control window, and
+    a stream reset by the app all behave as over separate connections."""
+    pki = make_pki(tmp_path)
+    size = 3 * 1024 * 1024
+
+    async def main() -> None:
+        async with mesh(pki) as (app, a, _b, relay):
+            port = a.listeners[0].port
+            delayed = [http_request(HOST, port, "GET", "/delay/0.2") for _ in range(20)]
+            got = await asyncio.gather(*delayed)
+            assert [r.status for r in got] == [200] * 20
+            assert metric(a, "pillion_upstream_connections_total", cluster="b") >= 20  # all at once
+            assert relay.connections == 1
+            assert bytes(relay.sent[:3]) in (b"\x16\x03\x01", b"\x16\x03\x03") and b"/delay" not in relay.sent
+
+            down = await http_request(HOST, port, "GET", f"/bytes/{size}")
+            assert down.status == 200 and down.body == pattern_bytes(size)
+            body = pattern_bytes(size)
+            up = await http_request(HOST, port, "POST", "/sha256", body=body)
+            assert up.status == 200 and up.json() == {
+                "length": size,
+                "sha256": hashlib.sha256(body).hexdigest(),
+            }
+            reset = await http_request(HOST, port, "GET", "/reset")
+            assert reset.status == 502 and reset.header("x-pillion-error") == "upstream_reset"  # (from B)
+            after = await http_request(HOST, port, "GET", "/after")
+            assert after.status == 200 and after.text == "GET /after\n"
+            assert relay.connections == 1  # the reset ended one stream, not the session
+            assert [r.target for r in app.requests][-1] == "/after"
+
+    run(main())
+
+
+def test_without_multiplex_each_connection_is_its_own_handshake(tmp_path: Path, run: Run) -> None:
+    pki = make_pki(tmp_path)
+
+    async def main() -> None:
+        async with mesh(pki, multiplex=False) as (_app, a, _b, relay):
+            got = await asyncio.gather(
+                *(http_request(HOST, a.listeners[0].port, "GET", "/delay/0.2") for _ in range(5))
+            )
+            assert [r.status for r in got] == [200] * 5
+            assert relay.connections == 5
+
+    run(main())
+
+
+def test_a_peer_that_does_not_multiplex_gets_plain_connections(tmp_path: Path, run: Run) -> None:
+    """B's TCP listener (strict mTLS, forwarding bytes to the app) does not select `pillion-mux/1`: A's
+    multiplexing cluster then uses each TLS connection as one HTTP connection."""
+    pki = make_pki(tmp_path)
+
+    async def main() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            app = await stack.enter_async_context(ScriptableUpstream())
+            b_cfg = b_config(pki, app.address, protocol="tcp")
+            del b_cfg["listeners"][0]["routes"]
+            b_cfg["listeners"][0]["cluster"] = "app"
+            b = await stack.enter_async_context(running_sidecar(load_config_text(json.dumps(b_cfg))))
+            relay = await stack.enter_async_context(RecordingRelay(HOST, b.listeners[0].port))
+            a = await stack.enter_async_context(
+                running_sidecar(load_config_text(json.dumps(a_config(pki, relay.address))))
+            )
+            got = await asyncio.gather(
+                *(http_request(HOST, a.listeners[0].port, "GET", "/delay/0.2") for _ in range(4))
+            )
+            assert [r.status for r in got] == [200] * 4 and [r.text for r in got] == ["GET /delay/0.2\n"] * 4
+            assert relay.connections == 4
+            r = await http_request(HOST, a.listeners[0].port, "GET", "/again")
+            assert r.status == 200 and r.text == "GET /again\n"
+
+    run(main())

@@ -434,6 +434,12 @@ class ClusterTls:
         "`simple`: the server name sent and verified (the endpoint's host name when unset).", None
     )
     ca: str | None = field_doc("`simple`: PEM file of CAs to trust instead of the system's.", None)
+    multiplex: bool = field_doc(
+        "`mesh`, HTTP clusters: carry the connections to each endpoint as streams of a few mTLS "
+        "connections (`pillion-mux/1`, offered by ALPN; a peer that does not select it gets one TLS "
+        "connection per HTTP connection, as with `false`). See docs/mtls.md.",
+        True,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -502,6 +502,8 @@ class Cluster:
         for helper in self.helpers:
             helper.stop()
         self.close_idle()
+        if self.tls is not None:
+            self.tls.retire()
 
     def view(self) -> dict[str, object]:
         return {

@@ -384,7 +384,7 @@ class Runtime:
             return None
         from pillion.tls.termination import DownstreamTls
 
-        return DownstreamTls(lc.tls, self.identity)
+        return DownstreamTls(lc.tls, self.identity, mux=lc.protocol == "http")
 
     def _new_cluster(self, cc: ClusterConfig) -> Cluster:
         cluster = Cluster(cc, self.stats)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pillion.runtime.tasks import spawn
+from pillion.tls.mux import Session
 from pillion.tls.transport import accept_server, until_ready
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class TlsAcceptor:
         self._failures = failures
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sessions: set[Session] = set()  # multiplexed connections (tls/mux.py), told when we close
         self._serving = True
         self._loop.add_reader(sock.fileno(), self._accept)
 
@@ -84,6 +86,10 @@ class TlsAcceptor:
         sock.close()
         for task in self._tasks:  # handshakes still going: the listener is closing
             task.cancel()
+        for session in self._sessions:  # no new streams: the client opens its next ones elsewhere
+            if not session.closed:
+                session.go_away()
+        self._sessions.clear()
 
     def _accept(self) -> None:
         listening = self.sockets[0]
@@ -111,7 +117,11 @@ class TlsAcceptor:
                     return
                 tls = first == _TLS_HANDSHAKE
             if tls:
-                await accept_server(conn, self._tls.context, self._factory, self._timeout)
+                transport = await accept_server(conn, self._tls.context, self._factory, self._timeout)
+                session = transport.get_protocol()
+                if isinstance(session, Session):
+                    self._sessions = {s for s in self._sessions if not s.closed}  # (bounded by the live ones)
+                    self._sessions.add(session)
             else:
                 await self._loop.connect_accepted_socket(self._factory, conn)
         except asyncio.CancelledError:

@@ -29,16 +29,21 @@ def _harden(ctx: ssl.SSLContext) -> ssl.SSLContext:
     return ctx
 
 
-def mesh_server(cert: str, key: str, bundle: str) -> ssl.SSLContext:
+def mesh_server(cert: str, key: str, bundle: str, alpn: list[str] | None = None) -> ssl.SSLContext:
+    """`alpn`: the application protocols offered, first preferred (tls/mux.py)."""
     ctx = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
     ctx.load_cert_chain(cert, key)
     ctx.load_verify_locations(cafile=bundle)
     ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
 
 
-def mesh_client(cert: str, key: str, bundle: str) -> ssl.SSLContext:
+def mesh_client(cert: str, key: str, bundle: str, alpn: list[str] | None = None) -> ssl.SSLContext:
     ctx = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
     ctx.check_hostname = False  # the peer's SPIFFE ID is checked instead (tls/spiffe.py)
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.load_cert_chain(cert, key)

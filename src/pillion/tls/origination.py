@@ -19,6 +19,7 @@ from pillion.config.model import ClusterTls
 from pillion.tls import contexts
 
 if TYPE_CHECKING:
+    from pillion.tls.mux import ClientSessions
     from pillion.tls.workload import WorkloadIdentity
 
 
@@ -27,12 +28,17 @@ class TlsFailure(OSError):
 
 
 class UpstreamTls:
-    __slots__ = ("_context", "config", "identity")
+    __slots__ = ("_context", "config", "identity", "sessions")
 
     def __init__(self, config: ClusterTls, identity: WorkloadIdentity | None) -> None:
         self.config = config
         self.identity = identity if config.mode == "mesh" else None  # set: the peer's SPIFFE ID is checked
         self._context = contexts.simple_client(config.ca) if config.mode == "simple" else None
+        self.sessions: ClientSessions | None = None  # mesh HTTP connections as streams of a few sessions
+        if self.identity is not None and config.multiplex:
+            from pillion.tls.mux import ClientSessions
+
+            self.sessions = ClientSessions()
 
     def context(self) -> ssl.SSLContext:
         if self._context is not None:
@@ -73,7 +79,13 @@ class UpstreamTls:
     async def connect(
         self, factory: Callable[[], asyncio.Protocol], host: str, port: int
     ) -> asyncio.BaseTransport:
-        """Connect, handshake and check the peer (for protocols that send nothing until told to)."""
+        """Connect, handshake and check the peer (for protocols that send nothing until told to). For a
+        multiplexing mesh cluster (HTTP only) the connection is a stream of a session to the endpoint."""
+        if self.sessions is not None:
+            assert self.identity is not None
+            return await self.sessions.open(
+                factory(), host, port, self.identity.current, lambda: self._dial(host, port)
+            )
         transport = await self.create_connection(factory, host, port)
         try:
             self.verify(transport)
@@ -81,3 +93,32 @@ class UpstreamTls:
             cast(asyncio.Transport, transport).abort()
             raise
         return transport
+
+    def retire(self) -> None:
+        """The cluster was replaced: its multiplexed connections close as their last streams end."""
+        if self.sessions is not None:
+            self.sessions.retire()
+
+    async def _dial(self, host: str, port: int) -> asyncio.BaseTransport:
+        """A new TLS connection to host:port, its peer checked: its protocol a Session, or PLAIN_PENDING
+        when the peer did not select `pillion-mux/1` (then it is for one HTTP connection's use)."""
+        from pillion.tls.mux import ALPN, PLAIN_PENDING, Session
+        from pillion.tls.transport import open_client
+
+        assert self.identity is not None
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await open_client(
+                lambda: Session(loop, None), host, port, self.identity.client_context(mux=True), None
+            )
+        except ssl.SSLError as exc:
+            raise TlsFailure(f"TLS handshake with {host}:{port} failed: {exc.reason or exc}") from None
+        try:
+            self.verify(cast(asyncio.BaseTransport, transport))
+        except TlsFailure:
+            transport.abort()
+            raise
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is None or sslobj.selected_alpn_protocol() != ALPN:
+            transport.set_protocol(PLAIN_PENDING)
+        return cast(asyncio.BaseTransport, transport)

@@ -30,13 +30,14 @@ class PeerRefused(Exception):
 class DownstreamTls:
     __slots__ = ("config", "context", "identity", "mesh")
 
-    def __init__(self, config: ListenerTls, identity: WorkloadIdentity | None) -> None:
+    def __init__(self, config: ListenerTls, identity: WorkloadIdentity | None, *, mux: bool = False) -> None:
+        """`mux`: select `pillion-mux/1` when a mesh client offers it (an HTTP listener; tls/mux.py)."""
         self.config = config
         self.mesh = config.mode in ("strict", "permissive")
         if self.mesh:
             assert identity is not None  # (validated: strict and permissive need an identity)
             self.identity: WorkloadIdentity | None = identity
-            self.context = identity.server_context()
+            self.context = identity.server_context(mux)
         else:
             assert config.cert is not None and config.key is not None
             self.identity = None

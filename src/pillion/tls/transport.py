@@ -407,7 +407,13 @@ async def accept_server(
     except BaseException:
         _close_read(ssock)
         raise
-    transport.start(protocol_factory())
+    sslobj = ssock._sslobj  # type: ignore[attr-defined]
+    if sslobj.selected_alpn_protocol() == "pillion-mux/1":  # (tls/mux.py's ALPN; imported only then)
+        from pillion.tls.mux import Session
+
+        transport.start(cast(asyncio.Protocol, Session(asyncio.get_running_loop(), protocol_factory)))
+    else:
+        transport.start(protocol_factory())
     return transport
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pillion.config.model import Identity as IdentityConfig
 from pillion.runtime.tasks import Worker
 from pillion.telemetry.stats import Registry
-from pillion.tls import contexts
+from pillion.tls import contexts, mux
 from pillion.tls.der import first_pem_certificate
 from pillion.tls.spiffe import SvidError, check_svid, read_leaf, svid_id
 
@@ -56,6 +56,8 @@ class Loaded:
     not_after: float
     server: ssl.SSLContext
     client: ssl.SSLContext
+    server_mux: ssl.SSLContext  # the same, offering or selecting `pillion-mux/1` by ALPN (tls/mux.py)
+    client_mux: ssl.SSLContext
     signature: Signature
     loaded_at: float
 
@@ -92,6 +94,8 @@ def load(config: IdentityConfig) -> Loaded:
     try:
         server = contexts.mesh_server(config.cert, config.key, config.trust_bundle)
         client = contexts.mesh_client(config.cert, config.key, config.trust_bundle)
+        server_mux = contexts.mesh_server(config.cert, config.key, config.trust_bundle, mux.OFFER)
+        client_mux = contexts.mesh_client(config.cert, config.key, config.trust_bundle, mux.OFFER)
     except FileNotFoundError as exc:
         raise IdentityError(f"identity: cannot read {exc.filename}: {exc.strerror}") from None
     except ssl.SSLError as exc:
@@ -106,6 +110,8 @@ def load(config: IdentityConfig) -> Loaded:
         not_after=leaf.not_after,
         server=server,
         client=client,
+        server_mux=server_mux,
+        client_mux=client_mux,
         signature=signature,
         loaded_at=time.time(),
     )
@@ -147,12 +153,15 @@ class WorkloadIdentity:
 
     # -- contexts --------------------------------------------------------------------------------
 
-    def server_context(self) -> ssl.SSLContext:
-        """For a listener: a context that gives each handshake the identity in service at that moment."""
+    def server_context(self, mux: bool = False) -> ssl.SSLContext:
+        """For a listener: a context that gives each handshake the identity in service at that moment;
+        with `mux`, one that selects `pillion-mux/1` when a client offers it (HTTP listeners)."""
+        if mux:
+            return contexts.switching(self.current.server_mux, lambda: self.current.server_mux)
         return contexts.switching(self.current.server, lambda: self.current.server)
 
-    def client_context(self) -> ssl.SSLContext:
-        return self.current.client
+    def client_context(self, mux: bool = False) -> ssl.SSLContext:
+        return self.current.client_mux if mux else self.current.client
 
     def peer_id(self, der: bytes, expected: str | None = None) -> str:
         """The SPIFFE ID of a peer whose chain OpenSSL verified; SvidError when it breaks the SVID rules,
