@@ -23,12 +23,14 @@ import uvloop
 from pillion.config import load_config_text
 from pillion.runtime.runtime import Runtime
 from pillion.testing.http import ClientConnection, http_request
-from pillion.testing.loops import Run
+from pillion.testing.loops import Run, until
 from pillion.testing.metrics import metric
 from pillion.testing.relay import RecordingRelay
 from pillion.testing.sidecar import running_sidecar
 from pillion.testing.upstream import ScriptableUpstream, pattern_bytes
+from pillion.tls import mux
 from pillion.tls.ca import init_ca, issue_svid
+from pillion.tls.mux import DATA, HEAD, ClientSessions, Session
 
 HOST = "127.0.0.1"
 A_ID = "spiffe://example.org/ns/prod/sa/a"
@@ -363,5 +365,169 @@ def test_a_peer_that_does_not_multiplex_gets_plain_connections(tmp_path: Path, r
             assert relay.connections == 4
             r = await http_request(HOST, a.listeners[0].port, "GET", "/again")
             assert r.status == 200 and r.text == "GET /again\n"
+
+    run(main())
+
+
+def _sessions(a: Runtime) -> list[Session]:
+    """A's multiplexed sessions to cluster b's endpoints."""
+    tls = a.clusters["b"].tls
+    assert tls is not None and isinstance(tls.sessions, ClientSessions)
+    return [session for found in tls.sessions.sessions.values() for session in found]
+
+
+def test_a_keepalive_connection_works_on_after_the_session_was_write_blocked(
+    tmp_path: Path, run: Run
+) -> None:
+    """A's session to B write-blocked (the relay stops reading while uploads fill A's TLS buffer) while a
+    client's request on a keep-alive connection to A is under way, its response then coming through,
+    then the session unblocked: a second request on that connection is answered (it must not stay paused
+    because the session's transport was full), and the uploads all complete."""
+    pki = make_pki(tmp_path)
+    uploads, size = 32, 512 * 1024  # at most a stream window each in flight: 8 MiB, past any socket buffer
+
+    async def main() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            app = await stack.enter_async_context(ScriptableUpstream())
+            b = await stack.enter_async_context(
+                running_sidecar(load_config_text(json.dumps(b_config(pki, app.address))))
+            )
+            relay = await stack.enter_async_context(RecordingRelay(HOST, b.listeners[0].port, chunk=4096))
+            a = await stack.enter_async_context(
+                running_sidecar(load_config_text(json.dumps(a_config(pki, relay.address))))
+            )
+            port = a.listeners[0].port
+            warm = await http_request(HOST, port, "GET", "/warm")  # (the session is dialled)
+            assert warm.status == 200
+            (session,) = _sessions(a)
+
+            conn = await stack.enter_async_context(await ClientConnection.open(HOST, port))
+            relay.back.clear()  # B's answers wait in the relay
+            first = asyncio.ensure_future(conn.request("GET", "/one"))
+            await until(lambda: [r.target for r in app.requests] == ["/warm", "/one"])
+            relay.forth.clear()  # and A's bytes to B stop too
+            body = pattern_bytes(size)
+            pushing = [
+                asyncio.ensure_future(http_request(HOST, port, "POST", "/sha256", body=body, time_limit=30))
+                for _ in range(uploads)
+            ]
+            try:
+                await until(lambda: session.write_paused, limit=10.0)
+                relay.back.set()  # /one's response comes through while the session is still blocked
+                one = await asyncio.wait_for(first, 5.0)
+                assert one.status == 200 and one.text == "GET /one\n"
+                assert session.write_paused
+
+                relay.forth.set()
+                await until(lambda: not session.write_paused, limit=10.0)
+                try:
+                    two = await conn.request("GET", "/two", time_limit=5.0)
+                except TimeoutError:
+                    raise AssertionError("no answer to the second request on the same connection") from None
+                assert two.status == 200 and two.text == "GET /two\n"
+
+                done = await asyncio.wait_for(asyncio.gather(*pushing), 30.0)
+                expected = {"length": size, "sha256": hashlib.sha256(body).hexdigest()}
+                assert [(r.status, r.json()) for r in done] == [(200, expected)] * uploads
+                assert _sessions(a) == [session]
+            finally:
+                relay.forth.set()
+                relay.back.set()
+                for task in (first, *pushing):
+                    task.cancel()
+                await asyncio.gather(first, *pushing, return_exceptions=True)
+
+    run(main())
+
+
+async def mux_connect(
+    port: int, cert_dir: Path, ca: Path
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TLS connection offering only `pillion-mux/1`, with the certificate in `cert_dir`."""
+    ctx = client_context(cert_dir, ca)
+    ctx.set_alpn_protocols([mux.ALPN])
+    reader, writer = await asyncio.open_connection(HOST, port, ssl=ctx)
+    assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == mux.ALPN
+    return reader, writer
+
+
+async def closed_within(reader: asyncio.StreamReader, limit: float) -> bool:
+    """Whether the peer ends the connection (close or reset) within `limit` seconds; what it sends is
+    read and dropped."""
+    try:
+        async with asyncio.timeout(limit):
+            while await reader.read(65536):
+                pass
+    except TimeoutError:
+        return False
+    except (ConnectionError, ssl.SSLError):
+        pass
+    return True
+
+
+def frame(sid: int, kind: int, payload: bytes = b"") -> bytes:
+    return HEAD.pack(sid, kind, len(payload)) + payload
+
+
+def test_a_multiplexed_client_that_opens_no_stream_is_dropped(tmp_path: Path, run: Run) -> None:
+    """A client that negotiates `pillion-mux/1` with B and then sends nothing is disconnected after the
+    listener's request_headers_timeout, as a silent plain connection is; a session that opened a stream in
+    time is served, and is not dropped by that timeout once its stream has ended."""
+    pki = make_pki(tmp_path)
+    limits = {"limits": {"request_headers_timeout": "1s"}}
+
+    async def main() -> None:
+        async with mesh(pki, b_listener=limits) as (app, _a, b, _relay):
+            port = b.listeners[0].port
+            silent_reader, silent = await mux_connect(port, pki.a, pki.ca / "ca.pem")
+            busy_reader, busy = await mux_connect(port, pki.a, pki.ca / "ca.pem")
+            try:
+                busy.write(frame(1, DATA, b"GET /in-time HTTP/1.1\r\nhost: b\r\n\r\n"))
+                answer = b""
+                async with asyncio.timeout(5.0):
+                    while not answer.endswith(b"GET /in-time\n"):  # (the response's DATA frames)
+                        sid, kind, length = HEAD.unpack(await busy_reader.readexactly(mux.HEAD_SIZE))
+                        assert (sid, kind) == (1, DATA)
+                        answer += await busy_reader.readexactly(length)
+                assert answer.startswith(b"HTTP/1.1 200")
+                busy.write(frame(1, mux.CLOSE))
+
+                assert await closed_within(silent_reader, 5.0), "the silent session is still open"
+                assert not await closed_within(busy_reader, 1.5)  # (past the timeout: still open)
+                assert [r.target for r in app.requests] == ["/in-time"]
+            finally:
+                silent.close()
+                busy.close()
+
+    run(main())
+
+
+def test_a_refused_multiplexed_client_loses_the_whole_connection_once(tmp_path: Path, run: Run) -> None:
+    """A client whose certificate chains to the trust bundle but that B's peer rules refuse (another trust
+    domain, same CA) and that negotiates `pillion-mux/1`: the whole TLS connection is closed at once and
+    counted as one handshake failure, however many streams it then tries to open; nothing reaches the
+    app."""
+    pki = make_pki(tmp_path)
+    outsider = tmp_path / "outsider"
+    issue_svid(pki.ca, "spiffe://other.org/ns/prod/sa/a", outsider)
+
+    async def main() -> None:
+        async with mesh(pki) as (app, _a, b, _relay):
+            port = b.listeners[0].port
+            before = metric(b, "pillion_tls_handshake_failures_total", listener="inbound")
+            reader, writer = await mux_connect(port, outsider, pki.ca / "ca.pem")
+            try:
+                request = b"GET /refused HTTP/1.1\r\nhost: b\r\n\r\n"
+                writer.write(b"".join(frame(sid, DATA, request) for sid in range(1, 1001)))
+                closed = await closed_within(reader, 5.0)
+                failures = metric(b, "pillion_tls_handshake_failures_total", listener="inbound") - before
+                assert closed, f"the refused client's connection is still open ({failures:.0f} failures)"
+                assert failures == 1
+            finally:
+                writer.close()
+            assert app.requests == []
+            good = await tls_get(port, client_context(pki.a, pki.ca / "ca.pem"))
+            assert good.startswith(b"HTTP/1.1 200")  # (B serves the next client)
+            assert metric(b, "pillion_tls_handshake_failures_total", listener="inbound") - before == 1
 
     run(main())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import random
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -22,7 +23,19 @@ import pytest
 
 from pillion.testing.loops import Run, until
 from pillion.tls import mux
-from pillion.tls.mux import CLOSE, DATA, HEAD, HEAD_SIZE, MAX_FRAME, WINDOW_SIZE, ClientSessions, Session
+from pillion.tls.mux import (
+    CLOSE,
+    DATA,
+    GOAWAY,
+    HEAD,
+    HEAD_SIZE,
+    MAX_FRAME,
+    RESET,
+    WINDOW_SIZE,
+    ClientSessions,
+    Session,
+    Stream,
+)
 
 HOST = "127.0.0.1"
 LIMIT = 10.0  # seconds any one test may take
@@ -30,12 +43,14 @@ MIB = 1024 * 1024
 
 
 class Recorder(asyncio.Protocol):
-    """Records the callbacks in order (consecutive data_received as one) and the bytes received; with
-    `echo`, writes back what it gets; with `pause`, pauses reading as soon as it has its transport."""
+    """Records the callbacks in order (consecutive data_received as one), the bytes received and the
+    size of each data_received call; with `echo`, writes back what it gets; with `pause`, pauses reading
+    as soon as it has its transport."""
 
     def __init__(self, *, echo: bool = False, pause: bool = False) -> None:
         self.events: list[str] = []
         self.data = bytearray()
+        self.sizes: list[int] = []  # one per data_received call
         self.lost: list[Exception | None] = []
         self.echo = echo
         self.pause = pause
@@ -62,6 +77,7 @@ class Recorder(asyncio.Protocol):
         if self.events[-1] != "data_received":
             self.events.append("data_received")
         self.data += data
+        self.sizes.append(len(data))
         if self.echo:
             self.transport.write(data)
 
@@ -78,6 +94,16 @@ class Recorder(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.events.append("connection_lost")
         self.lost.append(exc)
+
+
+class Exploding(Recorder):
+    """A Recorder whose data_received raises (after recording) on bytes containing b"BOOM": a bug in one
+    stream's protocol."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if b"BOOM" in data:
+            raise RuntimeError("a bug in the stream's protocol")
 
 
 class CountingTransport(asyncio.Transport):
@@ -159,15 +185,17 @@ class MuxServer:
 
 
 @contextlib.asynccontextmanager
-async def mux_server(*, echo: bool = True, pause: bool = False) -> AsyncIterator[MuxServer]:
+async def mux_server(
+    *, echo: bool = True, pause: bool = False, protocol: Callable[[], Recorder] | None = None
+) -> AsyncIterator[MuxServer]:
     """A loopback listener whose connections carry server Sessions, their streams' protocols Recorders
-    (echoing, or paused); every session aborted and the listener closed after."""
+    (echoing, or paused; or made by `protocol`); every session aborted and the listener closed after."""
     loop = asyncio.get_running_loop()
     sessions: list[Session] = []
     accepted: list[Recorder] = []
 
     def accept() -> asyncio.Protocol:
-        recorder = Recorder(echo=echo, pause=pause)
+        recorder = protocol() if protocol is not None else Recorder(echo=echo, pause=pause)
         accepted.append(recorder)
         return recorder
 
@@ -193,6 +221,40 @@ async def dial(port: int) -> tuple[asyncio.Transport, Session]:
     session = Session(loop, None)
     transport, _ = await loop.create_connection(lambda: cast(asyncio.Protocol, session), HOST, port)
     return transport, session
+
+
+async def echoed(session: Session, data: bytes) -> tuple[Recorder, Stream]:
+    """A new stream on `session` (to an echoing server) that has written `data` and had it back."""
+    recorder = Recorder()
+    stream = session.open(recorder)
+    stream.write(data)
+    await until(lambda: recorder.data == data)
+    return recorder, stream
+
+
+class Dials:
+    """ClientSessions dials to a loopback port, counted: `mux(port)` dials a Session, `plain(port)` a
+    connection whose protocol is PLAIN_PENDING (a peer that does not multiplex)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def mux(self, port: int) -> Callable[[], Coroutine[Any, Any, asyncio.BaseTransport]]:
+        async def go() -> asyncio.BaseTransport:
+            self.calls += 1
+            transport, _ = await dial(port)
+            return transport
+
+        return go
+
+    def plain(self, port: int) -> Callable[[], Coroutine[Any, Any, asyncio.BaseTransport]]:
+        async def go() -> asyncio.BaseTransport:
+            self.calls += 1
+            loop = asyncio.get_running_loop()
+            transport, _ = await loop.create_connection(lambda: mux.PLAIN_PENDING, HOST, port)
+            return transport
+
+        return go
 
 
 @dataclass
@@ -492,10 +554,7 @@ def test_goaway_makes_the_client_session_unusable(run: Run) -> None:
 
     async def main() -> None:
         async with mux_pair(echo=True) as p:
-            client = Recorder()
-            stream = p.client.open(client)
-            stream.write(b"before")
-            await until(lambda: client.data == b"before")
+            client, stream = await echoed(p.client, b"before")
 
             p.server_session.go_away()
             assert p.client.usable  # (the frame leaves at the end of this pass)
@@ -518,21 +577,17 @@ def test_client_sessions_dial_once_rotate_and_hand_over_plain_connections(run: R
     async def main() -> None:
         loop = asyncio.get_running_loop()
         pool = ClientSessions()
-        dials = 0
+        dials = Dials()
 
         async with mux_server(echo=True) as srv:
             key = (HOST, srv.port)
 
-            async def dial_mux() -> asyncio.BaseTransport:
-                nonlocal dials
-                dials += 1
-                transport, _ = await dial(srv.port)
-                return transport
+            dial_mux = dials.mux(srv.port)
 
             first = object()
             clients = [Recorder() for _ in range(5)]
             opened = await asyncio.gather(*(pool.open(c, HOST, srv.port, first, dial_mux) for c in clients))
-            assert dials == 1
+            assert dials.calls == 1
             streams = [cast(mux.Stream, t) for t in opened]
             assert all(isinstance(t, mux.Stream) for t in opened)
             old = streams[0].session
@@ -546,7 +601,7 @@ def test_client_sessions_dial_once_rotate_and_hand_over_plain_connections(run: R
             second = object()
             newer = Recorder()
             got = await pool.open(newer, HOST, srv.port, second, dial_mux)
-            assert dials == 2
+            assert dials.calls == 2
             assert isinstance(got, mux.Stream) and got.session is not old
             assert pool.sessions[key] == [got.session]
             assert not old.usable and len(old.streams) == 5
@@ -579,16 +634,11 @@ def test_client_sessions_dial_once_rotate_and_hand_over_plain_connections(run: R
         server = await loop.create_server(plain_echo, HOST, 0)
         port = server.sockets[0].getsockname()[1]
         try:
-
-            async def dial_plain() -> asyncio.BaseTransport:
-                nonlocal dials
-                dials += 1
-                transport, _ = await loop.create_connection(lambda: mux.PLAIN_PENDING, HOST, port)
-                return transport
+            dial_plain = dials.plain(port)
 
             client = Recorder()
             transport = await pool.open(client, HOST, port, first, dial_plain)
-            assert dials == 3
+            assert dials.calls == 3
             assert not isinstance(transport, mux.Stream)
             assert transport.get_protocol() is client and client.transport is transport
             assert client.events == ["connection_made"]
@@ -660,7 +710,7 @@ def test_concurrent_opens_to_a_peer_that_does_not_multiplex_all_get_a_connection
     async def main() -> None:
         loop = asyncio.get_running_loop()
         pool = ClientSessions()
-        dials = 0
+        dials = Dials()
         plain: list[Recorder] = []
 
         def plain_echo() -> Recorder:
@@ -671,12 +721,7 @@ def test_concurrent_opens_to_a_peer_that_does_not_multiplex_all_get_a_connection
         port = server.sockets[0].getsockname()[1]
         opened: list[asyncio.BaseTransport] = []
         try:
-
-            async def dial_plain() -> asyncio.BaseTransport:
-                nonlocal dials
-                dials += 1
-                transport, _ = await loop.create_connection(lambda: mux.PLAIN_PENDING, HOST, port)
-                return transport
+            dial_plain = dials.plain(port)
 
             clients = [Recorder() for _ in range(8)]
             got = await asyncio.gather(
@@ -685,9 +730,9 @@ def test_concurrent_opens_to_a_peer_that_does_not_multiplex_all_get_a_connection
             opened = [t for t in got if not isinstance(t, BaseException)]  # (uvloop's are no subclasses)
             failed = [repr(e) for e in got if isinstance(e, BaseException)]
             assert not failed, (
-                f"{len(failed)} of {len(clients)} opens failed after {dials} dials: {failed[0]}"
+                f"{len(failed)} of {len(clients)} opens failed after {dials.calls} dials: {failed[0]}"
             )
-            assert dials == len(clients) and len({id(t) for t in opened}) == len(clients)
+            assert dials.calls == len(clients) and len({id(t) for t in opened}) == len(clients)
             assert [c.transport for c in clients] == opened
         finally:
             for transport in opened:
@@ -698,5 +743,412 @@ def test_concurrent_opens_to_a_peer_that_does_not_multiplex_all_get_a_connection
                     recorder.transport.abort()
             await server.wait_closed()
             await asyncio.sleep(0)
+
+    bounded(run, main())
+
+
+async def read_until_closed(reader: asyncio.StreamReader, limit: float = 5.0) -> bytes | None:
+    """Everything until the peer closes (as read_to_end), or None if it has not closed within `limit`."""
+    try:
+        async with asyncio.timeout(limit):
+            return await read_to_end(reader)
+    except TimeoutError:
+        return None
+
+
+def test_an_exception_in_one_stream_protocol_resets_that_stream_only(run: Run) -> None:
+    """A server stream's protocol raising in data_received costs that stream (reset to the client), not
+    the session: the other streams' bytes in the same read and in later ones (even when the failing
+    frame's read ended inside a later frame) arrive intact and in order, and bytes of the failed stream
+    that look like a frame of another stream never reach it."""
+
+    async def main() -> None:
+        async with (
+            mux_server(protocol=Exploding) as srv,
+            raw_client(srv.port) as (reader, writer),
+        ):
+            writer.write(frame(1, DATA, b"one ") + frame(2, DATA, b"two ") + frame(3, DATA, b"three "))
+            await until(lambda: len(srv.accepted) == 3 and all(r.data for r in srv.accepted))
+            (session,) = srv.sessions
+            s1, s2, s3 = (srv.by_sid(sid) for sid in (1, 2, 3))
+
+            # One write (one read, on loopback): the failing frame, frames of the other streams, a frame of
+            # the failed stream whose payload looks like a frame of stream 2, then half a frame of stream 2.
+            tail = frame(2, DATA, b"-split-") + frame(3, DATA, b"c")
+            cut = HEAD_SIZE + 3
+            writer.write(
+                frame(1, DATA, b"BOOM")
+                + frame(2, DATA, b"a")
+                + frame(3, DATA, b"b")
+                + frame(1, DATA, b"." * 7 + frame(2, DATA, b"INJECTED"))
+                + tail[:cut]
+            )
+            with contextlib.suppress(TimeoutError):
+                await until(lambda: s2.data.endswith(b"a") and s3.data.endswith(b"b"), limit=2.0)
+            assert (bytes(s2.data), bytes(s3.data)) == (b"two a", b"three b"), (
+                f"the other streams' bytes of the failing read: {bytes(s2.data)!r}, {bytes(s3.data)!r}"
+            )
+            writer.write(tail[cut:] + frame(2, DATA, b"end"))  # (the next read starts inside a frame)
+            with contextlib.suppress(TimeoutError):
+                await until(lambda: s2.data.endswith(b"end") and s3.data.endswith(b"c"), limit=2.0)
+            assert bytes(s2.data) == b"two a-split-end"
+            assert bytes(s3.data) == b"three bc"
+
+            assert bytes(s1.data) == b"one BOOM"
+            await until(lambda: "connection_lost" in s1.events)
+            assert s1.events == ["connection_made", "data_received", "connection_lost"]
+            async with asyncio.timeout(5.0):
+                assert await reader.readexactly(HEAD_SIZE) == frame(1, RESET)
+            assert not session.closed and sorted(session.streams) == [2, 3]
+            for recorder in (s2, s3):
+                assert recorder.events == ["connection_made", "data_received"]
+
+    bounded(run, main())
+
+
+def test_many_small_frames_held_while_paused_are_delivered_in_one_call(run: Run) -> None:
+    """20,000 one-byte DATA frames received while the stream's protocol paused reading are held, and
+    after resume_reading() reach the protocol as one data_received call, every byte in order."""
+
+    async def main() -> None:
+        count = 20_000
+        payload = pattern(count)
+        async with mux_server(echo=False, pause=True) as srv, raw_client(srv.port) as (_reader, writer):
+            writer.write(frame(1, DATA) + b"".join(frame(1, DATA, payload[i : i + 1]) for i in range(count)))
+            await until(lambda: len(srv.accepted) == 1 and srv.accepted[0].stream.held_size == count)
+            server = srv.accepted[0]
+            assert server.data == b"" and server.events == ["connection_made"]
+
+            server.transport.resume_reading()
+            await until(lambda: len(server.data) >= count)
+            assert bytes(server.data) == payload
+            assert server.sizes == [count], f"{len(server.sizes)} data_received calls"
+            assert server.events == ["connection_made", "data_received"]
+            assert server.stream.held_size == 0
+
+    bounded(run, main())
+
+
+def test_more_than_max_streams_at_once_ends_the_session(run: Run) -> None:
+    """A client may have MAX_STREAMS streams open at once on a server session (a closed one frees its
+    place); the stream beyond that ends the session: every stream lost with an error, the connection
+    closed, the extra stream never accepted."""
+
+    async def main() -> None:
+        limit = mux.MAX_STREAMS
+        async with mux_server(echo=False) as srv, raw_client(srv.port) as (reader, writer):
+            writer.write(b"".join(frame(sid, DATA, b"x") for sid in range(1, limit + 1)))
+            await until(lambda: len(srv.accepted) == limit and all(r.data == b"x" for r in srv.accepted))
+            (session,) = srv.sessions
+            assert len(session.streams) == limit
+
+            writer.write(frame(1, CLOSE) + frame(limit + 1, DATA, b"x"))  # one ends, one more begins
+            await until(lambda: len(srv.accepted) == limit + 1 and srv.accepted[-1].data == b"x")
+            assert not session.closed and len(session.streams) == limit
+
+            writer.write(frame(limit + 2, DATA, b"x"))  # one too many
+            assert await read_until_closed(reader) is not None, (
+                f"the session goes on with {len(session.streams)} streams"
+            )
+            assert session.closed and session.streams == {}
+            assert len(srv.accepted) == limit + 1  # (the one too many was never accepted)
+            await until(lambda: all("connection_lost" in r.events for r in srv.accepted))
+            assert srv.accepted[0].lost == [None]  # (the one the client closed)
+            for recorder in srv.accepted[1:]:
+                assert len(recorder.lost) == 1 and isinstance(recorder.lost[0], ConnectionError)
+
+    bounded(run, main())
+
+
+def test_a_stream_opened_after_goaway_is_reset_and_not_accepted(run: Run) -> None:
+    """A stream the client opens after the server's go_away() (before the GOAWAY reached it) is reset:
+    its protocol loses the connection with an error and the server's accept factory is not called for
+    it. The stream under way is still served, and the session closes when it ends."""
+
+    async def main() -> None:
+        async with mux_pair(echo=True) as p:
+            older, s_older = await echoed(p.client, b"before")
+
+            p.server_session.go_away()
+            late = Recorder()
+            p.client.open(late).write(b"late")  # (in the same pass: it leaves before the GOAWAY arrives)
+            with contextlib.suppress(TimeoutError):
+                await until(lambda: "connection_lost" in late.events, limit=3.0)
+            assert late.events == ["connection_made", "connection_lost"], late.events
+            assert len(late.lost) == 1 and isinstance(late.lost[0], ConnectionResetError)
+            assert len(p.server.accepted) == 1  # no accept for the late stream
+            assert not p.client.usable
+
+            s_older.write(b" after")
+            await until(lambda: older.data == b"before after")
+            assert not p.server_session.closed
+            s_older.close()
+            await until(lambda: p.server_session.closed and p.client.closed)
+            assert older.lost == [None]
+
+    bounded(run, main())
+
+
+def test_goaway_closes_a_server_session_without_streams(run: Run) -> None:
+    """go_away() on a server session whose streams have all ended sends GOAWAY and closes the
+    connection, even to a client that would not close it."""
+
+    async def main() -> None:
+        async with mux_server(echo=False) as srv, raw_client(srv.port) as (reader, writer):
+            writer.write(frame(1, DATA, b"x") + frame(1, CLOSE))
+            await until(lambda: len(srv.accepted) == 1 and "connection_lost" in srv.accepted[0].events)
+            (session,) = srv.sessions
+            assert session.streams == {} and not session.closed
+
+            session.go_away()
+            assert await read_until_closed(reader) == frame(0, GOAWAY), "the connection stays open"
+            await until(lambda: session.closed)
+
+    bounded(run, main())
+
+
+def test_a_thousand_concurrent_opens_share_as_few_sessions_as_fit(run: Run) -> None:
+    """1000 concurrent ClientSessions.open calls to one endpoint all get a stream of their own (none
+    raises), on ceil(1000 / MAX_STREAMS) sessions, each stream carrying its own bytes."""
+
+    async def main() -> None:
+        pool = ClientSessions()
+        count = 1000
+        dials = Dials()
+        async with mux_server(echo=True) as srv:
+            dial_mux = dials.mux(srv.port)
+
+            clients = [Recorder() for _ in range(count)]
+            got = await asyncio.gather(
+                *(pool.open(c, HOST, srv.port, None, dial_mux) for c in clients), return_exceptions=True
+            )
+            failed = [repr(e) for e in got if isinstance(e, BaseException)]
+            assert not failed, f"{len(failed)} of {count} opens failed after {dials.calls} dials: {failed[0]}"
+            streams = [c.stream for c in clients]  # (each a mux.Stream: the transport its open returned)
+            assert [id(s) for s in streams] == [id(t) for t in got]
+            assert len({(id(s.session), s.sid) for s in streams}) == count
+            used = {id(s.session): s.session for s in streams}
+            expected = math.ceil(count / mux.MAX_STREAMS)
+            assert len(used) == expected and dials.calls == expected
+            assert all(len(session.streams) <= mux.MAX_STREAMS for session in used.values())
+
+            for i, stream in enumerate(streams):
+                stream.write(b"<%d>" % i)
+            await until(lambda: all(c.data == b"<%d>" % i for i, c in enumerate(clients)))
+            assert len(srv.accepted) == count
+
+            pool.retire()
+            for stream in streams:
+                stream.close()
+            await until(lambda: all(session.closed for session in used.values()))
+
+    bounded(run, main())
+
+
+def test_a_session_closed_by_the_peer_leaves_the_pool(run: Run) -> None:
+    """A pooled client session whose connection the peer closes is removed from ClientSessions.sessions
+    at once (not at the next open for that endpoint); the next open dials a new one."""
+
+    async def main() -> None:
+        pool = ClientSessions()
+        async with mux_server(echo=True) as srv:
+            key = (HOST, srv.port)
+
+            async def dial_mux() -> asyncio.BaseTransport:
+                transport, _ = await dial(srv.port)
+                return transport
+
+            first = Recorder()
+            stream = cast(mux.Stream, await pool.open(first, HOST, srv.port, None, dial_mux))
+            session = stream.session
+            assert pool.sessions == {key: [session]}
+            await until(lambda: len(srv.sessions) == 1)
+            server_transport = srv.sessions[0].transport
+            assert server_transport is not None
+
+            server_transport.close()
+            await until(lambda: session.closed)
+            assert len(first.lost) == 1 and isinstance(first.lost[0], ConnectionError)
+            assert pool.sessions == {}, "a dead session stays registered"
+
+            second = Recorder()
+            again = cast(mux.Stream, await pool.open(second, HOST, srv.port, None, dial_mux))
+            assert again.session is not session and pool.sessions == {key: [again.session]}
+            again.write(b"again")
+            await until(lambda: second.data == b"again")
+            pool.retire()
+            again.close()
+            await until(lambda: again.session.closed)
+
+    bounded(run, main())
+
+
+def test_a_session_dialled_after_retire_is_closed_at_once(run: Run) -> None:
+    """The cluster retired (a reload) while a dial is under way for a waiter that gave up: the session it
+    makes is closed as soon as it is made, and not pooled."""
+
+    async def main() -> None:
+        pool = ClientSessions()
+        async with mux_server(echo=True) as srv:
+            key = (HOST, srv.port)
+            go = asyncio.Event()
+            made: list[Session] = []
+
+            async def slow_dial() -> asyncio.BaseTransport:
+                await go.wait()
+                transport, session = await dial(srv.port)
+                made.append(session)
+                return transport
+
+            waiter = asyncio.ensure_future(pool.open(Recorder(), HOST, srv.port, None, slow_dial))
+            await until(lambda: key in pool.dialling)
+            dialling = pool.dialling[key]
+            waiter.cancel()  # (its connect timeout): the dial goes on
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
+            pool.retire()
+
+            go.set()
+            got = await dialling  # (the dial's task: it registered, or closed, the session first)
+            (session,) = made
+            assert session.streams == {}
+            try:
+                assert got.is_closing(), "a session dialled after retire() stays open"
+                assert pool.sessions == {}
+                await until(lambda: session.closed)
+                await until(lambda: len(srv.sessions) == 1 and srv.sessions[0].closed)
+            finally:
+                got.close()
+
+    bounded(run, main())
+
+
+def test_a_closed_stream_gets_nothing_more_yet_its_waiting_bytes_and_close_go_out(run: Run) -> None:
+    """A server stream closed while some of its bytes wait for credit: DATA the client sends afterwards
+    is not delivered to its protocol but is still credited (the client's upload all leaves), the waiting
+    bytes and then the CLOSE reach the client once it reads; and on another stream, the client's CLOSE
+    after the server's close() is no eof_received for the server's protocol."""
+
+    async def main() -> None:
+        async with mux_pair(echo=False) as p:
+            response = pattern(WINDOW_SIZE + 10, seed=1)
+            client = Recorder(pause=True)  # (reads nothing, so gives no credit, until resumed)
+            c_stream = p.client.open(client)
+            c_stream.write(b"req")
+            await until(lambda: len(p.server.accepted) == 1 and p.server.accepted[0].data == b"req")
+            server = p.server.accepted[0]
+            server.transport.write(response)
+            server.transport.close()
+            assert server.stream.is_closing() and server.stream.get_write_buffer_size() == 10
+            await until(lambda: c_stream.held_size == WINDOW_SIZE)
+
+            upload = pattern(3 * WINDOW_SIZE, seed=2)  # more than one window: it needs the server's credit
+            c_stream.write(upload)
+            with contextlib.suppress(TimeoutError):
+                await until(lambda: c_stream.get_write_buffer_size() == 0, limit=3.0)
+            assert c_stream.get_write_buffer_size() == 0, (
+                f"{c_stream.get_write_buffer_size()} bytes of the upload wait for credit the closed stream "
+                "never gives"
+            )
+            assert server.data == b"req", f"{len(server.data) - 3} bytes delivered after close()"
+            assert server.events == ["connection_made", "data_received"]
+            assert not server.stream.closed and server.stream.get_write_buffer_size() == 10
+
+            c_stream.resume_reading()
+            await until(lambda: "connection_lost" in client.events)
+            assert bytes(client.data) == response
+            assert [e for e in client.events if not e.endswith("_writing")] == [
+                "connection_made",
+                "data_received",
+                "eof_received",
+                "connection_lost",
+            ]
+            assert client.lost == [None]
+            await until(lambda: "connection_lost" in server.events)
+            assert server.events == ["connection_made", "data_received", "connection_lost"]
+            assert server.lost == [None]
+
+            # The client's CLOSE after the server's close(): the server's protocol hears no eof.
+            other = Recorder(pause=True)
+            o_stream = p.client.open(other)
+            o_stream.write(b"req2")
+            await until(lambda: len(p.server.accepted) == 2 and p.server.accepted[1].data == b"req2")
+            server2 = p.server.accepted[1]
+            server2.transport.write(response)
+            server2.transport.close()
+            await until(lambda: o_stream.held_size == WINDOW_SIZE)
+            o_stream.write(b"more")
+            o_stream.close()
+            await until(lambda: "connection_lost" in server2.events)
+            assert server2.events == ["connection_made", "data_received", "connection_lost"]
+            assert server2.data == b"req2" and server2.lost == [None]
+            assert p.server_session.streams == {} and p.client.streams == {}
+
+    bounded(run, main())
+
+
+def test_a_closing_session_takes_no_new_stream(run: Run) -> None:
+    """Session.close() (as the idle timer calls it) makes the session unusable at once: an open in the
+    same loop pass dials a new session rather than putting its stream on the closing one."""
+
+    async def main() -> None:
+        pool = ClientSessions()
+        dials = Dials()
+        async with mux_server(echo=True) as srv:
+            key = (HOST, srv.port)
+
+            dial_mux = dials.mux(srv.port)
+
+            first = Recorder()
+            stream = cast(mux.Stream, await pool.open(first, HOST, srv.port, None, dial_mux))
+            session = stream.session
+            stream.close()
+            await until(lambda: first.lost == [None])
+            assert session.usable and pool.sessions == {key: [session]}
+
+            session.close()
+            assert not session.usable
+            second = Recorder()
+            again = cast(mux.Stream, await pool.open(second, HOST, srv.port, None, dial_mux))
+            assert again.session is not session and dials.calls == 2
+            again.write(b"fresh")
+            await until(lambda: second.data == b"fresh")
+            await until(lambda: session.closed)
+            assert pool.sessions == {key: [again.session]}
+            assert second.events == ["connection_made", "data_received"]
+            pool.retire()
+            again.close()
+            await until(lambda: again.session.closed)
+
+    bounded(run, main())
+
+
+def test_a_full_session_transport_does_not_pause_its_streams(run: Run) -> None:
+    """The session's own transport filling up (the peer not reading) does not pause the streams'
+    protocols: each stream is bounded by its own window, and one whose bytes all had credit is never
+    told to pause writing (nor to resume)."""
+
+    async def main() -> None:
+        async with mux_pair(echo=False) as p:
+            server_transport = p.server_session.transport
+            assert server_transport is not None
+            server_transport.pause_reading()
+            clients = [Recorder() for _ in range(40)]  # 10 MiB: more than the kernel's buffers hold
+            payloads = [pattern(WINDOW_SIZE, seed=i) for i in range(len(clients))]
+            for client, payload in zip(clients, payloads, strict=True):
+                p.client.open(client).write(payload)  # (within the stream's credit: nothing waits)
+            quiet = Recorder()
+            p.client.open(quiet).write(b"q")
+            await until(lambda: p.client.write_paused)
+            await asyncio.sleep(0)
+            assert [c.events for c in [*clients, quiet]] == [["connection_made"]] * (len(clients) + 1)
+
+            server_transport.resume_reading()
+            await until(lambda: not p.client.write_paused)
+            await until(lambda: len(p.server.accepted) == len(clients) + 1)
+            await until(lambda: all(len(p.server.by_sid(i + 1).data) == WINDOW_SIZE for i in range(40)))
+            for i, payload in enumerate(payloads):
+                assert p.server.by_sid(i + 1).data == payload
+            assert [c.events for c in [*clients, quiet]] == [["connection_made"]] * (len(clients) + 1)
 
     bounded(run, main())

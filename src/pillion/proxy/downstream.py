@@ -1346,6 +1346,8 @@ class DownstreamConnection:
     def _record(self, ex: Exchange, now: float) -> None:
         """Count and log an exchange that ended, however it ended, at `now`."""
         self._cancel_timeout()
+        if self.paused & _UPSTREAM_FULL:  # its upstream, full, will not say when it drains: not ours now
+            self._resume(_UPSTREAM_FULL)
         if ex.cancel_wait is not None:  # ended while waiting for a connection: stop waiting
             ex.cancel_wait()
             ex.cancel_wait = None

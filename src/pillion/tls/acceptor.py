@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from pillion.runtime.tasks import spawn
 from pillion.tls.mux import Session
-from pillion.tls.transport import accept_server, until_ready
+from pillion.tls.transport import TlsTransport, accept_server, until_ready
 
 if TYPE_CHECKING:
     from pillion.telemetry.stats import Counter
@@ -120,8 +120,7 @@ class TlsAcceptor:
                 transport = await accept_server(conn, self._tls.context, self._factory, self._timeout)
                 session = transport.get_protocol()
                 if isinstance(session, Session):
-                    self._sessions = {s for s in self._sessions if not s.closed}  # (bounded by the live ones)
-                    self._sessions.add(session)
+                    self._multiplexed(transport, session)
             else:
                 await self._loop.connect_accepted_socket(self._factory, conn)
         except asyncio.CancelledError:
@@ -135,6 +134,21 @@ class TlsAcceptor:
             self._failures.value += 1
             log.info("TLS handshake refused", extra={"error": str(exc) or type(exc).__name__})
             conn.close()
+
+    def _multiplexed(self, transport: TlsTransport, session: Session) -> None:
+        """A `pillion-mux/1` connection, just started (nothing read yet): its peer is checked once here,
+        so a refused client loses the whole connection rather than each stream it opens."""
+        from pillion.tls.termination import PeerRefused
+
+        try:
+            self._tls.peer(transport.get_extra_info("ssl_object"))
+        except PeerRefused as exc:
+            self._failures.value += 1
+            log.info("client refused", extra={"reason": exc.reason})
+            transport.abort()
+            return
+        self._sessions = {s for s in self._sessions if not s.closed}  # (bounded by the live ones)
+        self._sessions.add(session)
 
     async def _first_byte(self, conn: socket.socket) -> int | None:
         """The first byte the client sent, left unread; None if it closed or sent nothing in time."""

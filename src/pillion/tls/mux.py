@@ -27,19 +27,30 @@ already closed).
   protocol that paused reading holds at most one window, and a stream whose credit is spent keeps its
   bytes (pausing its protocol's writing past the high-water mark). Small exchanges never need one.
 - `GOAWAY` (stream 0): the server is going away: the client opens its next streams on another
-  connection (streams it opened before the frame arrived are still served) and closes this one when its
-  last stream ends.
+  connection and closes this one when its last stream ends; the server resets any stream opened after
+  it, and closes the connection once the streams under way have ended.
 
 Frames written in one loop pass are sent with one `write` at its end. A malformed frame (too long, an
-unknown type, credit beyond the window) ends the session: every stream sees its connection lost.
+unknown type, data or credit beyond the window, more than `MAX_STREAMS` streams) ends the session: every
+stream sees its connection lost. An exception in one stream's protocol resets that stream only.
+
+Bounds: a session buffers at most a window per stream each way (the TLS connection's own write buffer is
+not passed on to the streams: the windows bound it), holds at most one partial frame, and carries at
+most `MAX_STREAMS` streams. A server session must see its first stream within `first_stream_within`
+(the listener's header timeout) and closes after `_SERVER_IDLE_S` without streams; a client closes its
+own after `_SESSION_IDLE_S`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, cast
+
+log: Final = logging.getLogger("pillion.tls")
 
 ALPN: Final = "pillion-mux/1"
 OFFER: Final = [ALPN, "http/1.1"]
@@ -54,6 +65,9 @@ HEAD: Final = struct.Struct(">IBI")
 HEAD_SIZE: Final = 9
 MAX_FRAME: Final = 65536
 WINDOW_SIZE: Final = 262144  # per stream and direction: 1.3 GB/s over loopback's ~0.2 ms RTT
+MAX_STREAMS: Final = 256  # streams at once on one session: a client opens another, a server ends it
+_SESSION_IDLE_S: Final = 60.0  # a client's session with no streams this long is closed
+_SERVER_IDLE_S: Final = 90.0  # the server's backstop, for a client that does not close its idle ones
 MAX_STREAM_ID: Final = 0x7FFFFFFF  # a client past it opens a new session
 _HIGH_WATER: Final = 65536  # bytes a stream holds for want of credit before its protocol pauses writing
 _LOW_WATER: Final = 16384
@@ -73,10 +87,17 @@ class Session:
     factory of each new stream's protocol."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, accept: Callable[[], asyncio.Protocol] | None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        accept: Callable[[], asyncio.Protocol] | None,
+        first_stream_within: float = 0.0,
     ) -> None:
+        """`first_stream_within` (server): seconds the client has to open its first stream, like a
+        plain connection's request-headers timeout (0: no limit)."""
         self.loop = loop
         self.accept = accept
+        self.first_stream_within = first_stream_within
+        self.on_closed: Callable[[Session], None] | None = None  # client: leaves its pool
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, Stream] = {}
         self.next_id = 1  # client: the id of the next stream it opens
@@ -95,13 +116,25 @@ class Session:
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        if self.accept is not None and self.first_stream_within > 0:
+            self.idle_handle = self.loop.call_later(self.first_stream_within, _close_if_idle, self)
+
+    def idle(self) -> None:
+        """No streams left: a retired session closes now, another after a while without new ones."""
+        if self.closed:
+            return
+        if self.goaway:
+            self.close()
+        elif self.idle_handle is None:
+            delay = _SESSION_IDLE_S if self.accept is None else _SERVER_IDLE_S
+            self.idle_handle = self.loop.call_later(delay, _close_if_idle, self)
 
     def data_received(self, data: bytes) -> None:
         buf = self.pending + data if self.pending else data
         size = len(buf)
         pos = 0
         try:
-            while size - pos >= HEAD_SIZE:
+            while size - pos >= HEAD_SIZE and not self.closed:
                 sid, kind, length = _unpack_from(buf, pos)
                 if length > MAX_FRAME:
                     raise ProtocolError(f"frame of {length} bytes")
@@ -116,10 +149,20 @@ class Session:
                         stream = self._opened_by_peer(sid)
                         if stream is None:
                             continue
-                    stream.received(payload)
+                    try:
+                        stream.received(payload)
+                    except ProtocolError:
+                        raise
+                    except Exception:  # a bug in one stream's protocol costs that stream, not the others
+                        log.exception("stream failed", extra={"stream": sid})
+                        stream.abort()
                 elif kind == CLOSE:
                     if stream is not None:
-                        stream.peer_closed()
+                        try:
+                            stream.peer_closed()
+                        except Exception:
+                            log.exception("stream failed", extra={"stream": sid})
+                            stream.abort()
                     else:
                         self._seen(sid)
                 elif kind == RESET:
@@ -136,22 +179,28 @@ class Session:
                     self.retire()
                 else:
                     raise ProtocolError(f"unknown frame type {kind}")
-                if self.closed:
-                    return
         except ProtocolError as exc:
             self.fail(exc)
-            return
-        self.pending = buf[pos:] if pos < size else b""
+        finally:
+            self.pending = buf[pos:] if pos < size and not self.closed else b""
 
     def _seen(self, sid: int) -> None:
         if self.accept is not None and sid > self.last_id:
             self.last_id = sid
 
     def _opened_by_peer(self, sid: int) -> Stream | None:
-        """A new stream from the client, or None for a frame of a stream that is gone."""
+        """A new stream from the client, or None for a frame of a stream that is gone (or refused)."""
         if self.accept is None or sid <= self.last_id:
             return None  # the client's own streams are opened by open(); an old id's late data
         self.last_id = sid
+        if self.goaway:  # draining: the client learns it from the reset (and from the GOAWAY)
+            self.send(sid, RESET)
+            return None
+        if len(self.streams) >= MAX_STREAMS:
+            raise ProtocolError(f"more than {MAX_STREAMS} streams at once")
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+            self.idle_handle = None
         stream = Stream(self, sid)
         self.streams[sid] = stream
         stream.start(self.accept())
@@ -163,21 +212,24 @@ class Session:
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.out = []
+        self.pending = b""
+        if self.on_closed is not None:
+            self.on_closed(self)
+            self.on_closed = None
         if self.idle_handle is not None:
             self.idle_handle.cancel()
+            self.idle_handle = None
         lost = self.lost_exc or exc or ConnectionResetError("the multiplexed connection closed")
         for stream in list(self.streams.values()):
             stream.finish(lost)
 
+    # The TLS connection's own buffer is not passed on to the streams: each stream may have at most one
+    # window of its bytes unread by the peer, so what a session buffers is bounded by its streams' windows.
     def pause_writing(self) -> None:
         self.write_paused = True
-        for stream in list(self.streams.values()):
-            stream.update_pause()
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        for stream in list(self.streams.values()):
-            stream.update_pause()
 
     # -- sending --------------------------------------------------------------------------------------
 
@@ -212,6 +264,7 @@ class Session:
         """Close when what is queued has been sent (the streams end with it)."""
         if self.closed or self.transport is None:
             return
+        self.goaway = True  # (no stream may be opened on it meanwhile)
         self.flush()
         self.transport.close()
 
@@ -223,10 +276,13 @@ class Session:
             self.close()
 
     def go_away(self) -> None:
-        """Server side: accept no new streams, and tell the client."""
+        """Server side: accept no new streams (they are reset), tell the client, and close once the
+        streams under way have ended."""
         if not self.goaway:
             self.goaway = True
             self.send(0, GOAWAY)
+            if not self.streams:
+                self.close()
 
     # -- streams --------------------------------------------------------------------------------------
 
@@ -266,9 +322,9 @@ class Stream:
         self.protocol: asyncio.Protocol | None = None
         self.credit = WINDOW_SIZE  # bytes the peer accepts from us now
         self.unacked = 0  # bytes given to our protocol since we last gave the peer credit
-        self.waiting: list[bytes] = []  # bytes to send once the peer gives credit
+        self.waiting: deque[bytes] = deque()  # bytes to send once the peer gives credit
         self.waiting_size = 0
-        self.held: list[bytes] = []  # bytes received while our protocol paused reading
+        self.held: list[bytes] = []  # bytes received while our protocol paused reading (delivered joined)
         self.held_size = 0
         self.eof_held = False  # the peer's CLOSE came while bytes were held
         self.read_paused = False
@@ -285,9 +341,10 @@ class Stream:
     def received(self, payload: bytes) -> None:
         if len(payload) > WINDOW_SIZE - self.unacked - self.held_size:
             raise ProtocolError(f"stream {self.sid}: more data than its window")
-        if self.closed:
+        if self.closed or not payload:  # (an empty one: a stream's announcement)
             return
-        if not payload:  # (a stream's announcement)
+        if self.closing:  # we closed: nothing more for the protocol, but the peer gets its credit back
+            self._credit_back(len(payload))
             return
         if self.read_paused or self.held:
             self.held.append(payload)
@@ -295,17 +352,23 @@ class Stream:
             return
         self._deliver(payload)
 
-    def _deliver(self, payload: bytes) -> None:
-        unacked = self.unacked + len(payload)
+    def _credit_back(self, size: int) -> None:
+        unacked = self.unacked + size
         if unacked >= WINDOW_SIZE // 2:
             self.session.send(self.sid, WINDOW, _CREDIT.pack(unacked))
             unacked = 0
         self.unacked = unacked
+
+    def _deliver(self, payload: bytes) -> None:
+        self._credit_back(len(payload))
         protocol = self.protocol
         assert protocol is not None
         protocol.data_received(payload)
 
     def peer_closed(self) -> None:
+        if self.closing:  # we closed first: nothing to tell the protocol but that it is over
+            self.finish(None)
+            return
         if self.held or self.read_paused:  # the end comes after what is held, once reading resumes
             self.eof_held = True
             return
@@ -326,7 +389,7 @@ class Stream:
             self._send_data(data[:n])
             self.waiting_size -= n
             if n == len(data):
-                waiting.pop(0)
+                waiting.popleft()
             else:
                 waiting[0] = data[n:]
         if not waiting and self.closing and not self.closed:
@@ -341,18 +404,16 @@ class Stream:
             return
         self.closed = True
         self.closing = True
-        self.waiting = []
+        self.waiting = deque()
         self.held = []
+        self.held_size = 0
         session = self.session
         session.forget(self)
         if self.protocol is not None:
             session.loop.call_soon(self.protocol.connection_lost, exc)
             self.protocol = None  # it holds this transport: no reference cycle once it is told
-        if session.accept is None and not session.streams and not session.closed:
-            if session.goaway:
-                session.close()
-            else:
-                session.idle_handle = session.loop.call_later(_SESSION_IDLE_S, _close_if_idle, session)
+        if not session.streams:
+            session.idle()
 
     # -- the transport's interface ----------------------------------------------------------------------
 
@@ -387,7 +448,7 @@ class Stream:
         if protocol is None or self.closed:
             return
         size = self.waiting_size
-        if self.session.write_paused or size > _HIGH_WATER:
+        if size > _HIGH_WATER:
             if not self.protocol_paused:
                 self.protocol_paused = True
                 protocol.pause_writing()
@@ -431,9 +492,10 @@ class Stream:
             self.session.loop.call_soon(self._release)
 
     def _release(self) -> None:
-        while self.held and not self.read_paused and not self.closed:
-            payload = self.held.pop(0)
-            self.held_size -= len(payload)
+        if self.held and not self.read_paused and not self.closed:
+            payload = b"".join(self.held)  # (one call: many small frames must not cost one each)
+            self.held = []
+            self.held_size = 0
             self._deliver(payload)
         if self.eof_held and not self.held and not self.closed:
             self.eof_held = False
@@ -461,16 +523,12 @@ class Stream:
         pass  # (the session's TLS transport has the limits that matter; see update_pause)
 
 
-_SESSION_IDLE_S: Final = 60.0  # a client's session with no streams this long is closed
-
-
 def _close_if_idle(session: Session) -> None:
     session.idle_handle = None
-    if not session.streams:
+    if not session.streams and not session.closed:
         session.close()
 
 
-MAX_STREAMS: Final = 256  # streams a client puts on one session before it opens another
 _UNCLAIMED_S: Final = 1.0  # a plain connection dialled for waiters that all gave up is closed after this
 
 
@@ -479,6 +537,7 @@ class ClientSessions:
     new session when none has (one dial at a time per endpoint; the others wait for it)."""
 
     def __init__(self) -> None:
+        self.retired = False
         self.sessions: dict[tuple[str, int], list[Session]] = {}
         self.dialling: dict[tuple[str, int], asyncio.Task[asyncio.BaseTransport]] = {}
 
@@ -509,7 +568,7 @@ class ClientSessions:
         then `protocol` takes that transport for itself. `generation` is the identity in service:
         sessions dialled with an older one take no new streams."""
         key = (host, port)
-        for _ in range(4):  # a session may fill up or close while we wait for a dial: bounded retries
+        for _ in range(8):  # a session may fill up or close while we wait for a dial: bounded retries
             session = self._usable(key, generation)
             if session is not None:
                 return cast(asyncio.BaseTransport, session.open(protocol))
@@ -528,6 +587,9 @@ class ClientSessions:
             got.set_protocol(protocol)  # the peer does not multiplex: this connection is ours alone
             protocol.connection_made(got)
             return got
+        session = self._usable(key, generation)  # (the last dial's)
+        if session is not None:
+            return cast(asyncio.BaseTransport, session.open(protocol))
         raise ConnectionError(f"no multiplexed session to {host}:{port} with room for a stream")
 
     async def _dial(
@@ -550,12 +612,26 @@ class ClientSessions:
         if not isinstance(session, Session):
             return False
         session.generation = generation
-        self.sessions.setdefault(key, []).append(session)
+        if self.retired:
+            session.retire()
+            return True
+        found = self.sessions.setdefault(key, [])
+        found.append(session)
+        session.on_closed = lambda s: self._forget(key, s)
+        session.idle()  # (closed if no stream comes, as when every waiter gave up during the dial)
         return True
+
+    def _forget(self, key: tuple[str, int], session: Session) -> None:
+        found = self.sessions.get(key)
+        if found is not None and session in found:
+            found.remove(session)
+            if not found:
+                del self.sessions[key]
 
     def retire(self) -> None:
         """The cluster is gone: every session closes once its last stream ends."""
-        for found in self.sessions.values():
+        self.retired = True
+        for found in list(self.sessions.values()):
             for session in found:
                 session.retire()
         self.sessions.clear()

@@ -411,7 +411,9 @@ async def accept_server(
     if sslobj.selected_alpn_protocol() == "pillion-mux/1":  # (tls/mux.py's ALPN; imported only then)
         from pillion.tls.mux import Session
 
-        transport.start(cast(asyncio.Protocol, Session(asyncio.get_running_loop(), protocol_factory)))
+        # (`within` also bounds how long the client may take to open its first stream)
+        session = Session(asyncio.get_running_loop(), protocol_factory, within or 0.0)
+        transport.start(cast(asyncio.Protocol, session))
     else:
         transport.start(protocol_factory())
     return transport
