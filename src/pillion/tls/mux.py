@@ -119,6 +119,12 @@ class Session:
         if self.accept is not None and self.first_stream_within > 0:
             self.idle_handle = self.loop.call_later(self.first_stream_within, _close_if_idle, self)
 
+    def _busy(self) -> None:
+        """A stream is opening (or the session ends): no idle close is due."""
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+            self.idle_handle = None
+
     def idle(self) -> None:
         """No streams left: a retired session closes now, another after a while without new ones."""
         if self.closed:
@@ -144,27 +150,24 @@ class Session:
                 payload = buf[pos + HEAD_SIZE : end]
                 pos = end
                 stream = self.streams.get(sid)
-                if kind == DATA:
+                if kind <= CLOSE:  # DATA or CLOSE: for a stream, whose protocol may fail
                     if stream is None:
-                        stream = self._opened_by_peer(sid)
+                        if kind == DATA:
+                            stream = self._opened_by_peer(sid)
+                        else:
+                            self._seen(sid)
                         if stream is None:
                             continue
                     try:
-                        stream.received(payload)
+                        if kind == DATA:
+                            stream.received(payload)
+                        else:
+                            stream.peer_closed()
                     except ProtocolError:
                         raise
                     except Exception:  # a bug in one stream's protocol costs that stream, not the others
                         log.exception("stream failed", extra={"stream": sid})
                         stream.abort()
-                elif kind == CLOSE:
-                    if stream is not None:
-                        try:
-                            stream.peer_closed()
-                        except Exception:
-                            log.exception("stream failed", extra={"stream": sid})
-                            stream.abort()
-                    else:
-                        self._seen(sid)
                 elif kind == RESET:
                     if stream is not None:
                         stream.finish(ConnectionResetError("the peer reset the stream"))
@@ -185,6 +188,7 @@ class Session:
             self.pending = buf[pos:] if pos < size and not self.closed else b""
 
     def _seen(self, sid: int) -> None:
+        """A frame for a stream we do not have: an id the server has not met yet is used up."""
         if self.accept is not None and sid > self.last_id:
             self.last_id = sid
 
@@ -198,9 +202,7 @@ class Session:
             return None
         if len(self.streams) >= MAX_STREAMS:
             raise ProtocolError(f"more than {MAX_STREAMS} streams at once")
-        if self.idle_handle is not None:
-            self.idle_handle.cancel()
-            self.idle_handle = None
+        self._busy()
         stream = Stream(self, sid)
         self.streams[sid] = stream
         stream.start(self.accept())
@@ -216,15 +218,14 @@ class Session:
         if self.on_closed is not None:
             self.on_closed(self)
             self.on_closed = None
-        if self.idle_handle is not None:
-            self.idle_handle.cancel()
-            self.idle_handle = None
+        self._busy()
         lost = self.lost_exc or exc or ConnectionResetError("the multiplexed connection closed")
         for stream in list(self.streams.values()):
             stream.finish(lost)
 
     # The TLS connection's own buffer is not passed on to the streams: each stream may have at most one
     # window of its bytes unread by the peer, so what a session buffers is bounded by its streams' windows.
+    # `write_paused` only reports it (for tests and debugging).
     def pause_writing(self) -> None:
         self.write_paused = True
 
@@ -269,8 +270,8 @@ class Session:
         self.transport.close()
 
     def retire(self) -> None:
-        """Client side (the peer's GOAWAY, or an identity rotated): open no new streams here; close once
-        the last one ends."""
+        """No new streams here (the peer's GOAWAY or an identity rotated, on a client; go_away, on a
+        server); close once the last one ends."""
         self.goaway = True
         if not self.streams:
             self.close()
@@ -279,10 +280,8 @@ class Session:
         """Server side: accept no new streams (they are reset), tell the client, and close once the
         streams under way have ended."""
         if not self.goaway:
-            self.goaway = True
             self.send(0, GOAWAY)
-            if not self.streams:
-                self.close()
+            self.retire()
 
     # -- streams --------------------------------------------------------------------------------------
 
@@ -297,9 +296,7 @@ class Session:
         self.next_id = sid + 1
         stream = Stream(self, sid)
         self.streams[sid] = stream
-        if self.idle_handle is not None:
-            self.idle_handle.cancel()
-            self.idle_handle = None
+        self._busy()
         # Announced at once (an empty DATA frame), so the peer meets ids in the order they were opened
         # even when a newer stream writes first.
         self.send(sid, DATA)

@@ -41,6 +41,7 @@ from collections import deque
 from typing import Any, cast
 
 from pillion.proxy.dns import is_ip_literal
+from pillion.tls import mux
 
 # A record carries at most 16 KiB of plaintext (RFC 8446 §5.1), and SSL_read returns one record's: a
 # larger size would only make CPython allocate more before shrinking the bytes to what was read.
@@ -407,12 +408,9 @@ async def accept_server(
     except BaseException:
         _close_read(ssock)
         raise
-    sslobj = ssock._sslobj  # type: ignore[attr-defined]
-    if sslobj.selected_alpn_protocol() == "pillion-mux/1":  # (tls/mux.py's ALPN; imported only then)
-        from pillion.tls.mux import Session
-
+    if ssock._sslobj.selected_alpn_protocol() == mux.ALPN:  # type: ignore[attr-defined]
         # (`within` also bounds how long the client may take to open its first stream)
-        session = Session(asyncio.get_running_loop(), protocol_factory, within or 0.0)
+        session = mux.Session(asyncio.get_running_loop(), protocol_factory, within or 0.0)
         transport.start(cast(asyncio.Protocol, session))
     else:
         transport.start(protocol_factory())
