@@ -4,8 +4,8 @@ A `Session` works over any asyncio transport, so here it rides plain TCP: the se
 `loop.create_server` with a server Session per connection (its `accept` factory making a `Recorder` per
 stream), the client either a client Session from `loop.create_connection` or a raw socket writing frames
 by hand (`frame`), for the input a conforming client never sends. Each test runs once per loop kind (the
-`run` fixture: asyncio, uvloop), bounded by LIMIT seconds, and fails if anything reached the loop's
-exception handler.
+`run` fixture: asyncio, uvloop), bounded by 10 seconds, and fails if anything reached the loop's
+exception handler (pillion.testing.loops.bounded).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from typing import Any, cast
 
 import pytest
 
-from pillion.testing.loops import Run, until
+from pillion.testing.loops import Run, bounded, until
+from pillion.testing.protocols import RecordingProtocol
 from pillion.tls import mux
 from pillion.tls.mux import (
     CLOSE,
@@ -38,62 +39,17 @@ from pillion.tls.mux import (
 )
 
 HOST = "127.0.0.1"
-LIMIT = 10.0  # seconds any one test may take
 MIB = 1024 * 1024
 
 
-class Recorder(asyncio.Protocol):
-    """Records the callbacks in order (consecutive data_received as one), the bytes received and the
-    size of each data_received call; with `echo`, writes back what it gets; with `pause`, pauses reading
-    as soon as it has its transport."""
-
-    def __init__(self, *, echo: bool = False, pause: bool = False) -> None:
-        self.events: list[str] = []
-        self.data = bytearray()
-        self.sizes: list[int] = []  # one per data_received call
-        self.lost: list[Exception | None] = []
-        self.echo = echo
-        self.pause = pause
-        self._transport: asyncio.Transport | None = None
-
-    @property
-    def transport(self) -> asyncio.Transport:
-        assert self._transport is not None
-        return self._transport
+class Recorder(RecordingProtocol):
+    """A RecordingProtocol that can show its transport as the mux stream it is."""
 
     @property
     def stream(self) -> mux.Stream:
         """The transport as the mux stream it is (for the id and the stream's own state)."""
         assert isinstance(self._transport, mux.Stream)
         return self._transport
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-        self.events.append("connection_made")
-        if self.pause:
-            self._transport.pause_reading()
-
-    def data_received(self, data: bytes) -> None:
-        if self.events[-1] != "data_received":
-            self.events.append("data_received")
-        self.data += data
-        self.sizes.append(len(data))
-        if self.echo:
-            self.transport.write(data)
-
-    def eof_received(self) -> bool:
-        self.events.append("eof_received")
-        return False
-
-    def pause_writing(self) -> None:
-        self.events.append("pause_writing")
-
-    def resume_writing(self) -> None:
-        self.events.append("resume_writing")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.events.append("connection_lost")
-        self.lost.append(exc)
 
 
 class Exploding(Recorder):
@@ -157,20 +113,6 @@ def parse(data: bytes) -> list[tuple[int, int, bytes]]:
 
 def pattern(size: int, seed: int = 0) -> bytes:
     return random.Random(size * 1000 + seed).randbytes(size)
-
-
-def bounded(run: Run, coro: Coroutine[Any, Any, None]) -> None:
-    """Run `coro` on the test's loop, failing it after LIMIT seconds or if the loop's exception handler
-    was called (an error raised out of a callback, an unretrieved task exception)."""
-
-    async def main() -> None:
-        errors: list[dict[str, Any]] = []
-        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: errors.append(context))
-        async with asyncio.timeout(LIMIT):
-            await coro
-        assert not errors, f"reported to the loop's exception handler: {errors}"
-
-    run(main())
 
 
 @dataclass

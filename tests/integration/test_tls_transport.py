@@ -15,13 +15,13 @@ import random
 import socket
 import ssl
 import struct
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any, cast
 
 import pytest
 
-from pillion.testing.loops import Run, until
+from pillion.testing.loops import Run, bounded, until
+from pillion.testing.protocols import RecordingProtocol as Recorder
 from pillion.tls import contexts
 from pillion.tls.ca import init_ca, issue_svid
 from pillion.tls.transport import TlsTransport, accept_server, open_client
@@ -29,7 +29,6 @@ from pillion.tls.transport import TlsTransport, accept_server, open_client
 HOST = "127.0.0.1"
 A_ID = "spiffe://example.org/ns/t/sa/a"
 B_ID = "spiffe://example.org/ns/t/sa/b"
-LIMIT = 10.0  # seconds any one test may take
 MIB = 1024 * 1024
 
 
@@ -56,58 +55,6 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Mesh:
         no_cert,
         ssl.PEM_cert_to_DER_cert(a.cert.read_text()),
     )
-
-
-class Recorder(asyncio.Protocol):
-    """Records the callbacks in order (consecutive data_received as one) and the bytes received."""
-
-    def __init__(self, *, echo: bool = False, keep_open: bool = False) -> None:
-        self.events: list[str] = []
-        self.data = bytearray()
-        self.lost: list[Exception | None] = []
-        self.echo = echo
-        self.keep_open = keep_open  # what eof_received returns
-        self._transport: asyncio.Transport | None = None
-
-    @property
-    def transport(self) -> asyncio.Transport:
-        assert self._transport is not None
-        return self._transport
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-        self.events.append("connection_made")
-
-    def data_received(self, data: bytes) -> None:
-        if self.events[-1] != "data_received":
-            self.events.append("data_received")
-        self.data += data
-        if self.echo:
-            self.transport.write(data)
-
-    def eof_received(self) -> bool:
-        self.events.append("eof_received")
-        return self.keep_open
-
-    def pause_writing(self) -> None:
-        self.events.append("pause_writing")
-
-    def resume_writing(self) -> None:
-        self.events.append("resume_writing")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.events.append("connection_lost")
-        self.lost.append(exc)
-
-
-def bounded(run: Run, coro: Coroutine[Any, Any, None]) -> None:
-    """Run `coro` on the test's loop, failing it after LIMIT seconds."""
-
-    async def main() -> None:
-        async with asyncio.timeout(LIMIT):
-            await coro
-
-    run(main())
 
 
 def pattern(size: int) -> bytes:

@@ -49,3 +49,17 @@ async def until(condition: Callable[[], bool], limit: float = 5.0) -> None:
             return
         await asyncio.sleep(0.01)
     raise TimeoutError(f"not true within {limit}s")
+
+
+def bounded(run: Run, coro: Coroutine[Any, Any, None], limit: float = 10.0) -> None:
+    """Run `coro` with `run` (the test's loop), failing it after `limit` seconds or if the loop's
+    exception handler was called (an error raised out of a callback, an unretrieved task exception)."""
+
+    async def main() -> None:
+        errors: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: errors.append(context))
+        async with asyncio.timeout(limit):
+            await coro
+        assert not errors, f"reported to the loop's exception handler: {errors}"
+
+    run(main())
