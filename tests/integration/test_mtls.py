@@ -301,7 +301,7 @@ def test_streams_share_one_mtls_connection_and_carry_large_bodies(tmp_path: Path
     size = 3 * 1024 * 1024
 
     async def main() -> None:
-        async with mesh(pki) as (app, a, _b, relay):
+        async with mesh(pki) as (app, a, b, relay):
             port = a.listeners[0].port
             delayed = [http_request(HOST, port, "GET", "/delay/0.2") for _ in range(20)]
             got = await asyncio.gather(*delayed)
@@ -309,6 +309,13 @@ def test_streams_share_one_mtls_connection_and_carry_large_bodies(tmp_path: Path
             assert metric(a, "pillion_upstream_connections_total", cluster="b") >= 20  # all at once
             assert relay.connections == 1
             assert bytes(relay.sent[:3]) in (b"\x16\x03\x01", b"\x16\x03\x03") and b"/delay" not in relay.sent
+            # Both ends show it: the gauges, and A's /clusters (its pooled connections are its streams).
+            mux_gauge = "pillion_tls_multiplexed_connections"
+            assert metric(a, mux_gauge, listener="", cluster="b") == 1
+            assert metric(b, mux_gauge, listener="inbound", cluster="") == 1
+            clusters = await http_request(HOST, a.admin.port, "GET", "/clusters")
+            (endpoint,) = next(c for c in clusters.json()["clusters"] if c["name"] == "b")["endpoints"]
+            assert endpoint["multiplexed_connections"] == 1 and endpoint["streams"] >= 1
 
             down = await http_request(HOST, port, "GET", f"/bytes/{size}")
             assert down.status == 200 and down.body == pattern_bytes(size)
@@ -523,6 +530,7 @@ def test_a_refused_multiplexed_client_loses_the_whole_connection_once(tmp_path: 
                 failures = metric(b, "pillion_tls_handshake_failures_total", listener="inbound") - before
                 assert closed, f"the refused client's connection is still open ({failures:.0f} failures)"
                 assert failures == 1
+                assert metric(b, "pillion_tls_multiplexed_connections", listener="inbound") == 0
             finally:
                 writer.close()
             assert app.requests == []

@@ -21,6 +21,7 @@ from typing import Any, cast
 
 import pytest
 
+from pillion.telemetry.stats import Gauge
 from pillion.testing.loops import Run, bounded, until
 from pillion.testing.protocols import RecordingProtocol
 from pillion.tls import mux
@@ -889,10 +890,12 @@ def test_a_thousand_concurrent_opens_share_as_few_sessions_as_fit(run: Run) -> N
 
 def test_a_session_closed_by_the_peer_leaves_the_pool(run: Run) -> None:
     """A pooled client session whose connection the peer closes is removed from ClientSessions.sessions
-    at once (not at the next open for that endpoint); the next open dials a new one."""
+    at once (not at the next open for that endpoint); the next open dials a new one. The gauge of open
+    sessions follows, the retired one included until it closes."""
 
     async def main() -> None:
-        pool = ClientSessions()
+        gauge = Gauge()
+        pool = ClientSessions(gauge)
         async with mux_server(echo=True) as srv:
             key = (HOST, srv.port)
 
@@ -904,6 +907,7 @@ def test_a_session_closed_by_the_peer_leaves_the_pool(run: Run) -> None:
             stream = cast(mux.Stream, await pool.open(first, HOST, srv.port, None, dial_mux))
             session = stream.session
             assert pool.sessions == {key: [session]}
+            assert gauge.value == 1 and pool.count(HOST, srv.port) == (1, 1)
             await until(lambda: len(srv.sessions) == 1)
             server_transport = srv.sessions[0].transport
             assert server_transport is not None
@@ -912,6 +916,7 @@ def test_a_session_closed_by_the_peer_leaves_the_pool(run: Run) -> None:
             await until(lambda: session.closed)
             assert len(first.lost) == 1 and isinstance(first.lost[0], ConnectionError)
             assert pool.sessions == {}, "a dead session stays registered"
+            assert gauge.value == 0 and pool.count(HOST, srv.port) == (0, 0)
 
             second = Recorder()
             again = cast(mux.Stream, await pool.open(second, HOST, srv.port, None, dial_mux))
@@ -919,8 +924,10 @@ def test_a_session_closed_by_the_peer_leaves_the_pool(run: Run) -> None:
             again.write(b"again")
             await until(lambda: second.data == b"again")
             pool.retire()
+            assert gauge.value == 1  # retiring: open until its last stream ends
             again.close()
             await until(lambda: again.session.closed)
+            assert gauge.value == 0
 
     bounded(run, main())
 
@@ -930,7 +937,8 @@ def test_a_session_dialled_after_retire_is_closed_at_once(run: Run) -> None:
     makes is closed as soon as it is made, and not pooled."""
 
     async def main() -> None:
-        pool = ClientSessions()
+        gauge = Gauge()
+        pool = ClientSessions(gauge)
         async with mux_server(echo=True) as srv:
             key = (HOST, srv.port)
             go = asyncio.Event()
@@ -958,6 +966,7 @@ def test_a_session_dialled_after_retire_is_closed_at_once(run: Run) -> None:
                 assert got.is_closing(), "a session dialled after retire() stays open"
                 assert pool.sessions == {}
                 await until(lambda: session.closed)
+                assert gauge.value == 0
                 await until(lambda: len(srv.sessions) == 1 and srv.sessions[0].closed)
             finally:
                 got.close()

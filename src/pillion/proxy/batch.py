@@ -14,6 +14,13 @@ go first: the upstream requests wake the app, which on a shared core may take th
 queues are typed with the two connection classes, so the compiled build calls `send_pending` directly
 rather than looking it up on each object.
 
+A connection may itself write into something that gathers writes, such as a multiplexed TLS session
+(tls/mux.py), whose frames would otherwise leave one loop pass later and, on the server side, after the
+requests to the app: the wake-up of the app would then come before the answers. Such a carrier calls
+`join` while a batch is sending (a held pass, or a write sent at once), and its `flush()` runs right
+after the phase that filled it: the clients' carriers before any upstream is written, the upstreams'
+at the end.
+
 Holding has a price: the end-of-pass callback (a loop handle, its context and the idle phase) costs
 about 3.4k instructions, a seventh of a request's work when a pass carries only one request, as it does
 at low rates, and there is nothing to gather then. So after SINGLE_PASSES passes in a row that each held
@@ -26,7 +33,7 @@ everything held is sent, so order on each connection is kept either way.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from pillion.proxy.downstream import DownstreamConnection
@@ -37,8 +44,26 @@ SINGLE_PASSES = 8  # held passes in a row with one connection each, before write
 PROBE_EVERY = 32  # writes sent at once between two held passes that look at the load again
 
 
+class Carrier(Protocol):
+    """Something that gathers the writes of several connections and sends them in one `flush()`."""
+
+    def flush(self) -> None: ...
+
+
+_flushing: list[WriteBatch] = []  # the batch sending now, last (a stack, though sends do not nest)
+
+
+def join(carrier: Carrier) -> bool:
+    """Have `carrier.flush()` called at the end of the flush phase under way; False (nothing done)
+    when no batch is flushing, and the carrier schedules its own flush."""
+    if not _flushing:
+        return False
+    _flushing[-1]._carriers.append(carrier)
+    return True
+
+
 class WriteBatch:
-    __slots__ = ("_clients", "_direct_left", "_loop", "_scheduled", "_singles", "_upstreams")
+    __slots__ = ("_carriers", "_clients", "_direct_left", "_loop", "_scheduled", "_singles", "_upstreams")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -47,6 +72,7 @@ class WriteBatch:
         self._scheduled = False
         self._singles = 0  # held passes in a row that held one connection
         self._direct_left = 0  # > 0: writes go out at once, this many more before a held pass
+        self._carriers: list[Carrier] = []  # joined during the flush phase under way
 
     @property
     def holding(self) -> bool:
@@ -56,7 +82,11 @@ class WriteBatch:
     def add_client(self, conn: DownstreamConnection) -> None:
         """Call `conn.send_pending()` after the callbacks of this loop pass have run (or now, at low load)."""
         if self._at_once():
-            conn.send_pending()
+            self._begin()
+            try:
+                conn.send_pending()
+            finally:
+                self._end()
             return
         self._schedule()
         self._clients.append(conn)
@@ -64,7 +94,11 @@ class WriteBatch:
     def add_upstream(self, conn: UpstreamConnection) -> None:
         """The same for a connection to the app."""
         if self._at_once():
-            conn.send_pending()
+            self._begin()
+            try:
+                conn.send_pending()
+            finally:
+                self._end()
             return
         self._schedule()
         self._upstreams.append(conn)
@@ -92,11 +126,31 @@ class WriteBatch:
             self._singles += 1
             if self._singles >= SINGLE_PASSES:
                 self._direct_left = PROBE_EVERY
-        if clients:
-            self._clients = []
-            for client in clients:
-                client.send_pending()
-        if upstreams:
-            self._upstreams = []
-            for upstream in upstreams:
-                upstream.send_pending()
+        self._begin()
+        try:
+            if clients:
+                self._clients = []
+                for client in clients:
+                    client.send_pending()
+                self._flush_carriers()
+            if upstreams:
+                self._upstreams = []
+                for upstream in upstreams:
+                    upstream.send_pending()
+        finally:
+            self._end()
+
+    def _begin(self) -> None:
+        _flushing.append(self)
+
+    def _end(self) -> None:
+        """The flush is over: the carriers joined last go (also when a sender raised: none is stranded)."""
+        _flushing.pop()
+        self._flush_carriers()
+
+    def _flush_carriers(self) -> None:
+        carriers = self._carriers
+        if carriers:
+            self._carriers = []
+            for carrier in carriers:
+                carrier.flush()

@@ -513,5 +513,12 @@ class Cluster:
             "connections": self.connections,
             "pending": self.pending,
             "retries_active": self.retries_active,
-            "endpoints": [e.view() for e in self.endpoints],
+            "endpoints": [self._endpoint_view(e) for e in self.endpoints],
         }
+
+    def _endpoint_view(self, endpoint: Endpoint) -> dict[str, object]:
+        view = endpoint.view()
+        sessions = self.tls.sessions if self.tls is not None else None
+        if sessions is not None:  # its HTTP connections are streams of these (tls/mux.py)
+            view["multiplexed_connections"], view["streams"] = sessions.count(endpoint.host, endpoint.port)
+        return view

@@ -32,6 +32,7 @@ class ProxyStats:
     downstream_rejected: CounterFamily
     downstream_timeouts: CounterFamily
     tls_failures: CounterFamily
+    mux_connections: GaugeFamily
     upstream_active: GaugeFamily
     upstream_total: CounterFamily
     connect_failures: CounterFamily
@@ -137,6 +138,13 @@ class ProxyStats:
                 "TLS connections refused: a failed handshake, or a peer certificate that breaks the SPIFFE "
                 "rules or is not the expected identity; from clients of `listener`, or to endpoints of "
                 "`cluster` (the other label is empty).",
+                ("listener", "cluster"),
+            ),
+            mux_connections=registry.gauge(
+                "pillion_tls_multiplexed_connections",
+                "mTLS connections between sidecars open now that carry HTTP connections as streams "
+                "(`pillion-mux/1`): from clients of `listener`, or to endpoints of `cluster` (the other "
+                "label is empty).",
                 ("listener", "cluster"),
             ),
             upstream_active=registry.gauge(

@@ -384,14 +384,16 @@ class Runtime:
             return None
         from pillion.tls.termination import DownstreamTls
 
-        return DownstreamTls(lc.tls, self.identity, mux=lc.protocol == "http")
+        gauge = self.stats.mux_connections.labels(lc.name, "") if lc.protocol == "http" else None
+        return DownstreamTls(lc.tls, self.identity, mux_connections=gauge)
 
     def _new_cluster(self, cc: ClusterConfig) -> Cluster:
         cluster = Cluster(cc, self.stats)
         if cc.tls.mode != "off":
             from pillion.tls.origination import UpstreamTls
 
-            cluster.tls = UpstreamTls(cc.tls, self.identity)
+            gauge = self.stats.mux_connections.labels("", cc.name) if cc.tls.multiplex else None
+            cluster.tls = UpstreamTls(cc.tls, self.identity, gauge)
         return cluster
 
     async def _apply(self, new: Config) -> None:

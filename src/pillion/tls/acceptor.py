@@ -149,6 +149,10 @@ class TlsAcceptor:
             return
         self._sessions = {s for s in self._sessions if not s.closed}  # (bounded by the live ones)
         self._sessions.add(session)
+        gauge = self._tls.mux_connections
+        if gauge is not None:
+            gauge.inc()
+            session.on_closed = lambda _: gauge.dec()
 
     async def _first_byte(self, conn: socket.socket) -> int | None:
         """The first byte the client sent, left unread; None if it closed or sent nothing in time."""

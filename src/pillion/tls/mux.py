@@ -30,7 +30,9 @@ already closed).
   connection and closes this one when its last stream ends; the server resets any stream opened after
   it, and closes the connection once the streams under way have ended.
 
-Frames written in one loop pass are sent with one `write` at its end. A malformed frame (too long, an
+Frames written in one loop pass are sent with one `write` at its end: frames written while the
+proxy's WriteBatch sends a pass's held writes leave with them (proxy/batch.py `join`), so a server's
+answers reach its client before its requests wake the app. A malformed frame (too long, an
 unknown type, data or credit beyond the window, more than `MAX_STREAMS` streams) ends the session: every
 stream sees its connection lost. An exception in one stream's protocol resets that stream only.
 
@@ -49,6 +51,9 @@ import struct
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, cast
+
+from pillion.proxy import batch
+from pillion.telemetry.stats import Gauge
 
 log: Final = logging.getLogger("pillion.tls")
 
@@ -97,7 +102,7 @@ class Session:
         self.loop = loop
         self.accept = accept
         self.first_stream_within = first_stream_within
-        self.on_closed: Callable[[Session], None] | None = None  # client: leaves its pool
+        self.on_closed: Callable[[Session], None] | None = None  # once, when closed: pool and gauge
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, Stream] = {}
         self.next_id = 1  # client: the id of the next stream it opens
@@ -244,7 +249,8 @@ class Session:
             out.append(payload)
         if not self.scheduled:
             self.scheduled = True
-            self.loop.call_soon(self.flush)
+            if not batch.join(self):  # (inside a WriteBatch flush: leaves with it, not a pass later)
+                self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self.scheduled = False
@@ -531,9 +537,11 @@ _UNCLAIMED_S: Final = 1.0  # a plain connection dialled for waiters that all gav
 
 class ClientSessions:
     """A mesh cluster's sessions, by endpoint: `open` puts a new stream on one that has room, dialling a
-    new session when none has (one dial at a time per endpoint; the others wait for it)."""
+    new session when none has (one dial at a time per endpoint; the others wait for it). `open_now`
+    counts the sessions open, pooled or retiring (the cluster's pillion_tls_multiplexed_connections)."""
 
-    def __init__(self) -> None:
+    def __init__(self, open_now: Gauge | None = None) -> None:
+        self.open_now = open_now if open_now is not None else Gauge()
         self.retired = False
         self.sessions: dict[tuple[str, int], list[Session]] = {}
         self.dialling: dict[tuple[str, int], asyncio.Task[asyncio.BaseTransport]] = {}
@@ -609,16 +617,22 @@ class ClientSessions:
         if not isinstance(session, Session):
             return False
         session.generation = generation
+        self.open_now.inc()
+        session.on_closed = lambda s: self._closed(key, s)
         if self.retired:
             session.retire()
             return True
-        found = self.sessions.setdefault(key, [])
-        found.append(session)
-        session.on_closed = lambda s: self._forget(key, s)
+        self.sessions.setdefault(key, []).append(session)
         session.idle()  # (closed if no stream comes, as when every waiter gave up during the dial)
         return True
 
-    def _forget(self, key: tuple[str, int], session: Session) -> None:
+    def count(self, host: str, port: int) -> tuple[int, int]:
+        """(sessions, streams) open to host:port, for the admin view; retiring sessions are not counted."""
+        found = [s for s in self.sessions.get((host, port), ()) if not s.closed]
+        return len(found), sum(len(s.streams) for s in found)
+
+    def _closed(self, key: tuple[str, int], session: Session) -> None:
+        self.open_now.dec()
         found = self.sessions.get(key)
         if found is not None and session in found:
             found.remove(session)

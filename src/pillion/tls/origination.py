@@ -19,6 +19,7 @@ from pillion.config.model import ClusterTls
 from pillion.tls import contexts
 
 if TYPE_CHECKING:
+    from pillion.telemetry.stats import Gauge
     from pillion.tls.mux import ClientSessions
     from pillion.tls.workload import WorkloadIdentity
 
@@ -30,7 +31,10 @@ class TlsFailure(OSError):
 class UpstreamTls:
     __slots__ = ("_context", "config", "identity", "sessions")
 
-    def __init__(self, config: ClusterTls, identity: WorkloadIdentity | None) -> None:
+    def __init__(
+        self, config: ClusterTls, identity: WorkloadIdentity | None, mux_connections: Gauge | None = None
+    ) -> None:
+        """`mux_connections`: the gauge of this cluster's multiplexed connections (mesh, `multiplex`)."""
         self.config = config
         self.identity = identity if config.mode == "mesh" else None  # set: the peer's SPIFFE ID is checked
         self._context = contexts.simple_client(config.ca) if config.mode == "simple" else None
@@ -38,7 +42,7 @@ class UpstreamTls:
         if self.identity is not None and config.multiplex:
             from pillion.tls.mux import ClientSessions
 
-            self.sessions = ClientSessions()
+            self.sessions = ClientSessions(mux_connections)
 
     def context(self) -> ssl.SSLContext:
         if self._context is not None:

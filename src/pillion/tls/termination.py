@@ -18,6 +18,7 @@ from pillion.config.model import ListenerTls
 from pillion.tls import contexts
 
 if TYPE_CHECKING:
+    from pillion.telemetry.stats import Gauge
     from pillion.tls.workload import WorkloadIdentity
 
 
@@ -28,11 +29,16 @@ class PeerRefused(Exception):
 
 
 class DownstreamTls:
-    __slots__ = ("config", "context", "identity", "mesh")
+    __slots__ = ("config", "context", "identity", "mesh", "mux_connections")
 
-    def __init__(self, config: ListenerTls, identity: WorkloadIdentity | None, *, mux: bool = False) -> None:
-        """`mux`: select `pillion-mux/1` when a mesh client offers it (an HTTP listener; tls/mux.py)."""
+    def __init__(
+        self, config: ListenerTls, identity: WorkloadIdentity | None, *, mux_connections: Gauge | None = None
+    ) -> None:
+        """`mux_connections`: given for an HTTP listener, which selects `pillion-mux/1` when a mesh client
+        offers it (tls/mux.py): the gauge of its multiplexed connections open now."""
         self.config = config
+        self.mux_connections = mux_connections
+        mux = mux_connections is not None
         self.mesh = config.mode in ("strict", "permissive")
         if self.mesh:
             assert identity is not None  # (validated: strict and permissive need an identity)
