@@ -263,7 +263,7 @@ def test_every_connection_header_names_fields_to_drop() -> None:
 
 
 async def expect_local(port: int, request: bytes, status: int, reason: str) -> bytes:
-    result = await raw_exchange_detailed(HOST, port, request, read_timeout=5)
+    result = await raw_exchange_detailed(HOST, port, request, read_timeout=5, first_response=True)
     responses = parse_responses(result.data)
     assert responses, result
     assert responses[0].status == status, responses[0]

@@ -198,16 +198,25 @@ def parse_responses(data: bytes) -> list[Response]:
 @dataclass
 class RawExchange:
     data: bytes
-    ending: Literal["eof", "reset", "timeout"]
+    ending: Literal["eof", "reset", "timeout", "response"]
 
 
 async def raw_exchange_detailed(
-    host: str, port: int, data: bytes, *, read_timeout: float = 5.0, shutdown_write: bool = False
+    host: str,
+    port: int,
+    data: bytes,
+    *,
+    read_timeout: float = 5.0,
+    shutdown_write: bool = False,
+    first_response: bool = False,
 ) -> RawExchange:
-    """Like raw_exchange, and also says how the exchange ended. `shutdown_write` half-closes after sending."""
+    """Like raw_exchange, and also says how the exchange ended. `shutdown_write` half-closes after sending;
+    `first_response` stops reading at the end of the first complete response (ending "response"), for
+    an answer on a connection that stays open."""
     reader, writer = await asyncio.open_connection(host, port)
     received = bytearray()
-    ending: Literal["eof", "reset", "timeout"] = "timeout"
+    ending: Literal["eof", "reset", "timeout", "response"] = "timeout"
+    parser = _ResponseParser() if first_response else None
 
     async def send() -> None:
         writer.write(data)
@@ -220,7 +229,11 @@ async def raw_exchange_detailed(
         async with asyncio.timeout(read_timeout):
             while chunk := await reader.read(READ_SIZE):
                 received += chunk
-            ending = "eof"
+                if parser is not None:
+                    parser.feed(chunk)
+                    if parser.finished:
+                        break
+            ending = "response" if parser is not None and parser.finished else "eof"
     except TimeoutError:
         ending = "timeout"
     except ConnectionError:
