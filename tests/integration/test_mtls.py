@@ -498,10 +498,15 @@ def test_a_multiplexed_client_that_opens_no_stream_is_dropped(tmp_path: Path, ru
                         answer += await busy_reader.readexactly(length)
                 assert answer.startswith(b"HTTP/1.1 200")
                 busy.write(frame(1, mux.CLOSE))
+                sessions = "pillion_tls_multiplexed_connections"
+                assert metric(b, sessions, listener="inbound") == 2
 
                 assert await closed_within(silent_reader, 5.0), "the silent session is still open"
                 assert not await closed_within(busy_reader, 1.5)  # (past the timeout: still open)
                 assert [r.target for r in app.requests] == ["/in-time"]
+                assert metric(b, sessions, listener="inbound") == 1
+                busy.close()
+                await until(lambda: metric(b, sessions, listener="inbound") == 0)
             finally:
                 silent.close()
                 busy.close()

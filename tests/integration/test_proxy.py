@@ -262,10 +262,14 @@ def test_every_connection_header_names_fields_to_drop() -> None:
 # -- local replies ------------------------------------------------------------------------------
 
 
-async def expect_local(port: int, request: bytes, status: int, reason: str) -> bytes:
-    result = await raw_exchange_detailed(HOST, port, request, read_timeout=5, first_response=True)
+async def expect_local(port: int, request: bytes, status: int, reason: str, *, closes: bool) -> bytes:
+    """One local reply. `closes`: Pillion ends the connection after it (said in `connection: close`; read
+    to the end), else the connection stays open (read to the end of the reply only)."""
+    result = await raw_exchange_detailed(HOST, port, request, read_timeout=5, first_response=not closes)
     responses = parse_responses(result.data)
-    assert responses, result
+    assert len(responses) == 1, result
+    assert result.ending == ("eof" if closes else "response"), result.ending
+    assert (responses[0].header("connection") == "close") == closes, responses[0]
     assert responses[0].status == status, responses[0]
     assert responses[0].header("x-pillion-error") == reason
     assert reason in responses[0].text
@@ -278,7 +282,7 @@ def test_no_route_is_404() -> None:
 
     async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
         await expect_local(
-            port, b"GET /other HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 404, "no_route"
+            port, b"GET /other HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 404, "no_route", closes=True
         )
         ok = await http_request(HOST, port, "GET", "/api/x")
         assert ok.status == 200
@@ -356,7 +360,7 @@ def test_an_oversized_request_target_is_414() -> None:
         fits = b"GET /" + b"a" * 1000 + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
         assert parse_responses(await raw_exchange(HOST, port, fits))[0].status == 200
         long = b"GET /" + b"a" * 1100 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
-        await expect_local(port, long, 414, "uri_too_long")
+        await expect_local(port, long, 414, "uri_too_long", closes=True)
         assert len(up.requests) == 1
 
     through_proxy(scenario, config)
@@ -370,9 +374,9 @@ def test_oversized_headers_are_431() -> None:
 
     async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
         big = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * 5000 + b"\r\n\r\n"
-        await expect_local(port, big, 431, "request_headers_too_large")
+        await expect_local(port, big, 431, "request_headers_too_large", closes=True)
         many = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(11)) + b"\r\n"
-        await expect_local(port, many, 431, "request_headers_too_large")
+        await expect_local(port, many, 431, "request_headers_too_large", closes=True)
         assert up.requests == []
 
     through_proxy(scenario, config)
@@ -384,7 +388,7 @@ def test_oversized_body_is_413() -> None:
 
     async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
         declared = b"POST /sha256 HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\n\r\n" + b"x" * 2000
-        await expect_local(port, declared, 413, "request_body_too_large")
+        await expect_local(port, declared, 413, "request_body_too_large", closes=False)
         assert up.requests == []
         chunked = (
             b"POST /sha256 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -394,7 +398,7 @@ def test_oversized_body_is_413() -> None:
             + b"z" * 16
             + b"\r\n0\r\n\r\n"
         )
-        await expect_local(port, chunked, 413, "request_body_too_large")
+        await expect_local(port, chunked, 413, "request_body_too_large", closes=True)
         assert (await http_request(HOST, port, "POST", "/echo", body=b"small")).body == b"small"
 
     through_proxy(scenario, config)
@@ -491,7 +495,7 @@ def test_an_early_answer_during_an_upload_does_not_buffer_the_rest() -> None:
 def test_upgrade_is_501() -> None:
     async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
         request = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
-        await expect_local(port, request, 501, "upgrade_not_supported")
+        await expect_local(port, request, 501, "upgrade_not_supported", closes=True)
         assert up.requests == []
 
     through_proxy(scenario)
@@ -503,7 +507,9 @@ def test_connect_refused_is_502() -> None:
             closed_port = up.port
         async with running_sidecar(sidecar_config([f"127.0.0.1:{closed_port}"])) as rt:
             port = rt.listeners[0].port
-            await expect_local(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 502, "upstream_connect_failure")
+            await expect_local(
+                port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 502, "upstream_connect_failure", closes=False
+            )
             assert metric(rt, "pillion_upstream_connect_failures_total", cluster="app") == 1
 
     run(main())
@@ -511,7 +517,9 @@ def test_connect_refused_is_502() -> None:
 
 def test_upstream_reset_is_502() -> None:
     async def scenario(up: ScriptableUpstream, rt: Runtime, port: int) -> None:
-        await expect_local(port, b"GET /reset HTTP/1.1\r\nHost: a\r\n\r\n", 502, "upstream_reset")
+        await expect_local(
+            port, b"GET /reset HTTP/1.1\r\nHost: a\r\n\r\n", 502, "upstream_reset", closes=False
+        )
         assert metric(rt, "pillion_upstream_resets_total", cluster="app") == 1
         # A reset mid-body cannot become a local reply: the client's connection is cut instead.
         result = await raw_exchange_detailed(HOST, port, b"GET /close-after-head HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -529,7 +537,9 @@ def test_no_endpoint_is_503() -> None:
             **{**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__}, "clusters": (empty,)}
         )
         async with running_sidecar(cfg) as rt:
-            await expect_local(rt.listeners[0].port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 503, "no_endpoint")
+            await expect_local(
+                rt.listeners[0].port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 503, "no_endpoint", closes=False
+            )
 
     run(main())
 

@@ -91,15 +91,16 @@ def identity(d: Path) -> dict[str, str]:
 
 
 def config(listeners: list[dict[str, Any]], clusters: list[dict[str, Any]], **top: Any) -> Any:
-    # A client's end of a TCP connection over TLS is held until the server's (TLS cannot half-close), so
-    # a test's last connection may still be open at shutdown: a short drain rather than the default 5 s.
-    doc = {
+    doc: dict[str, Any] = {
         "service": "test",
         "admin": {"address": f"{HOST}:0"},
         "listeners": listeners,
         "clusters": clusters,
-        "drain_timeout": "500ms",
     }
+    if any(listener.get("protocol") == "tcp" for listener in listeners):
+        # A client's end of a TCP connection over TLS is held until the server's (TLS cannot half-close),
+        # so a test's last connection may still be open at shutdown: a short drain, not the default 5 s.
+        doc["drain_timeout"] = "500ms"
     return load_config_text(json.dumps({**doc, **top}))
 
 

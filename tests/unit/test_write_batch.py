@@ -181,3 +181,22 @@ def test_a_carrier_written_by_a_write_sent_at_once_leaves_with_it() -> None:
         assert carrier.joined == [True]
 
     uvloop.run(main())
+
+
+def test_a_carrier_that_raises_does_not_keep_the_others_from_flushing() -> None:
+    async def main() -> None:
+        log: list[str] = []
+        batch = WriteBatch(asyncio.get_running_loop())
+
+        class Failing(_Carrier):
+            def flush(self) -> None:
+                raise RuntimeError("a bug in one carrier")
+
+        first, second = Failing("first", log), _Carrier("second", log)
+        batch.add_client(cast(Any, _Feeding("a", log, first)))
+        batch.add_client(cast(Any, _Feeding("b", log, second)))
+        batch.add_upstream(cast(Any, sender("up", log)))
+        batch.flush()  # (the failure is logged, not raised)
+        assert log == ["a", "b", "second", "up"]
+
+    uvloop.run(main())

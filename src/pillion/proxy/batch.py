@@ -33,12 +33,15 @@ everything held is sent, so order on each connection is kept either way.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol
+import logging
+from typing import TYPE_CHECKING, Final, Protocol
 
 if TYPE_CHECKING:
     from pillion.proxy.downstream import DownstreamConnection
     from pillion.proxy.upstream import UpstreamConnection
 
+
+log: Final = logging.getLogger("pillion.proxy")
 
 SINGLE_PASSES = 8  # held passes in a row with one connection each, before writes go out at once
 PROBE_EVERY = 32  # writes sent at once between two held passes that look at the load again
@@ -50,7 +53,7 @@ class Carrier(Protocol):
     def flush(self) -> None: ...
 
 
-_flushing: list[WriteBatch] = []  # the batch sending now, last (a stack, though sends do not nest)
+_flushing: Final[list[WriteBatch]] = []  # the batch sending now, last (a stack; sends do not nest)
 
 
 def join(carrier: Carrier) -> bool:
@@ -153,4 +156,7 @@ class WriteBatch:
         if carriers:
             self._carriers = []
             for carrier in carriers:
-                carrier.flush()
+                try:
+                    carrier.flush()
+                except Exception:  # a bug in one carrier must not leave the others' bytes unsent
+                    log.exception("flush failed")

@@ -384,7 +384,8 @@ class Runtime:
             return None
         from pillion.tls.termination import DownstreamTls
 
-        gauge = self.stats.mux_connections.labels(lc.name, "") if lc.protocol == "http" else None
+        mux = lc.protocol == "http" and lc.tls.mode in ("strict", "permissive")
+        gauge = self.stats.mux_connections.labels(lc.name, "") if mux else None
         return DownstreamTls(lc.tls, self.identity, mux_connections=gauge)
 
     def _new_cluster(self, cc: ClusterConfig) -> Cluster:
@@ -392,7 +393,8 @@ class Runtime:
         if cc.tls.mode != "off":
             from pillion.tls.origination import UpstreamTls
 
-            gauge = self.stats.mux_connections.labels("", cc.name) if cc.tls.multiplex else None
+            mux = cc.tls.mode == "mesh" and cc.tls.multiplex
+            gauge = self.stats.mux_connections.labels("", cc.name) if mux else None
             cluster.tls = UpstreamTls(cc.tls, self.identity, gauge)
         return cluster
 

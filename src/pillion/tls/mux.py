@@ -30,9 +30,10 @@ already closed).
   connection and closes this one when its last stream ends; the server resets any stream opened after
   it, and closes the connection once the streams under way have ended.
 
-Frames written in one loop pass are sent with one `write` at its end: frames written while the
-proxy's WriteBatch sends a pass's held writes leave with them (proxy/batch.py `join`), so a server's
-answers reach its client before its requests wake the app. A malformed frame (too long, an
+Frames are gathered and written together. Frames queued while one of the proxy's WriteBatches sends
+(proxy/batch.py `join`) leave right after the connections that wrote them, so in a held pass a server's
+answers reach its client before its requests wake the app; any others leave at the end of the loop
+pass. A malformed frame (too long, an
 unknown type, data or credit beyond the window, more than `MAX_STREAMS` streams) ends the session: every
 stream sees its connection lost. An exception in one stream's protocol resets that stream only.
 
@@ -108,7 +109,8 @@ class Session:
         self.next_id = 1  # client: the id of the next stream it opens
         self.last_id = 0  # server: the highest stream id seen
         self.out: list[bytes] = []
-        self.scheduled = False
+        self.scheduled = False  # a flush callback of our own is pending
+        self.joined = False  # a WriteBatch that is sending flushes us (proxy/batch.py join)
         self.pending = b""  # the start of a frame not yet all read
         self.write_paused = False
         self.closed = False
@@ -247,13 +249,20 @@ class Session:
         out.append(_pack(sid, kind, len(payload)))
         if payload:
             out.append(payload)
-        if not self.scheduled:
+        if self.joined:
+            return
+        if batch.join(self):  # a batch is sending: these frames leave with its writes, not a pass later
+            self.joined = True
+        elif not self.scheduled:
             self.scheduled = True
-            if not batch.join(self):  # (inside a WriteBatch flush: leaves with it, not a pass later)
-                self.loop.call_soon(self.flush)
+            self.loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self.scheduled = False
+        self.flush()
 
     def flush(self) -> None:
-        self.scheduled = False
+        self.joined = False
         if self.out and not self.closed and self.transport is not None:
             out, self.out = self.out, []
             self.transport.write(b"".join(out))
@@ -543,7 +552,8 @@ class ClientSessions:
     def __init__(self, open_now: Gauge | None = None) -> None:
         self.open_now = open_now if open_now is not None else Gauge()
         self.retired = False
-        self.sessions: dict[tuple[str, int], list[Session]] = {}
+        self.sessions: dict[tuple[str, int], list[Session]] = {}  # those that may take new streams
+        self.live: dict[tuple[str, int], set[Session]] = {}  # every session not yet closed, retiring too
         self.dialling: dict[tuple[str, int], asyncio.Task[asyncio.BaseTransport]] = {}
 
     def _usable(self, key: tuple[str, int], generation: object) -> Session | None:
@@ -618,6 +628,7 @@ class ClientSessions:
             return False
         session.generation = generation
         self.open_now.inc()
+        self.live.setdefault(key, set()).add(session)
         session.on_closed = lambda s: self._closed(key, s)
         if self.retired:
             session.retire()
@@ -627,12 +638,17 @@ class ClientSessions:
         return True
 
     def count(self, host: str, port: int) -> tuple[int, int]:
-        """(sessions, streams) open to host:port, for the admin view; retiring sessions are not counted."""
-        found = [s for s in self.sessions.get((host, port), ()) if not s.closed]
+        """(sessions, streams) open to host:port, retiring ones included (as in the gauge)."""
+        found = self.live.get((host, port), ())
         return len(found), sum(len(s.streams) for s in found)
 
     def _closed(self, key: tuple[str, int], session: Session) -> None:
         self.open_now.dec()
+        live = self.live.get(key)
+        if live is not None:
+            live.discard(session)
+            if not live:
+                del self.live[key]
         found = self.sessions.get(key)
         if found is not None and session in found:
             found.remove(session)
