@@ -21,7 +21,6 @@ from typing import Any, cast
 
 import pytest
 
-from pillion.proxy.batch import WriteBatch
 from pillion.telemetry.stats import Gauge
 from pillion.testing.loops import Run, bounded, until
 from pillion.testing.protocols import RecordingProtocol
@@ -1102,42 +1101,5 @@ def test_a_full_session_transport_does_not_pause_its_streams(run: Run) -> None:
             for i, payload in enumerate(payloads):
                 assert p.server.by_sid(i + 1).data == payload
             assert [c.events for c in [*clients, quiet]] == [["connection_made"]] * (len(clients) + 1)
-
-    bounded(run, main())
-
-
-def test_a_session_whose_own_flush_is_pending_still_leaves_with_the_batch_that_writes_to_it(run: Run) -> None:
-    """A session that queued a frame outside any batch (its own end-of-pass flush pending) and then gets
-    an answer's bytes while a WriteBatch sends: everything leaves in one write right after the client
-    phase, before any upstream is written, and the pending flush then finds nothing."""
-
-    async def main() -> None:
-        async with mux_server(echo=True) as srv:
-            transport, session = await dial(srv.port)
-            counting = count_writes(session)
-            proto = Recorder()
-            stream = session.open(proto)  # (its announcement: queued, the session's own flush pending)
-            assert session.scheduled and not session.joined
-            seen_by_upstream: list[list[bytes]] = []
-
-            class Client:
-                def send_pending(self) -> None:
-                    stream.write(b"answer")
-
-            class Upstream:
-                def send_pending(self) -> None:
-                    seen_by_upstream.append(list(counting.writes))
-
-            batch = WriteBatch(asyncio.get_running_loop())
-            batch.add_upstream(cast(Any, Upstream()))
-            batch.add_client(cast(Any, Client()))
-            batch.flush()
-            sid = stream.sid
-            assert seen_by_upstream == [[frame(sid, DATA) + frame(sid, DATA, b"answer")]]
-            await asyncio.sleep(0)
-            assert len(counting.writes) == 1  # the pending flush had nothing left to send
-            await until(lambda: proto.data == b"answer")  # (echoed by the server's stream)
-            stream.close()
-            transport.close()
 
     bounded(run, main())
