@@ -33,9 +33,9 @@ already closed).
 Frames are gathered and written together. Frames queued while one of the proxy's WriteBatches sends
 (proxy/batch.py `join`) leave right after the connections that wrote them, so in a held pass a server's
 answers reach its client before its requests wake the app; any others leave at the end of the loop
-pass. A malformed frame (too long, an
-unknown type, data or credit beyond the window, more than `MAX_STREAMS` streams) ends the session: every
-stream sees its connection lost. An exception in one stream's protocol resets that stream only.
+pass. A malformed frame (too long, an unknown type, data or credit beyond the window, more than
+`MAX_STREAMS` streams) ends the session: every stream sees its connection lost. An exception in one
+stream's protocol resets that stream only.
 
 Bounds: a session buffers at most a window per stream each way (the TLS connection's own write buffer is
 not passed on to the streams: the windows bound it), holds at most one partial frame, and carries at
