@@ -623,6 +623,42 @@ def test_mtls_medians_added_latency_ratios_and_bars() -> None:
     assert not alone[0].passed and "not part of the run" in alone[0].detail and alone[1].passed
 
 
+def _stalled(direct_p99: float) -> loadgen.HeyResult:
+    return loadgen.HeyResult(1000.0, {50: 300.0, 99: direct_p99}, {200: 5000}, 0)
+
+
+def test_rounds_whose_direct_call_stalled_are_left_out_of_the_added_p99() -> None:
+    r = _mtls(minimal=True)
+    for rnd in (4, 5):  # five rounds, as the bench runs them; these two like round 1
+        this = report.MtlsRound(rnd, r.rounds[0].order, r.rounds[0].direct, dict(r.rounds[0].pairs))
+        r.rounds.append(this)
+    assert len(r.clean_rounds) == 5 and report.mtls_bars(r)[1].passed
+    # the machine pauses during round 3's direct call: 1300 - 12800 would be a -11.5 ms "gain"
+    r.rounds[2].direct = _stalled(12800.0)
+    assert [x.clean for x in r.rounds] == [True, True, False, True, True]
+    # per clean round: 800, 8400, 800, 800 -> 800 (with round 3 it would be 800 of 5, by luck)
+    assert r.summary("pillion-mtls")["added_p99_us"] == pytest.approx(800.0)
+    latency = report.mtls_bars(r)[1]
+    assert (
+        latency.passed
+        and "median of per-round differences over 4 rounds; rounds 3 left out: " in latency.detail
+    )
+    assert "the direct call stalled (p99 12.8 ms > 2 ms)" in latency.detail
+    floor = report.mtls_floor_line(r)
+    assert floor is not None and "rounds 3 left out" in floor
+    # stalls in three of five rounds: too few rounds left, so the bar fails, whatever the differences say
+    for i in (0, 3):
+        r.rounds[i].direct = _stalled(10000.0 + i)
+    assert len(r.clean_rounds) == 2
+    latency = report.mtls_bars(r)[1]
+    assert not latency.passed
+    assert latency.detail.startswith("NOT MEASURED: 2 of 5 rounds without a stall, fewer than 3; ")
+    assert "rounds 1, 3, 4 left out" in latency.detail
+    # 2 ms itself still counts: a p99 at the threshold is slow, not a stall
+    r.rounds[0].direct = _stalled(report.DIRECT_STALL_US)
+    assert r.rounds[0].clean and report.mtls_bars(r)[1].detail.startswith("@1k: ")
+
+
 def test_the_minimal_mtls_pair_is_an_informational_line_and_never_a_bar() -> None:
     r = _mtls(minimal=True)
     assert [(b.passed, b.detail) for b in report.mtls_bars(r)] == [
