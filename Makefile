@@ -26,6 +26,7 @@ $(VENV)/.dev: $(BIN)/python pyproject.toml setup.py
 # The build users get, with the hot modules compiled by mypyc: what `make bench` measures and what
 # the second test pass runs. Rebuilt when any source changes. Built as `pip install .` builds it, in an
 # isolated environment with only the build requirements, so a build that breaks for users fails here.
+# That environment takes the newest mypy (mypyc) and setuptools the requirements allow, as users get.
 COMPILED := .compiled
 $(COMPILED)/.stamp: $(VENV)/.dev setup.py pyproject.toml $(shell find src -name '*.py')
 	rm -rf $(COMPILED) build  # setuptools' build/ would carry stale extensions into the new build

@@ -50,7 +50,8 @@ MTLS_ADDED_P99_BAR_US = 1000.0  # the Pillion pair's fixed-rate p99 minus the di
 # A round whose direct call has a fixed-rate p99 above this is left out of the added p99: a burst of 8
 # requests costs the upstream alone well under 1 ms of CPU, so a p99 over 2 ms means the machine paused
 # during that run (seen at 3-34 ms), and the difference would say nothing about the pairs (it even turns
-# negative). With fewer than MTLS_MIN_CLEAN_ROUNDS rounds left, the bar is not measured, and fails.
+# negative). With fewer than MTLS_MIN_CLEAN_ROUNDS rounds left (or fewer than were run, in a shorter
+# run), the bar is not measured, and fails.
 DIRECT_STALL_US = 2000.0
 MTLS_MIN_CLEAN_ROUNDS = 3
 NOISY_PCT = 15.0  # CPU used by other processes (% of a core) above which a run is flagged as not quiet
@@ -236,6 +237,11 @@ def _per_request(seconds: float, requests: int) -> float | None:
     return seconds * 1e6 / requests if requests else None
 
 
+def _rounds(rounds: list[MtlsRound]) -> str:
+    """ "round 3" or "rounds 1, 3"."""
+    return ("round " if len(rounds) == 1 else "rounds ") + ", ".join(str(r.round) for r in rounds)
+
+
 @dataclass
 class MtlsRound:
     """One round of the mTLS run: the direct call at the fixed rate and each live pair, in `order`."""
@@ -338,16 +344,25 @@ class MtlsReport:
         out["added_p99_us"] = median([r.added_p99_us(key) for r in self.clean_rounds])
         return out
 
+    @property
+    def clean_needed(self) -> int:
+        """Rounds without a stall the added p99 needs: MTLS_MIN_CLEAN_ROUNDS, or all of a shorter run."""
+        return min(MTLS_MIN_CLEAN_ROUNDS, len(self.rounds))
+
     def stalls_note(self) -> str:
         """Which rounds the added p99 leaves out, and why ("" when none)."""
-        stalled = [r for r in self.rounds if not r.clean]
-        if not stalled:
-            return ""
-        return (
-            f"; rounds {', '.join(str(r.round) for r in stalled)} left out: the direct call stalled "
-            f"(p99 {', '.join(fmt_ms(r.direct.p(99) if r.direct else None, 1) for r in stalled)} > "
-            f"{DIRECT_STALL_US / 1000:g} ms)"
-        )
+        parts = []
+        stalled = [r for r in self.rounds if r.direct is not None and not r.clean]
+        if stalled:
+            parts.append(
+                f"{_rounds(stalled)} left out: the direct call stalled (p99 "
+                + ", ".join(fmt_ms(r.direct.p(99) if r.direct else None, 1) for r in stalled)
+                + f" > {DIRECT_STALL_US / 1000:g} ms)"
+            )
+        failed = [r for r in self.rounds if r.direct is None]
+        if failed:
+            parts.append(f"{_rounds(failed)} left out: the direct call failed")
+        return "".join(f"; {x}" for x in parts)
 
     def direct_summary(self) -> dict[str, float | None]:
         direct = [r.direct for r in self.rounds if r.direct is not None]
@@ -536,15 +551,14 @@ def mtls_bars(r: MtlsReport) -> list[Bar]:
     added = p["added_p99_us"]
     hap_added = h.get("added_p99_us")
     clean = len(r.clean_rounds)
-    measured = clean >= MTLS_MIN_CLEAN_ROUNDS
+    measured = clean >= r.clean_needed
     latency = Bar(
         p99_name,
         measured and added is not None and added <= MTLS_ADDED_P99_BAR_US,
         (
             ""
             if measured
-            else f"NOT MEASURED: {clean} of {len(r.rounds)} rounds without a stall, fewer than "
-            f"{MTLS_MIN_CLEAN_ROUNDS}; "
+            else f"NOT MEASURED: {clean} of {len(r.rounds)} rounds counted, fewer than {r.clean_needed}; "
         )
         + f"{at}: {fmt_added(added)} (p99 {fmt_ms(p['hey_p99_us'], 1)} through the pair vs "
         f"{fmt_ms(r.direct_summary()['hey_p99_us'], 1)} direct; median of per-round differences over "
@@ -1239,6 +1253,7 @@ def _mtls_section(r: MtlsReport, params: dict[str, Any]) -> list[str]:
         + "; ".join(
             f"round {x.round} ({', '.join(x.order)}): direct "
             + (fmt_ms(x.direct.p(99), 1) if x.direct is not None else "-")
+            + ("" if x.clean else " (left out of the added p99)")
             + "".join(f"; {cell(x, key)}" for key in r.pairs)
             for x in r.rounds
         )
@@ -1458,6 +1473,7 @@ def to_json(
             "direct_median": mtls.direct_summary(),
             "ratios": {"pillion-mtls/haproxy-mtls": mtls.ratios()},
             "added_p99_us_per_round": {key: [r.added_p99_us(key) for r in mtls.rounds] for key in mtls.pairs},
+            "added_p99_rounds_counted": [r.round for r in mtls.clean_rounds],
         },
     }
     return json.dumps(doc, indent=2, default=str) + "\n"

@@ -629,34 +629,48 @@ def _stalled(direct_p99: float) -> loadgen.HeyResult:
 
 def test_rounds_whose_direct_call_stalled_are_left_out_of_the_added_p99() -> None:
     r = _mtls(minimal=True)
-    for rnd in (4, 5):  # five rounds, as the bench runs them; these two like round 1
+    for rnd, through in ((4, 1500.0), (5, 1600.0)):  # five rounds, as the bench runs them
         this = report.MtlsRound(rnd, r.rounds[0].order, r.rounds[0].direct, dict(r.rounds[0].pairs))
+        this.pairs["pillion-mtls"] = _visit(rnd, a_cpu_s=2.0, b_cpu_s=1.6, hey_p99=through)
         r.rounds.append(this)
-    assert len(r.clean_rounds) == 5 and report.mtls_bars(r)[1].passed
-    # the machine pauses during round 3's direct call: 1300 - 12800 would be a -11.5 ms "gain"
+    # per round 800, 8400, 900, 1000, 1100: median 1000
+    assert len(r.clean_rounds) == 5 and r.summary("pillion-mtls")["added_p99_us"] == pytest.approx(1000.0)
+    assert report.mtls_bars(r)[1].passed
+    # the machine pauses during round 3's direct call: 1300 - 12800 would be a -11.5 ms "gain", and
+    # counted, it would pull the median down to 900 and pass the bar
     r.rounds[2].direct = _stalled(12800.0)
     assert [x.clean for x in r.rounds] == [True, True, False, True, True]
-    # per clean round: 800, 8400, 800, 800 -> 800 (with round 3 it would be 800 of 5, by luck)
-    assert r.summary("pillion-mtls")["added_p99_us"] == pytest.approx(800.0)
+    assert r.summary("pillion-mtls")["added_p99_us"] == pytest.approx(1050.0)  # 800, 8400, 1000, 1100
     latency = report.mtls_bars(r)[1]
-    assert (
-        latency.passed
-        and "median of per-round differences over 4 rounds; rounds 3 left out: " in latency.detail
-    )
+    assert not latency.passed and "+1.1 ms" in latency.detail  # 1050 µs, over the limit
+    assert "median of per-round differences over 4 rounds; round 3 left out: " in latency.detail
     assert "the direct call stalled (p99 12.8 ms > 2 ms)" in latency.detail
-    floor = report.mtls_floor_line(r)
-    assert floor is not None and "rounds 3 left out" in floor
+    assert report.mtls_floor_line(r) is not None
+    assert "(per round +1.0 ms, +1.0 ms, +1.0 ms, +1.0 ms; round 3 left out" in str(report.mtls_floor_line(r))
+    text = report.render_markdown(_meta(), {}, {}, {}, [], mtls=r)
+    assert "direct 12.8 ms (left out of the added p99)" in text
+    doc = json.loads(report.to_json(_meta(), {}, {}, {}, [], mtls=r))
+    assert doc["mtls"]["added_p99_rounds_counted"] == [1, 2, 4, 5]
     # stalls in three of five rounds: too few rounds left, so the bar fails, whatever the differences say
-    for i in (0, 3):
-        r.rounds[i].direct = _stalled(10000.0 + i)
+    r.rounds[0].direct = _stalled(10000.0)
+    r.rounds[3].direct = None  # a direct call that failed is not a stall, but it does not count either
     assert len(r.clean_rounds) == 2
     latency = report.mtls_bars(r)[1]
     assert not latency.passed
-    assert latency.detail.startswith("NOT MEASURED: 2 of 5 rounds without a stall, fewer than 3; ")
-    assert "rounds 1, 3, 4 left out" in latency.detail
+    assert latency.detail.startswith("NOT MEASURED: 2 of 5 rounds counted, fewer than 3; ")
+    assert "rounds 1, 3 left out: the direct call stalled" in latency.detail
+    assert "round 4 left out: the direct call failed" in latency.detail
     # 2 ms itself still counts: a p99 at the threshold is slow, not a stall
     r.rounds[0].direct = _stalled(report.DIRECT_STALL_US)
     assert r.rounds[0].clean and report.mtls_bars(r)[1].detail.startswith("@1k: ")
+
+
+def test_a_shorter_mtls_run_needs_all_its_rounds_clean() -> None:
+    r = _mtls()
+    del r.rounds[1:]  # `--quick`: one round
+    assert r.clean_needed == 1 and report.mtls_bars(r)[1].passed
+    r.rounds[0].direct = _stalled(5000.0)
+    assert report.mtls_bars(r)[1].detail.startswith("NOT MEASURED: 0 of 1 rounds counted, fewer than 1; ")
 
 
 def test_the_minimal_mtls_pair_is_an_informational_line_and_never_a_bar() -> None:
