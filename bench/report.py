@@ -255,13 +255,17 @@ class MtlsRound:
         """p99 through the pair minus p99 of the direct call, both at the fixed rate in this round."""
         visit = self.pairs.get(key)
         through = visit.hey.p(99) if visit is not None else None
-        direct = self.direct.p(99) if self.direct is not None else None
+        direct = self.direct_p99_us
         return None if through is None or direct is None else through - direct
+
+    @property
+    def direct_p99_us(self) -> float | None:
+        return self.direct.p(99) if self.direct is not None else None
 
     @property
     def clean(self) -> bool:
         """The direct call ran and did not stall (p99 <= DIRECT_STALL_US): this round's added p99 counts."""
-        direct = self.direct.p(99) if self.direct is not None else None
+        direct = self.direct_p99_us
         return direct is not None and direct <= DIRECT_STALL_US
 
 
@@ -356,7 +360,7 @@ class MtlsReport:
         if stalled:
             parts.append(
                 f"{_rounds(stalled)} left out: the direct call stalled (p99 "
-                + ", ".join(fmt_ms(r.direct.p(99) if r.direct else None, 1) for r in stalled)
+                + ", ".join(fmt_ms(r.direct_p99_us, 1) for r in stalled)
                 + f" > {DIRECT_STALL_US / 1000:g} ms)"
             )
         failed = [r for r in self.rounds if r.direct is None]
@@ -1252,7 +1256,7 @@ def _mtls_section(r: MtlsReport, params: dict[str, Any]) -> list[str]:
         f"- Per round, p99{at} direct; through each pair (added), and A/B CPU µs/req (wrk): "
         + "; ".join(
             f"round {x.round} ({', '.join(x.order)}): direct "
-            + (fmt_ms(x.direct.p(99), 1) if x.direct is not None else "-")
+            + fmt_ms(x.direct_p99_us, 1)
             + ("" if x.clean else " (left out of the added p99)")
             + "".join(f"; {cell(x, key)}" for key in r.pairs)
             for x in r.rounds
