@@ -23,7 +23,9 @@ own: per pair (A -> mTLS -> B), the CPU per request of each sidecar and the fixe
 call's in the same round (`added_p99_us`: the median of the per-round differences, over the rounds whose
 direct call did not stall); its two bars compare each Pillion sidecar with the HAProxy on the same side
 (1.5x) and cap the Pillion pair's added p99 (1 ms), which fails as not measured when fewer than 3 rounds
-are left.
+are left. The p99@2k bar and the slowloris bar guard their reference run the same way (`StallGuard`): their
+medians are over the rounds, paired by number, whose HAProxy run or baseline had a hey p99 <= 4 ms
+(`STALL_US`), and they fail as not measured likewise; the tables keep every round.
 Nothing here runs a process: it is pure data -> text.
 """
 
@@ -50,10 +52,15 @@ MTLS_ADDED_P99_BAR_US = 1000.0  # the Pillion pair's fixed-rate p99 minus the di
 # A round whose direct call has a fixed-rate p99 above this is left out of the added p99: a burst of 8
 # requests costs the upstream alone well under 1 ms of CPU, so a p99 over 2 ms means the machine paused
 # during that run (seen at 3-34 ms), and the difference would say nothing about the pairs (it even turns
-# negative). With fewer than MTLS_MIN_CLEAN_ROUNDS rounds left (or fewer than were run, in a shorter
-# run), the bar is not measured, and fails.
+# negative).
 DIRECT_STALL_US = 2000.0
-MTLS_MIN_CLEAN_ROUNDS = 3
+# Likewise for the reference run of the p99@2k bar (HAProxy's) and of the slowloris bar (the baseline): a
+# single hop at 2k req/s has a quiet hey p99 of 0.6-2.3 ms here and the stalls seen were 4.6-34 ms, so a
+# run above this measured a pause of the machine, not the proxy, and would make Pillion's ratio look good.
+STALL_US = 4000.0
+# With fewer rounds left than this (or than were run, in a shorter run), a stall-guarded bar is not
+# measured, and fails: a median of one or two rounds is not one to pass on.
+MIN_CLEAN_ROUNDS = 3
 NOISY_PCT = 15.0  # CPU used by other processes (% of a core) above which a run is flagged as not quiet
 
 
@@ -181,6 +188,17 @@ class SlowlorisReport:
         out["p99_ratio"] = ratio(out["attacked_p99_us"], out["baseline_p99_us"])
         return out
 
+    @property
+    def guard(self) -> StallGuard:
+        """The rounds the bar counts: those whose baseline did not stall."""
+        return stall_guard(
+            len(self.rounds),
+            [(x.round, x.baseline.p(99)) for x in self.rounds],
+            STALL_US,
+            stalled="the baseline's p99@2k stalled (",
+            missing="no baseline p99@2k",
+        )
+
     def lifetime_range(self) -> tuple[float, float] | None:
         lows = [x.attacker.lifetime_min_s for x in self.rounds if x.attacker.lifetime_min_s is not None]
         highs = [x.attacker.lifetime_max_s for x in self.rounds if x.attacker.lifetime_max_s is not None]
@@ -237,9 +255,57 @@ def _per_request(seconds: float, requests: int) -> float | None:
     return seconds * 1e6 / requests if requests else None
 
 
-def _rounds(rounds: list[MtlsRound]) -> str:
+def _rounds(rounds: list[int]) -> str:
     """ "round 3" or "rounds 1, 3"."""
-    return ("round " if len(rounds) == 1 else "rounds ") + ", ".join(str(r.round) for r in rounds)
+    return ("round " if len(rounds) == 1 else "rounds ") + ", ".join(map(str, rounds))
+
+
+@dataclass(frozen=True)
+class StallGuard:
+    """The rounds a latency bar counts: those whose reference run (what the bar subtracts or divides by:
+    the direct call, HAProxy's run, the slowloris baseline) was measured and did not stall. A stalled
+    reference makes the proxy look better than it is, so it is left out; a stall of the proxy's own run
+    only makes it look worse, and stays."""
+
+    run: int  # rounds run
+    counted: list[int]  # the rounds counted, by number
+    note: str  # "; round 3 left out: <why>" for each reason, or ""
+
+    @property
+    def needed(self) -> int:
+        """MIN_CLEAN_ROUNDS, or all the rounds of a shorter run."""
+        return min(MIN_CLEAN_ROUNDS, self.run)
+
+    @property
+    def measured(self) -> bool:
+        return len(self.counted) >= self.needed
+
+    @property
+    def not_measured(self) -> str:
+        """How a bar's detail begins when too few rounds are left ("" otherwise)."""
+        if self.measured:
+            return ""
+        return f"NOT MEASURED: {len(self.counted)} of {self.run} rounds counted, fewer than {self.needed}; "
+
+
+def stall_guard(
+    run: int, refs: list[tuple[int, float | None]], limit_us: float, *, stalled: str, missing: str
+) -> StallGuard:
+    """`refs`: (round, the reference run's p99 or None without one) for each round the measured side has.
+    The note names the rounds left out: "<stalled><their p99s> > <limit> ms)", then "<missing>"."""
+    stalls = [(rnd, p99) for rnd, p99 in refs if p99 is not None and p99 > limit_us]
+    absent = [rnd for rnd, p99 in refs if p99 is None]
+    note = ""
+    if stalls:
+        note += (
+            f"; {_rounds([rnd for rnd, _ in stalls])} left out: {stalled}"
+            + ", ".join(fmt_ms(p99, 1) for _, p99 in stalls)
+            + f" > {limit_us / 1000:g} ms)"
+        )
+    if absent:
+        note += f"; {_rounds(absent)} left out: {missing}"
+    counted = [rnd for rnd, p99 in refs if p99 is not None and p99 <= limit_us]
+    return StallGuard(run, counted, note)
 
 
 @dataclass
@@ -349,24 +415,15 @@ class MtlsReport:
         return out
 
     @property
-    def clean_needed(self) -> int:
-        """Rounds without a stall the added p99 needs: MTLS_MIN_CLEAN_ROUNDS, or all of a shorter run."""
-        return min(MTLS_MIN_CLEAN_ROUNDS, len(self.rounds))
-
-    def stalls_note(self) -> str:
-        """Which rounds the added p99 leaves out, and why ("" when none)."""
-        parts = []
-        stalled = [r for r in self.rounds if r.direct is not None and not r.clean]
-        if stalled:
-            parts.append(
-                f"{_rounds(stalled)} left out: the direct call stalled (p99 "
-                + ", ".join(fmt_ms(r.direct_p99_us, 1) for r in stalled)
-                + f" > {DIRECT_STALL_US / 1000:g} ms)"
-            )
-        failed = [r for r in self.rounds if r.direct is None]
-        if failed:
-            parts.append(f"{_rounds(failed)} left out: the direct call failed")
-        return "".join(f"; {x}" for x in parts)
+    def guard(self) -> StallGuard:
+        """The rounds the added p99 counts (`clean_rounds`), and why the others are left out."""
+        return stall_guard(
+            len(self.rounds),
+            [(r.round, r.direct_p99_us) for r in self.rounds],
+            DIRECT_STALL_US,
+            stalled="the direct call stalled (p99 ",
+            missing="the direct call failed",
+        )
 
     def direct_summary(self) -> dict[str, float | None]:
         direct = [r.direct for r in self.rounds if r.direct is not None]
@@ -554,19 +611,14 @@ def mtls_bars(r: MtlsReport) -> list[Bar]:
     )
     added = p["added_p99_us"]
     hap_added = h.get("added_p99_us")
-    clean = len(r.clean_rounds)
-    measured = clean >= r.clean_needed
+    guard = r.guard
     latency = Bar(
         p99_name,
-        measured and added is not None and added <= MTLS_ADDED_P99_BAR_US,
-        (
-            ""
-            if measured
-            else f"NOT MEASURED: {clean} of {len(r.rounds)} rounds counted, fewer than {r.clean_needed}; "
-        )
+        guard.measured and added is not None and added <= MTLS_ADDED_P99_BAR_US,
+        guard.not_measured
         + f"{at}: {fmt_added(added)} (p99 {fmt_ms(p['hey_p99_us'], 1)} through the pair vs "
         f"{fmt_ms(r.direct_summary()['hey_p99_us'], 1)} direct; median of per-round differences over "
-        f"{clean} rounds{r.stalls_note()}; limit {MTLS_ADDED_P99_BAR_US / 1000:g} ms; hey resolution "
+        f"{len(guard.counted)} rounds{guard.note}; limit {MTLS_ADDED_P99_BAR_US / 1000:g} ms; hey resolution "
         f"0.1 ms); HAProxy pair (reference): " + fmt_added(hap_added),
     )
     return [cpu, latency]
@@ -602,19 +654,24 @@ def slowloris_bar(r: SlowlorisReport) -> Bar:
         f"Pillion p99 under {r.connections} slowloris connections <= {SLOWLORIS_P99_BAR:g}x its own "
         "(fixed rate, hey), all requests succeed, slow connections closed by the header timeout"
     )
-    s = r.summary()
-    p99 = s["p99_ratio"]
+    guard = r.guard
+    counted = [x for x in r.rounds if x.round in guard.counted]
+    attacked = median([x.attacked.p(99) for x in counted])
+    baseline = median([x.baseline.p(99) for x in counted])
+    p99 = ratio(attacked, baseline)
     problems = _slowloris_problems(r)
     closed = sum(x.attacker.closed_by_server for x in r.rounds)
     span = r.lifetime_range()
     detail = (
-        f"@2k: {fmt_ms(s['attacked_p99_us'], 1)} under attack vs {fmt_ms(s['baseline_p99_us'], 1)} without "
-        f"= {fmt_ratio(p99)} (limit {SLOWLORIS_P99_BAR:g}x); {closed:,} slow connections closed by Pillion "
+        guard.not_measured
+        + f"@2k: {fmt_ms(attacked, 1)} under attack vs {fmt_ms(baseline, 1)} without = {fmt_ratio(p99)} "
+        f"(limit {SLOWLORIS_P99_BAR:g}x{guard.note}); {closed:,} slow connections closed by Pillion "
         + (f"{span[0]:.1f}..{span[1]:.1f} s after their first byte " if span else "")
         + f"(request_headers_timeout {r.headers_timeout_s:g} s)"
         + (f"; {'; '.join(problems)}" if problems else "; no errors")
     )
-    return Bar(name, not problems and p99 is not None and p99 <= SLOWLORIS_P99_BAR, detail)
+    passed = not problems and guard.measured and p99 is not None and p99 <= SLOWLORIS_P99_BAR
+    return Bar(name, passed, detail)
 
 
 def outbound_bar(
@@ -701,6 +758,7 @@ def _inbound_bars(
     problem = _row_problem(pill, "Pillion")
     if problem is not None:
         return [Bar(n, False, problem) for n in names]
+    assert pill is not None  # (a missing row is a problem)
     p = summaries["pillion"]
     h = summaries.get("haproxy", {}) if hap is not None and hap.usable else {}
     out: list[Bar] = []
@@ -714,14 +772,28 @@ def _inbound_bars(
             f"= {fmt_ratio(cpu)} (limit {CPU_BAR}x)" + per_round_cpu(pill, hap),
         )
     )
-    hey99 = ratio(p.get("hey_p99_us"), h.get("hey_p99_us"))
+    # The medians of the rounds whose HAProxy run did not stall, paired by round (the table keeps all).
+    hey = METRICS["hey_p99_us"]
+    theirs = {m.round: hey(m) for m in hap.rounds} if h and hap is not None else {}
+    ours = {m.round: v for m in pill.rounds if (v := hey(m)) is not None}
+    guard = stall_guard(
+        len(pill.rounds),
+        [(rnd, theirs.get(rnd)) for rnd in ours],
+        STALL_US,
+        stalled="HAProxy's p99@2k stalled (",
+        missing="no HAProxy p99@2k",
+    )
+    pill99 = median([ours[rnd] for rnd in guard.counted])
+    hap99 = median([theirs[rnd] for rnd in guard.counted])
+    hey99 = ratio(pill99, hap99)
     wrk99 = ratio(p.get("p99_us"), h.get("p99_us"))
     out.append(
         Bar(
             names[1],
-            hey99 is not None and hey99 <= P99_BAR,
-            f"@2k: {fmt_ms(p.get('hey_p99_us'), 1)} vs {fmt_ms(h.get('hey_p99_us'), 1)} = {fmt_ratio(hey99)} "
-            f"(limit {P99_BAR}x; hey resolution 0.1 ms); saturated wrk p99: {fmt_ms(p.get('p99_us'))} vs "
+            guard.measured and hey99 is not None and hey99 <= P99_BAR,
+            guard.not_measured
+            + f"@2k: {fmt_ms(pill99, 1)} vs {fmt_ms(hap99, 1)} = {fmt_ratio(hey99)} (limit {P99_BAR}x; hey "
+            f"resolution 0.1 ms{guard.note}); saturated wrk p99: {fmt_ms(p.get('p99_us'))} vs "
             f"{fmt_ms(h.get('p99_us'))} = {fmt_ratio(wrk99)}",
         )
     )
@@ -792,7 +864,7 @@ def mtls_floor_line(r: MtlsReport | None) -> str | None:
     text = (
         f"{name}: adds {fmt_added(m['added_p99_us'])} p99 {r.rate_label} (per round "
         + ", ".join(fmt_added(x) for x in per_round)
-        + f"{r.stalls_note()})"
+        + f"{r.guard.note})"
     )
     for key, label in (("pillion-mtls", "Pillion pair"), ("haproxy-mtls", "HAProxy pair")):
         if r.usable(key):
@@ -1054,6 +1126,7 @@ def _slowloris_section(r: SlowlorisReport, params: dict[str, Any]) -> list[str]:
     replies = sum(x.reply_bytes for x in a)
     sample = next((x.reply_sample for x in a if x.reply_sample), "")
     busy = fmt_num(s["load_core_busy_pct"], 0)
+    counted = r.guard.counted
     out += [
         "",
         f"Medians over {len(r.rounds)} rounds; each round is one hey run without and one with the attack "
@@ -1085,6 +1158,7 @@ def _slowloris_section(r: SlowlorisReport, params: dict[str, Any]) -> list[str]:
         "- p99@2k per round, baseline / under attack: "
         + "; ".join(
             f"round {x.round} ({x.order}) {fmt_ms(x.baseline.p(99), 1)} / {fmt_ms(x.attacked.p(99), 1)}"
+            + ("" if x.round in counted else " (left out of the bar)")
             for x in r.rounds
         ),
     ]
@@ -1468,6 +1542,7 @@ def to_json(
             **asdict(slowloris),
             "median": slowloris.summary(),
             "lifetime_range_s": slowloris.lifetime_range(),
+            "p99_ratio_rounds_counted": slowloris.guard.counted,
         },
         "mtls": None
         if mtls is None

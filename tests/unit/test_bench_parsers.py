@@ -215,8 +215,8 @@ def _targets(
                 rss_kib=pillion_rss,
             )
         )
-    # one bad round must not move a median
-    hap.rounds[1] = _measurement(2, rps=5000, cpu_s=40.0, p99_us=90000, hey_p99_us=9000, rss_kib=15000)
+    # one bad round must not move a median (its p99@2k slow, but under report.STALL_US: it still counts)
+    hap.rounds[1] = _measurement(2, rps=5000, cpu_s=40.0, p99_us=90000, hey_p99_us=3000, rss_kib=15000)
     return {"haproxy": hap, "nginx": ngx, "pillion": pil}
 
 
@@ -249,6 +249,46 @@ def test_cpu_bars_show_the_paired_ratio_of_each_round() -> None:
     paired = report.per_round_cpu(targets["pillion"], targets["haproxy"])
     assert paired == "; per round: 0.03 1.10 (median 0.56x)"
     assert report.per_round_cpu(targets["pillion"], None) == ""
+
+
+def _p99_bar(haproxy: list[float], pillion: list[float]) -> tuple[report.Bar, dict[str, report.TargetReport]]:
+    """The p99@2k bar over one round per pair of hey p99s (µs), and the rows it was made from."""
+    hap = report.TargetReport("haproxy", "HAProxy")
+    pil = report.TargetReport("pillion", "Pillion")
+    for rnd, (h, p) in enumerate(zip(haproxy, pillion, strict=True), 1):
+        hap.rounds.append(_measurement(rnd, rps=20000, cpu_s=4.0, p99_us=2000, hey_p99_us=h, rss_kib=15000))
+        pil.rounds.append(_measurement(rnd, rps=18000, cpu_s=4.0, p99_us=2300, hey_p99_us=p, rss_kib=20480))
+    targets = {"haproxy": hap, "pillion": pil}
+    return report.bars(targets, {k: report.summarize(t) for k, t in targets.items()})[1], targets
+
+
+def test_rounds_whose_haproxy_run_stalled_are_left_out_of_the_p99_bar() -> None:
+    # The machine pauses during HAProxy's round-3 hey run. Counted, it would lift HAProxy's median from
+    # 1.05 to 1.1 ms and pass Pillion at 1.18x; without it Pillion is at 1.24x. Pillion's own stall
+    # (round 4) stays: it only makes Pillion look worse.
+    bar, targets = _p99_bar([1000, 1000, 8400, 1100, 1200], [1300, 1300, 1300, 9000, 1300])
+    assert not bar.passed
+    assert bar.detail.startswith(
+        "@2k: 1.3 ms vs 1.1 ms = 1.24x (limit 1.2x; hey resolution 0.1 ms; "
+        "round 3 left out: HAProxy's p99@2k stalled (8.4 ms > 4 ms)); saturated wrk p99: "
+    )
+    assert report.summarize(targets["haproxy"])["hey_p99_us"] == 1100  # the table keeps every round
+    # a round HAProxy has no run in is not counted either (1300 / median(1000, 1100, 1200))
+    del targets["haproxy"].rounds[0]
+    bar = report.bars(targets, {k: report.summarize(t) for k, t in targets.items()})[1]
+    assert bar.detail.startswith("@2k: 1.3 ms vs 1.1 ms = 1.18x")
+    assert "(8.4 ms > 4 ms); round 1 left out: no HAProxy p99@2k); saturated" in bar.detail
+    # stalls in three of five rounds: too few left, so the bar fails, though the raw ratio (0.26x) passes
+    bar, _ = _p99_bar([1000, 9000, 8400, 5000, 1200], [1300] * 5)
+    assert not bar.passed
+    assert bar.detail.startswith("NOT MEASURED: 2 of 5 rounds counted, fewer than 3; @2k: 1.3 ms vs 1.1 ms")
+    assert "rounds 2, 3, 4 left out: HAProxy's p99@2k stalled (9.0 ms, 8.4 ms, 5.0 ms > 4 ms)" in bar.detail
+    # 4 ms itself still counts: a p99 at the threshold is slow, not a stall
+    bar, _ = _p99_bar([1000, report.STALL_US, 8400, 5000, 1200], [1300] * 5)
+    assert bar.detail.startswith(
+        "@2k: 1.3 ms vs 1.2 ms = 1.08x (limit 1.2x; hey resolution 0.1 ms; rounds 3, 4 "
+    )
+    assert bar.passed
 
 
 def _meta() -> dict[str, object]:
@@ -418,12 +458,18 @@ def test_slowloris_statistics_and_labelled_counters_are_parsed() -> None:
     assert loadgen.labelled_total(text, "pillion_downstream_timeouts_total", timeout="request") is None
 
 
-def _slowloris(*, attacked_p99: float, errors: int = 0, lifetime_max: float = 2.98) -> report.SlowlorisReport:
+def _slowloris(
+    *,
+    attacked_p99: float,
+    errors: int = 0,
+    lifetime_max: float = 2.98,
+    baselines: tuple[float, ...] = (1000.0, 1000.0, 1000.0),  # one round each
+) -> report.SlowlorisReport:
     r = report.SlowlorisReport(500, 2.0)
     stats = loadgen.parse_slowloris(SLOWLORIS_OUT)
     stats = loadgen.SlowlorisResult(**{**stats.__dict__, "lifetime_max_s": lifetime_max})
-    for rnd in (1, 2, 3):
-        base = loadgen.HeyResult(2000.0, {50: 400.0, 99: 1000.0}, {200: 10000}, 0)
+    for rnd, base_p99 in enumerate(baselines, 1):
+        base = loadgen.HeyResult(2000.0, {50: 400.0, 99: base_p99}, {200: 10000}, 0)
         hit = loadgen.HeyResult(2000.0, {50: 400.0, 99: attacked_p99}, {200: 10000 - errors, 502: errors}, 0)
         r.rounds.append(report.SlowlorisRound(rnd, "baseline first", base, hit, stats, 0.5, 0.6, 40.0, 500.0))
     return r
@@ -440,6 +486,35 @@ def test_the_slowloris_bar_needs_latency_success_and_closed_connections() -> Non
     assert not late.passed and "lived 4.50 s (limit 4 s)" in late.detail
     failed = report.SlowlorisReport(500, 2.0, error="round 1: the slowloris attacker exited 1")
     assert not report.slowloris_bar(failed).passed
+
+
+def test_rounds_whose_slowloris_baseline_stalled_are_left_out_of_the_bar() -> None:
+    # The machine pauses during round 3's baseline. Counted, it would lift the baseline's median from
+    # 1.05 to 1.1 ms and pass the attack at 1.95x; without it the attack costs 2.05x.
+    r = _slowloris(attacked_p99=2150.0, baselines=(1000.0, 1000.0, 6000.0, 1100.0, 1200.0))
+    bar = report.slowloris_bar(r)
+    assert not bar.passed
+    assert bar.detail.startswith(
+        "@2k: 2.1 ms under attack vs 1.1 ms without = 2.05x (limit 2x; "
+        "round 3 left out: the baseline's p99@2k stalled (6.0 ms > 4 ms)); 2,500 slow connections closed"
+    )
+    assert r.summary()["p99_ratio"] == pytest.approx(2150 / 1100)  # the section's table keeps every round
+    text = report.render_markdown(_meta(), {}, {}, {}, [bar], slowloris=r)
+    assert "round 3 (baseline first) 6.0 ms / 2.1 ms (left out of the bar); round 4" in text
+    doc = json.loads(report.to_json(_meta(), {}, {}, {}, [bar], slowloris=r))
+    assert doc["slowloris"]["p99_ratio_rounds_counted"] == [1, 2, 4, 5]
+    # stalls in three of five rounds: too few left, so the bar fails, though the raw ratio (0.43x) passes
+    r = _slowloris(attacked_p99=2150.0, baselines=(1000.0, 9000.0, 8000.0, 5000.0, 1200.0))
+    bar = report.slowloris_bar(r)
+    assert not bar.passed
+    assert bar.detail.startswith("NOT MEASURED: 2 of 5 rounds counted, fewer than 3; @2k: 2.1 ms under")
+    assert (
+        "rounds 2, 3, 4 left out: the baseline's p99@2k stalled (9.0 ms, 8.0 ms, 5.0 ms > 4 ms)" in bar.detail
+    )
+    # 4 ms itself still counts: a p99 at the threshold is slow, not a stall
+    r = _slowloris(attacked_p99=2150.0, baselines=(1000.0, report.STALL_US, 8000.0, 5000.0, 1200.0))
+    bar = report.slowloris_bar(r)
+    assert bar.passed and bar.detail.startswith("@2k: 2.1 ms under attack vs 1.2 ms without = 1.79x")
 
 
 def test_the_slowloris_run_is_rendered_and_in_the_json() -> None:
@@ -668,7 +743,7 @@ def test_rounds_whose_direct_call_stalled_are_left_out_of_the_added_p99() -> Non
 def test_a_shorter_mtls_run_needs_all_its_rounds_clean() -> None:
     r = _mtls()
     del r.rounds[1:]  # `--quick`: one round
-    assert r.clean_needed == 1 and report.mtls_bars(r)[1].passed
+    assert r.guard.needed == 1 and report.mtls_bars(r)[1].passed
     r.rounds[0].direct = _stalled(5000.0)
     assert report.mtls_bars(r)[1].detail.startswith("NOT MEASURED: 0 of 1 rounds counted, fewer than 1; ")
 
