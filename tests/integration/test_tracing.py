@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from pillion.config import load_config_text
@@ -14,7 +15,7 @@ from pillion.testing.collector import FakeCollector
 from pillion.testing.http import http_request
 from pillion.testing.loops import Run
 from pillion.testing.metrics import metric
-from pillion.testing.sidecar import running_sidecar
+from pillion.testing.sidecar import running_sidecar, sidecar_config
 from pillion.testing.upstream import ScriptableUpstream
 
 HOST = "127.0.0.1"
@@ -122,5 +123,50 @@ def test_a_collector_that_is_down_costs_requests_nothing(run: Run) -> None:
             for i in range(20):
                 assert (await http_request(HOST, a.listeners[0].port, "GET", f"/{i}")).status == 200
             assert len(app.requests) == 20
+
+    run(main())
+
+
+def test_the_access_log_names_the_trace_each_request_was_forwarded_with(tmp_path: Path, run: Run) -> None:
+    """The log's trace id is the one in the traceparent the app received, for every kind of request:
+    a new root that is sampled (a context is made), one that is not (only its line is), and a
+    caller's trace, sampled or not. Sampling 0.5 over 64 requests makes roots of both kinds."""
+    log_path = tmp_path / "access.log"
+    caller = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+    async def main() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            collector = await stack.enter_async_context(FakeCollector())
+            app = await stack.enter_async_context(ScriptableUpstream())
+            cfg = sidecar_config(
+                [app.address],
+                tracing={"otlp_endpoint": collector.url, "sampling": 0.5},
+                access_log={"enabled": True, "path": str(log_path)},
+            )
+            rt = await stack.enter_async_context(running_sidecar(cfg))
+            port = rt.listeners[0].port
+            for i in range(64):
+                assert (await http_request(HOST, port, "GET", f"/root/{i}")).status == 200
+            for flags in ("01", "00"):
+                headers = [("traceparent", f"00-{caller}-00f067aa0ba902b7-{flags}")]
+                assert (
+                    await http_request(HOST, port, "GET", f"/caller/{flags}", headers=headers)
+                ).status == 200
+            forwarded = {r.path: r.header("traceparent") or "" for r in app.requests}
+            sampled = [p for p, tp in forwarded.items() if tp.endswith("-01")]
+            spans = await collector.wait_for_spans(len(sampled))
+            # Each sampled request made its span, in the trace the app was told of.
+            assert sorted(s.trace_id for s in spans) == sorted(forwarded[p].split("-")[1] for p in sampled)
+            roots = [tp for p, tp in forwarded.items() if p.startswith("/root/")]
+            assert any(tp.endswith("-01") for tp in roots) and any(tp.endswith("-00") for tp in roots)
+
+        # The runtime has shut down, which flushed the log.
+        logged = {
+            line["path"]: line["trace_id"] for line in map(json.loads, log_path.read_text().splitlines())
+        }
+        assert len(logged) == 66
+        for path, traceparent in forwarded.items():
+            assert logged[path] == traceparent.split("-")[1], path
+        assert logged["/caller/01"] == logged["/caller/00"] == caller
 
     run(main())

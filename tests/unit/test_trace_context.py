@@ -27,8 +27,13 @@ from pillion.telemetry.trace_context import (
     parse_b3_multi,
     parse_b3_single,
     parse_traceparent,
+    render_roots,
+    root_context,
+    root_line,
+    root_sampled,
     start_root,
     start_span,
+    trace_id_of,
     truncate_tracestate,
 )
 
@@ -410,8 +415,52 @@ def test_a_new_root_is_decided_as_any_hop_decides_its_trace_id(ratio: float) -> 
     assert len({r.trace_id for r in roots}) == len(roots)
     assert len({r.span_id for r in roots}) == len(roots)
     assert abs(sum(r.sampled for r in roots) / len(roots) - ratio) < 0.02
-    # Each root comes with its traceparent line, the one inject renders for it.
-    assert all(r.header == inject(r) for r in roots)
+    # A root is its traceparent line: the one inject renders for its context, which it carries whole.
+    lines = [root_line(sampler) for _ in range(2_000)]
+    assert all(inject(root_context(line)) == line for line in lines)
+    assert all(root_sampled(line) == (root_context(line).sampled == SAMPLED) for line in lines)
+    assert all(trace_id_of(line) == root_context(line).trace_id for line in lines)
+    assert len(set(lines)) == len(lines)
+
+
+def test_rendered_roots_take_their_ids_from_the_hex_in_order() -> None:
+    """48 digits a root: the trace id, then the span id; a partial root at the end is dropped."""
+    ids = (b"0123456789abcdef" * 30)[: 7 * 48 + 47]
+    lines = render_roots(ids, Sampler(0.5).bound_hex)
+    assert len(lines) == 7
+    for n, line in enumerate(lines):
+        assert line == b"traceparent: 00-%b-%b-%b\r\n" % (
+            ids[n * 48 : n * 48 + 32],
+            ids[n * 48 + 32 : n * 48 + 48],
+            b"01" if Sampler(0.5).sample(ids[n * 48 : n * 48 + 32]) else b"00",
+        )
+
+
+def test_an_all_zero_id_is_never_rendered() -> None:
+    """All-zero ids are invalid: such a root is drawn again singly."""
+    lines = render_roots(b"0" * 48 + b"1" * 32 + b"0" * 16 + b"0" * 32 + b"2" * 16, NEVER.bound_hex)
+    roots = [root_context(line) for line in lines]
+    assert len(roots) == 3
+    assert all(r.trace_id != b"0" * 32 and r.span_id != b"0" * 16 for r in roots)
+    assert all(inject(r) == line for r, line in zip(roots, lines, strict=True))
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.25, 1.0])
+def test_a_rendered_root_at_the_bound_is_decided_as_sample_decides(ratio: float) -> None:
+    """The lower half one below the bound, equal to it and one above: the byte comparison must agree
+    with `Sampler.sample` (lower half < ratio * 2**64) at each."""
+    sampler = Sampler(ratio)
+    for d in (-1, 0, 1):
+        trace_id = b"1" * 16 + b"%016x" % max(0, min(sampler.bound + d, 2**64 - 1))
+        (line,) = render_roots(trace_id + b"2" * 16, sampler.bound_hex)
+        assert trace_id_of(line) == trace_id
+        assert root_sampled(line) == sampler.sample(trace_id), (ratio, d)
+
+
+def test_trace_id_of_reads_what_inject_wrote() -> None:
+    """The access log takes the trace id from the forwarded lines, whatever they carry after it."""
+    ctx = TraceContext(TRACE, SPAN, SAMPLED, tracestate=b"k=v", b3=B3_MULTI)
+    assert trace_id_of(inject(ctx)) == TRACE
 
 
 @pytest.mark.parametrize("ratio", [0.01, 0.1, 0.25, 0.9])

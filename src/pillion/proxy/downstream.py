@@ -163,6 +163,7 @@ class Exchange:
         "status",
         "target",
         "trace",
+        "trace_lines",
         "trace_start",
         "tries",
         "upstream",
@@ -209,7 +210,10 @@ class Exchange:
         self.replay_size = 0
         self.flags = ""  # access-log response flags decided along the way (URX)
         self.sent_at = 0.0  # when the current try's head went upstream
-        self.trace: TraceContext | None = None  # this hop's trace context, when tracing is on
+        # This hop's trace context, when tracing is on and the request brought a trace or is sampled
+        # (a new root the sampler leaves out has only its line: see tracer.py `begin`).
+        self.trace: TraceContext | None = None
+        self.trace_lines = b""  # the trace header lines forwarded, when tracing is on
         self.trace_start = 0  # the span's start (ns), when sampled
         self.upstream_duration = -1.0  # the answering try: head sent to response head; -1 for none
 
@@ -630,6 +634,7 @@ class DownstreamConnection:
         head.append(b"x-forwarded-for: %b, %b" % (xff, self.forwarded) if xff else self.forwarded_line)
         if tracer is not None:
             ex.trace, lines, ex.trace_start = tracer.begin(trace_headers)
+            ex.trace_lines = lines
             head.append(lines)
         ex.head = head
         ex.host = host

@@ -192,7 +192,8 @@ class HttpListener:
             error=ex.error,
             flags=flags,
             upstream_duration=ex.upstream_duration if ex.upstream_duration >= 0.0 else None,
-            trace_id=ex.trace.trace_id if ex.trace is not None else b"",
+            # The lines begin with `traceparent: 00-<trace id>` (trace_context.trace_id_of).
+            trace_id=ex.trace_lines[16:48],
             start=ex.start,
         )
 

@@ -39,8 +39,10 @@ bytes of the trace id as an unsigned integer, compared with `ratio * 2**64`. Eve
 passes through therefore makes the same decision without any coordination.
 
 A request without a trace (most requests an edge or inbound sidecar sees) takes a root from its
-sampler's pool (`_Roots`), made 64 at a time from one `os.urandom` draw: ids, sampling decision and
-`traceparent` line together. One `getrandom` syscall per 64 roots costs less than converting Mersenne
+sampler's pool (`_Roots`), made 64 at a time from one `os.urandom` draw: each root is only its
+`traceparent` line (`root_line`), with the sampling decision in its flags.
+No context object is made for the 99% a sampler at 1% leaves out; the sampled ones make theirs from
+the line (`root_context`). One `getrandom` syscall per 64 roots costs less than converting Mersenne
 Twister output to bytes per root. A forked child would share what is left of the pool, but Pillion only
 forks to exec the app. A span id for a request that brought its trace comes from `random.getrandbits`:
 the process's Mersenne Twister, seeded from `os.urandom` at import and re-seeded in a forked child by
@@ -78,8 +80,13 @@ __all__ = [
     "parse_b3_multi",
     "parse_b3_single",
     "parse_traceparent",
+    "render_roots",
+    "root_context",
+    "root_line",
+    "root_sampled",
     "start_root",
     "start_span",
+    "trace_id_of",
     "truncate_tracestate",
 ]
 
@@ -148,7 +155,7 @@ class TraceContext:  # noqa: PLW1641 (mutable, so unhashable, as the dataclass i
     dataclass's generated `__init__` stays interpreted Python in the compiled build (10x the cost).
     """
 
-    __slots__ = ("b3", "header", "parent_id", "sampled", "span_id", "trace_id", "tracestate")
+    __slots__ = ("b3", "parent_id", "sampled", "span_id", "trace_id", "tracestate")
 
     def __init__(
         self,
@@ -166,7 +173,6 @@ class TraceContext:  # noqa: PLW1641 (mutable, so unhashable, as the dataclass i
         self.parent_id = parent_id
         self.tracestate = tracestate
         self.b3 = b3
-        self.header = b""  # a root's `inject(self)`, made with it (`start_root`); else empty
 
     def _fields(self) -> tuple[bytes, bytes, int, bytes, bytes, int]:
         return (self.trace_id, self.span_id, self.sampled, self.parent_id, self.tracestate, self.b3)
@@ -356,56 +362,78 @@ class Sampler:
 
 
 class _Roots:
-    """New roots for one sampler, made `_ROOTS_PER_DRAW` at a time: one `os.urandom` and one hex
-    conversion serve them all, and each root comes made, its `traceparent` line rendered (`header`),
-    so a request without a trace takes the next one and pays nothing else (drawing, slicing, deciding
-    and rendering per request was most of what tracing cost an unsampled request). The sampling test
-    compares the trace id's lower 16 hex characters with the sampler's bound in hex (`bound_hex`),
-    which for fixed-width lowercase hex is the numeric comparison, without parsing."""
+    """New roots for one sampler, made `_ROOTS_PER_DRAW` at a time from one `os.urandom` draw and one
+    hex conversion. A root is only its `traceparent` line, so a request without a trace takes the
+    next line (making a context object per root, and freeing it, was most of what tracing cost an
+    unsampled request)."""
 
-    __slots__ = ("bound_hex", "made", "pos")
+    __slots__ = ("bound_hex", "lines", "pos")
 
     def __init__(self, bound_hex: bytes) -> None:
         self.bound_hex = bound_hex
-        self.made: list[TraceContext] = []
+        self.lines: list[bytes] = []
         self.pos = 0
 
-    def next(self) -> TraceContext:
+    def next(self) -> bytes:
         pos = self.pos
-        made = self.made
-        if pos >= len(made):
-            made = self.made = self._draw()
+        lines = self.lines
+        if pos >= len(lines):
+            lines = self.lines = render_roots(b2a_hex(urandom(_ROOTS_PER_DRAW * 24)), self.bound_hex)
             pos = 0
         self.pos = pos + 1
-        return made[pos]
+        return lines[pos]
 
-    def _draw(self) -> list[TraceContext]:
-        ids = b2a_hex(urandom(_ROOTS_PER_DRAW * 24))  # 48 hex characters a root
-        bound = self.bound_hex
-        first = bound[0]
-        made: list[TraceContext] = []
-        for pos in range(0, _ROOTS_PER_DRAW * 48, 48):
-            trace_id, span_id = ids[pos : pos + 32], ids[pos + 32 : pos + 48]
-            if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:  # one in 2**64: draw them singly
-                trace_id, span_id = new_trace_id(), new_span_id()
-            # The lower half's first digit decides most roots (at ratio 0.01 the bound starts with
-            # 0, so 15 in 16 roots), without slicing and comparing the half.
-            digit = trace_id[16]
-            sampled = digit < first or (digit == first and trace_id[16:] < bound)
-            ctx = TraceContext(trace_id, span_id, SAMPLED if sampled else NOT_SAMPLED)
-            # What `inject(ctx)` gives, without its checks: a root has no tracestate and no B3 form.
-            ctx.header = _traceparent_line(trace_id, span_id, sampled)
-            made.append(ctx)
-        return made
+
+def render_roots(ids: bytes, bound_hex: bytes) -> list[bytes]:
+    """The lines of `len(ids) // 48` roots, each taking 48 hex digits of `ids` (trace id, span id),
+    sampled when the trace id's lower half is below `bound_hex` (`Sampler.bound_hex`): for
+    fixed-width lowercase hex the byte comparison is the numeric one, without parsing."""
+    first = bound_hex[0]
+    lines: list[bytes] = []
+    for pos in range(0, len(ids) - 47, 48):
+        trace_id, span_id = ids[pos : pos + 32], ids[pos + 32 : pos + 48]
+        if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:  # invalid; one in 2**64: draw them singly
+            trace_id, span_id = new_trace_id(), new_span_id()
+        # The lower half's first digit decides most roots (at ratio 0.01 the bound starts with 0, so
+        # 15 in 16 roots), without slicing and comparing the half.
+        digit = trace_id[16]
+        sampled = digit < first or (digit == first and trace_id[16:] < bound_hex)
+        # What `inject` gives for the root: a root has no tracestate and no B3 form.
+        lines.append(_traceparent_line(trace_id, span_id, sampled))
+    return lines
 
 
 _ROOTS_PER_DRAW: Final = 64
+# A root's line is `traceparent: 00-<trace id>-<span id>-0<sampled>` and CRLF: the trace id at 16-48,
+# the span id at 49-65, and the flags' last digit at 67.
+_SAMPLED_AT: Final = 67
+
+
+def root_line(sampler: Sampler) -> bytes:
+    """The `traceparent` line (with its CRLF) of a new trace's root span, sampled by `sampler`: what
+    `inject(start_span(None, sampler))` means, for the request that carries no trace, at a fraction
+    of its cost. `root_sampled` says whether the sampler chose it, `root_context` makes its context."""
+    return sampler.roots.next()
+
+
+def root_sampled(line: bytes) -> bool:
+    """Whether the root of `line` (from `root_line`) is sampled."""
+    return line[_SAMPLED_AT] == 49  # b"1"
+
+
+def root_context(line: bytes) -> TraceContext:
+    """The context of the root whose line `root_line` gave."""
+    return TraceContext(line[16:48], line[49:65], SAMPLED if root_sampled(line) else NOT_SAMPLED)
 
 
 def start_root(sampler: Sampler) -> TraceContext:
-    """A new trace's root span, sampled by `sampler`: what `start_span(None, sampler)` means, at a
-    fraction of its cost, for the request that carries no trace; its `header` is what `inject` gives."""
-    return sampler.roots.next()
+    """A new trace's root span, sampled by `sampler`: `start_span(None, sampler)`."""
+    return root_context(root_line(sampler))
+
+
+def trace_id_of(lines: bytes) -> bytes:
+    """The trace id in header lines that `inject` or `root_line` gave: both begin with `traceparent`."""
+    return lines[16:48]
 
 
 def start_span(parent: TraceContext | None, sampler: Sampler) -> TraceContext:

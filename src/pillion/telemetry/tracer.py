@@ -22,7 +22,9 @@ from pillion.telemetry.trace_context import (
     TraceContext,
     extract,
     inject,
-    start_root,
+    root_context,
+    root_line,
+    root_sampled,
     start_span,
 )
 
@@ -38,16 +40,18 @@ class Tracer:
         self.client = outbound
         self.kind = CLIENT if outbound else SERVER
 
-    def begin(self, headers: list[tuple[bytes, bytes]] | None) -> tuple[TraceContext, bytes, int]:
+    def begin(self, headers: list[tuple[bytes, bytes]] | None) -> tuple[TraceContext | None, bytes, int]:
         """This hop's context, the trace header lines to forward, and the span's start (ns; 0 when the
-        span is not sampled, and `end` need not be called)."""
+        span is not sampled, and `end` need not be called). A request that brought no trace and that
+        the sampler leaves out gets no context, only its line: the trace id is in the lines
+        (`trace_context.trace_id_of`)."""
         if headers:
             ctx = start_span(extract(headers), self.sampler)
-            lines = inject(ctx)
-        else:
-            ctx = start_root(self.sampler)
-            lines = ctx.header  # rendered when the root was made
-        return ctx, lines, time.time_ns() if ctx.sampled > 0 else 0
+            return ctx, inject(ctx), time.time_ns() if ctx.sampled > 0 else 0
+        line = root_line(self.sampler)
+        if root_sampled(line):
+            return root_context(line), line, time.time_ns()
+        return None, line, 0
 
     def end(
         self,
