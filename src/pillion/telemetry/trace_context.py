@@ -40,14 +40,14 @@ passes through therefore makes the same decision without any coordination.
 
 A request without a trace (most requests an edge or inbound sidecar sees) takes a root from its
 sampler's pool (`_Roots`), made 64 at a time from one `os.urandom` draw: each root is only its
-`traceparent` line (`root_line`), with the sampling decision in its flags.
-No context object is made for the 99% a sampler at 1% leaves out; the sampled ones make theirs from
-the line (`root_context`). One `getrandom` syscall per 64 roots costs less than converting Mersenne
-Twister output to bytes per root. A forked child would share what is left of the pool, but Pillion only
-forks to exec the app. A span id for a request that brought its trace comes from `random.getrandbits`:
-the process's Mersenne Twister, seeded from `os.urandom` at import and re-seeded in a forked child by
-CPython; uniformly distributed, which is all the sampler needs. Trace ids are correlation keys, not
-secrets, so unpredictability is not required.
+`traceparent` line (`root_line`), with the sampling decision in its flags. No context object is made
+for the 99% a sampler at 1% leaves out; the sampled ones make theirs from the line (`root_context`).
+One `getrandom` syscall per 64 roots costs less than converting Mersenne Twister output to bytes per
+root. A forked child would share what is left of the pool, but Pillion only forks to exec the app. A
+span id for a request that brought its trace comes from `random.getrandbits`: the process's Mersenne
+Twister, seeded from `os.urandom` at import and re-seeded in a forked child by CPython; uniformly
+distributed, which is all the sampler needs. Trace ids are correlation keys, not secrets, so
+unpredictability is not required.
 """
 
 from __future__ import annotations
@@ -423,7 +423,7 @@ def root_sampled(line: bytes) -> bool:
 
 def root_context(line: bytes) -> TraceContext:
     """The context of the root whose line `root_line` gave."""
-    return TraceContext(line[16:48], line[49:65], SAMPLED if root_sampled(line) else NOT_SAMPLED)
+    return TraceContext(trace_id_of(line), line[49:65], SAMPLED if root_sampled(line) else NOT_SAMPLED)
 
 
 def start_root(sampler: Sampler) -> TraceContext:
