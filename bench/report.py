@@ -783,6 +783,8 @@ def _inbound_bars(
         stalled="HAProxy's p99@2k stalled (",
         missing="no HAProxy p99@2k",
     )
+    unmeasured = [m.round for m in pill.rounds if m.round not in ours]
+    note = guard.note + (f"; {_rounds(unmeasured)} left out: no Pillion p99@2k" if unmeasured else "")
     pill99 = median([ours[rnd] for rnd in guard.counted])
     hap99 = median([theirs[rnd] for rnd in guard.counted])
     hey99 = ratio(pill99, hap99)
@@ -793,7 +795,7 @@ def _inbound_bars(
             guard.measured and hey99 is not None and hey99 <= P99_BAR,
             guard.not_measured
             + f"@2k: {fmt_ms(pill99, 1)} vs {fmt_ms(hap99, 1)} = {fmt_ratio(hey99)} (limit {P99_BAR}x; hey "
-            f"resolution 0.1 ms{guard.note}); saturated wrk p99: {fmt_ms(p.get('p99_us'))} vs "
+            f"resolution 0.1 ms{note}); saturated wrk p99: {fmt_ms(p.get('p99_us'))} vs "
             f"{fmt_ms(h.get('p99_us'))} = {fmt_ratio(wrk99)}",
         )
     )

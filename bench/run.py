@@ -207,7 +207,7 @@ def parse_args(argv: list[str] | None) -> Settings:
     p.add_argument(
         "--slowloris-rounds",
         type=int,
-        help="rounds of the slowloris run against the Pillion row (default 3; quick 1; 0 skips it)",
+        help="rounds of the slowloris run against the Pillion row (default 5; quick 1; 0 skips it)",
     )
     p.add_argument(
         "--slowloris-connections", type=int, default=500, help="slow connections the attacker holds (500)"
@@ -267,7 +267,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         server_cpu=a.server_cpu,
         load_cpu=a.load_cpu,
         ready_timeout=a.ready_timeout,
-        slowloris_rounds=int(pick(a.slowloris_rounds, 3, 1)),
+        slowloris_rounds=int(pick(a.slowloris_rounds, 5, 1)),
         slowloris_connections=a.slowloris_connections,
         mtls_rounds=int(pick(a.mtls_rounds, 5, 1)),
         mtls_duration=int(pick(a.mtls_duration, 4, 2)),

@@ -278,6 +278,12 @@ def test_rounds_whose_haproxy_run_stalled_are_left_out_of_the_p99_bar() -> None:
     bar = report.bars(targets, {k: report.summarize(t) for k, t in targets.items()})[1]
     assert bar.detail.startswith("@2k: 1.3 ms vs 1.1 ms = 1.18x")
     assert "(8.4 ms > 4 ms); round 1 left out: no HAProxy p99@2k); saturated" in bar.detail
+    # a round Pillion has no hey run in is named too (here it leaves too few: 2 of 3)
+    bar, targets = _p99_bar([1000, 1000, 1100], [1300, 1300, 1300])
+    targets["pillion"].rounds[1].hey = None
+    bar = report.bars(targets, {k: report.summarize(t) for k, t in targets.items()})[1]
+    assert bar.detail.startswith("NOT MEASURED: 2 of 3 rounds counted, fewer than 3; ")
+    assert "round 2 left out: no Pillion p99@2k" in bar.detail
     # stalls in three of five rounds: too few left, so the bar fails, though the raw ratio (0.26x) passes
     bar, _ = _p99_bar([1000, 9000, 8400, 5000, 1200], [1300] * 5)
     assert not bar.passed
@@ -531,7 +537,7 @@ def test_the_slowloris_run_is_rendered_and_in_the_json() -> None:
     doc = json.loads(report.to_json(_meta(), targets, summaries, rat, verdicts, slowloris=slow))
     assert doc["slowloris"]["median"]["p99_ratio"] == pytest.approx(1.5)
     assert "Slowloris" not in report.render_markdown(_meta(), targets, summaries, rat, verdicts[:3])
-    assert run.parse_args([]).slowloris_rounds == 3 and run.parse_args(["--quick"]).slowloris_rounds == 1
+    assert run.parse_args([]).slowloris_rounds == 5 and run.parse_args(["--quick"]).slowloris_rounds == 1
 
 
 def _svid(tmp_path: Path, name: str) -> servers.Svid:
