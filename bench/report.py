@@ -328,12 +328,6 @@ class MtlsRound:
     def direct_p99_us(self) -> float | None:
         return self.direct.p(99) if self.direct is not None else None
 
-    @property
-    def clean(self) -> bool:
-        """The direct call ran and did not stall (p99 <= DIRECT_STALL_US): this round's added p99 counts."""
-        direct = self.direct_p99_us
-        return direct is not None and direct <= DIRECT_STALL_US
-
 
 @dataclass
 class MtlsPair:
@@ -404,7 +398,9 @@ class MtlsReport:
 
     @property
     def clean_rounds(self) -> list[MtlsRound]:
-        return [r for r in self.rounds if r.clean]
+        """The rounds whose direct call ran and did not stall (`guard`): their added p99 counts."""
+        counted = self.guard.counted
+        return [r for r in self.rounds if r.round in counted]
 
     def summary(self, key: str) -> dict[str, float | None]:
         """Medians over rounds; `added_p99_us` is the median of the per-round differences over the rounds
@@ -1328,12 +1324,13 @@ def _mtls_section(r: MtlsReport, params: dict[str, Any]) -> list[str]:
             + f", A/B {fmt_num(v.client_cpu_us_per_req)}/{fmt_num(v.server_cpu_us_per_req)} µs/req"
         )
 
+    kept = r.guard.counted
     out.append(
         f"- Per round, p99{at} direct; through each pair (added), and A/B CPU µs/req (wrk): "
         + "; ".join(
             f"round {x.round} ({', '.join(x.order)}): direct "
             + fmt_ms(x.direct_p99_us, 1)
-            + ("" if x.clean else " (left out of the added p99)")
+            + ("" if x.round in kept else " (left out of the added p99)")
             + "".join(f"; {cell(x, key)}" for key in r.pairs)
             for x in r.rounds
         )

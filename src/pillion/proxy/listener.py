@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, cast
 
 from pillion.config.model import Listener as ListenerConfig
+from pillion.http.headers import trace_id_of
 from pillion.http.local_reply import FLAGS
 from pillion.proxy.batch import WriteBatch
 from pillion.proxy.bind import Bound, bind, bound_port
@@ -192,8 +193,7 @@ class HttpListener:
             error=ex.error,
             flags=flags,
             upstream_duration=ex.upstream_duration if ex.upstream_duration >= 0.0 else None,
-            # The lines begin with `traceparent: 00-<trace id>` (trace_context.trace_id_of).
-            trace_id=ex.trace_lines[16:48],
+            trace_id=trace_id_of(ex.trace_lines),
             start=ex.start,
         )
 

@@ -59,7 +59,7 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
-from pillion.http.headers import TRACE_HEADERS
+from pillion.http.headers import TRACE_HEADERS, trace_id_of
 
 __all__ = [
     "B3_MULTI",
@@ -429,11 +429,6 @@ def root_context(line: bytes) -> TraceContext:
 def start_root(sampler: Sampler) -> TraceContext:
     """A new trace's root span, sampled by `sampler`: `start_span(None, sampler)`."""
     return root_context(root_line(sampler))
-
-
-def trace_id_of(lines: bytes) -> bytes:
-    """The trace id in header lines that `inject` or `root_line` gave: both begin with `traceparent`."""
-    return lines[16:48]
 
 
 def start_span(parent: TraceContext | None, sampler: Sampler) -> TraceContext:
