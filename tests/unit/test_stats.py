@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from pillion.proxy.router import RouteStats
 from pillion.telemetry.prometheus import (
     CONTENT_TYPE,
     escape_help,
@@ -48,6 +49,39 @@ def test_histogram_buckets_sum_count() -> None:
     assert h.cumulative() == [2, 4, 5]
     assert h.count == 5
     assert h.sum == pytest.approx(4.65)
+
+
+def test_histogram_counts_are_exact_whichever_buckets_alternate() -> None:
+    """The bucket hit last counts apart until another is hit or the counts are read: every read, at
+    any point of any sequence, must give exact counts, including reads between hits of one bucket."""
+    registry = Registry()
+    h = registry.histogram("pillion_y_seconds", "y.", buckets=(1.0, 2.0, 3.0)).labels()
+    expected = [0, 0, 0, 0]
+    sequence = [0.5, 0.5, 2.5, 0.5, 9.0, 9.0, 9.0, 1.5, 1.5, 0.5] * 3
+    for n, v in enumerate(sequence):
+        h.observe(v)
+        expected[sum(v > b for b in h.bounds)] += 1
+        if n % 4 == 0:  # reads in the middle, also while one bucket keeps being hit
+            assert h.counts == expected
+            assert h.cumulative() == [sum(expected[: i + 1]) for i in range(4)]
+    assert h.counts == expected and h.count == len(sequence)
+    h.observe(0.5)  # left pending in the hot bucket: a scrape must include it
+    assert f'pillion_y_seconds_bucket{{le="1"}} {expected[0] + 1}' in render(registry)
+    assert h.sum == pytest.approx(sum(sequence) + 0.5)
+
+
+def test_route_stats_count_each_status_apart() -> None:
+    """A route remembers the status it counted last; a change of status must go to its own counter."""
+    registry = Registry()
+    requests = registry.counter("pillion_z_total", "z.", ("listener", "route", "cluster", "code"))
+    hist = registry.histogram("pillion_z_seconds", "z.", ("listener", "route", "cluster"))
+    labels = ("in", "r", "c")
+    stats = RouteStats(hist.labels(*labels), hist.labels(*labels), hist.labels(*labels), requests, labels)
+    for code in (200, 200, 404, 200, 503, 503, 200):
+        stats.count(code)
+    assert {code: requests.labels(*labels, str(code)).value for code in ("200", "404", "503")} == {
+        "200": 4.0, "404": 1.0, "503": 2.0,
+    }  # fmt: skip
 
 
 def test_default_buckets() -> None:

@@ -87,13 +87,21 @@ class Gauge:
 
 
 class Histogram:
-    """A distribution: per-bucket counts (non-cumulative; the last bucket is `+Inf`) and their sum."""
+    """A distribution: per-bucket counts (non-cumulative; the last bucket is `+Inf`) and their sum.
 
-    __slots__ = ("bounds", "counts", "sum")
+    The observations of one histogram mostly land in one bucket (a route's request and response sizes,
+    its sub-millisecond durations), so the bucket hit last keeps its new observations in a native int
+    (`_hot_n`), folded into the list when another bucket is hit or the counts are read. The list holds
+    Python ints: storing `n + 1` there made a new int object each time, about 300 instructions of an
+    observation's 360 (callgrind, compiled)."""
+
+    __slots__ = ("_counts", "_hot", "_hot_n", "bounds", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
-        self.counts: list[int] = [0] * (len(bounds) + 1)
+        self._counts: list[int] = [0] * (len(bounds) + 1)
+        self._hot = 0  # the bucket observed last
+        self._hot_n = 0  # its observations not yet in `_counts`
         self.sum: float = 0.0
 
     def observe(self, value: float) -> None:
@@ -105,12 +113,25 @@ class Histogram:
             if value <= bound:
                 break
             i += 1
-        counts = self.counts
-        # Not `counts[i] += 1`: compiled, that is a generic in-place add on Python objects; this
-        # reads the count as a native int and adds natively.
-        n: int = counts[i]
-        counts[i] = n + 1
+        if i != self._hot:
+            self._fold()
+            self._hot = i
+        self._hot_n += 1
         self.sum += value
+
+    def _fold(self) -> None:
+        if self._hot_n:
+            counts = self._counts
+            # Not `counts[i] += n`: compiled, that is a generic in-place add on Python objects.
+            n: int = counts[self._hot]
+            counts[self._hot] = n + self._hot_n
+            self._hot_n = 0
+
+    @property
+    def counts(self) -> list[int]:
+        """The per-bucket counts, up to date (the list itself: read it, do not keep it)."""
+        self._fold()
+        return self._counts
 
     @property
     def count(self) -> int:
