@@ -517,3 +517,28 @@ def test_numbers_from_the_table_and_past_it_and_ids_made_here_unescaped(tmp_path
     assert second["request_id"] == 'x"\\y' and second["bytes_received"] == 10**12
     raw = path.read_text(encoding="ascii").splitlines()[0]
     assert f'"request_id":"{made_here}"' in raw
+
+
+def test_cached_pieces_keep_each_method_status_upstream_and_cluster_apart(tmp_path: Path) -> None:
+    """Method, status and upstream come from caches of ready pieces (the method with the path's key,
+    the upstream with its scope's cluster): every combination must still log its own values."""
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path))
+    scopes = {c: log.scope("inbound", f"r-{c}", c) for c in ("a", "b")}  # reused, as the listener does
+    cases: list[tuple[str | bytes, int, str, str]] = [
+        ("GET", 200, "10.0.0.1:80", "a"),
+        (b"POST", 201, "10.0.0.2:80", "a"),
+        ("POST", 599, "10.0.0.1:80", "b"),
+        (b"GET", 100, "10.0.0.2:80", "b"),
+        ('M"X', 600, "[::1]:8080", "a"),  # past the status table; a method that needs escaping
+        ("GET", 200, "10.0.0.2:80", "a"),
+    ]
+    for method, status, upstream, cluster in cases * 2:
+        log.write(
+            scope=scopes[cluster], method=method, path="/p", status=status, bytes_sent=1, bytes_received=0,
+            duration=0.001, upstream=upstream, request_id="r", error="",
+        )  # fmt: skip
+    log.close()
+    got = [(e["method"], e["status"], e["upstream"], e["cluster"], e["route"]) for e in _read(path)]
+    want = [(m if isinstance(m, str) else m.decode(), s, u, c, f"r-{c}") for m, s, u, c in cases]
+    assert got == want * 2

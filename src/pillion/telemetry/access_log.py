@@ -82,7 +82,7 @@ FLUSH_BYTES: Final = 512 * 1024
 _MILLIS: Final = (*(b"%03d" % i for i in range(1000)), b"999")
 _DOT_MILLIS: Final = tuple(b"." + m for m in _MILLIS)  # a duration's fraction, with its dot
 _EMPTY: Final = b'""'  # an empty JSON string
-_GET_JSON: Final = b'"GET"'
+_GET_JSON: Final = b'"GET","path":"'  # the method's value with the key after it (see _method)
 # The JSON line's end when there is no error and no flag: nearly every line.
 _CLEAN_TAIL: Final = b'","error":"","flags":""}\n'
 _QUOTES_CACHED: Final = 256  # methods and upstream addresses: a sidecar sees a handful of each
@@ -111,6 +111,14 @@ def _number(n: int) -> bytes:
     return _NUMBERS[n] if 0 <= n < 1024 else b"%d" % n
 
 
+# The status with the path's closing quote and its key before it: one piece of the line, not three.
+_STATUSES: Final = tuple(b'","status":%d' % i for i in range(600))
+
+
+def _status(code: int) -> bytes:
+    return _STATUSES[code] if 0 <= code < 600 else b'","status":%d' % code
+
+
 def _text(value: str | bytes) -> str:
     # A field given as the parser's bytes, for the text format (Latin-1: every byte is one character).
     return value if isinstance(value, str) else value.decode("latin-1")
@@ -122,7 +130,7 @@ class LogScope:
     These three are the same for every request a route serves, so the owner asks for a scope per route
     (`AccessLog.scope`) and hands it to each `write`, which then pays nothing to escape or format them."""
 
-    __slots__ = ("cluster", "cluster_json", "json", "listener", "route")
+    __slots__ = ("_upstreams", "cluster", "cluster_json", "json", "listener", "route")
 
     def __init__(self, listener: str, route: str, cluster: str) -> None:
         self.listener = listener
@@ -132,6 +140,17 @@ class LogScope:
         # is written between "upstream" and the request id's value).
         self.json = f'"listener":{_esc(listener)},"route":{_esc(route)},"method":'.encode("ascii")
         self.cluster_json = f',"cluster":{_esc(cluster)},"request_id":"'.encode("ascii")
+        self._upstreams: dict[str, bytes] = {}  # see upstream_json
+
+    def upstream_json(self, upstream: str) -> bytes:
+        """`,"upstream":"ADDRESS"` and this scope's cluster with the keys around it, from a cache: a route
+        sends to a handful of endpoints."""
+        part = self._upstreams.get(upstream)
+        if part is None:
+            part = b',"upstream":%b%b' % (_esc(upstream).encode("ascii"), self.cluster_json)
+            if len(self._upstreams) < _QUOTES_CACHED:
+                self._upstreams[upstream] = part
+        return part
 
 
 def _escaped(name: str) -> str:
@@ -258,8 +277,8 @@ class AccessLog:
         # Seconds to add to a `start` (the owner's monotonic clock) to make it a Unix time; kept
         # current by `flush`, which the owner calls about once a second.
         self._wall = _now() - _monotonic()
-        self._quotes: dict[str | bytes, bytes] = {}  # method and error values (see _quoted)
-        self._upstreams: dict[str, bytes] = {}  # upstream addresses with their key (_upstream_json)
+        self._quotes: dict[str | bytes, bytes] = {}  # error values (see _quoted)
+        self._methods: dict[str | bytes, bytes] = {}  # methods with the path's key (see _method)
         self._queue: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._run, name="pillion-access-log", daemon=True)
         self._writer.start()
@@ -329,10 +348,10 @@ class AccessLog:
             ).encode("ascii"))  # fmt: skip
             return
         # One bytes format of %b only: compiled, a single concatenation. Whatever is the same for many
-        # lines comes as one piece: the time to the millisecond, the scope, the method with its key,
-        # the upstream with its key, the clean end. Durations are milliseconds with three decimals,
-        # rounded (what `:.3f` gives), from integer microseconds and two table lookups: float
-        # formatting costs four times as much.
+        # lines comes as one piece: the time to the millisecond, the scope, the method with the path's
+        # key, the status with its key, the upstream with its key and the cluster's, the clean end.
+        # Durations are milliseconds with three decimals, rounded (what `:.3f` gives), from integer
+        # microseconds and two table lookups: float formatting costs four times as much.
         sec = int(ts)
         ms = min(int((ts - sec) * 1000 + 1e-4), 999)
         # Second and millisecond compared apart: `sec * 1000` is past the range compiled code
@@ -362,25 +381,24 @@ class AccessLog:
         # own: building the piece would be a second format per line.
         if upstream_duration is None:
             line = (
-                b'%b%b%b,"path":"%b","status":%b,"bytes_sent":%b,"bytes_received":%b,"duration_ms":%b%b'
-                b'%b%b%b","trace_id":"%b%b'
+                b'%b%b%b%b%b,"bytes_sent":%b,"bytes_received":%b,"duration_ms":%b%b%b%b","trace_id":"%b%b'
                 % (
-                    self._ts_json, scope.json, self._method(method), path_json, _number(status),
+                    self._ts_json, scope.json, self._method(method), path_json, _status(status),
                     _number(bytes_sent), _number(bytes_received), _number(us // 1000),
-                    _DOT_MILLIS[us % 1000], self._upstream_json(upstream), scope.cluster_json, rid,
+                    _DOT_MILLIS[us % 1000], scope.upstream_json(upstream), rid,
                     trace_id if isinstance(trace_id, bytes) else trace_id.encode("ascii"), tail,
                 )
             )  # fmt: skip
         else:
             u = int(upstream_duration * 1_000_000.0 + 0.5)
             line = (
-                b'%b%b%b,"path":"%b","status":%b,"bytes_sent":%b,"bytes_received":%b,"duration_ms":%b%b'
-                b',"upstream_duration_ms":%b%b%b%b%b","trace_id":"%b%b'
+                b'%b%b%b%b%b,"bytes_sent":%b,"bytes_received":%b,"duration_ms":%b%b'
+                b',"upstream_duration_ms":%b%b%b%b","trace_id":"%b%b'
                 % (
-                    self._ts_json, scope.json, self._method(method), path_json, _number(status),
+                    self._ts_json, scope.json, self._method(method), path_json, _status(status),
                     _number(bytes_sent), _number(bytes_received), _number(us // 1000),
                     _DOT_MILLIS[us % 1000], _number(u // 1000), _DOT_MILLIS[u % 1000],
-                    self._upstream_json(upstream), scope.cluster_json, rid,
+                    scope.upstream_json(upstream), rid,
                     trace_id if isinstance(trace_id, bytes) else trace_id.encode("ascii"), tail,
                 )
             )  # fmt: skip
@@ -406,16 +424,15 @@ class AccessLog:
             self.flush()
 
     def _method(self, method: str | bytes) -> bytes:
+        """`"METHOD","path":"`: the method as a JSON string and the path's key, cached as `_quoted`."""
         # Most requests are GETs: a compare is a fraction of hashing the parser's new bytes each time.
-        return _GET_JSON if method == b"GET" else self._quoted(method)
-
-    def _upstream_json(self, upstream: str) -> bytes:
-        """`,"upstream":"ADDRESS"`, from a cache as `_quoted`'s: a sidecar has a handful of endpoints."""
-        part = self._upstreams.get(upstream)
+        if method == b"GET":
+            return _GET_JSON
+        part = self._methods.get(method)
         if part is None:
-            part = b',"upstream":' + _esc(upstream).encode("ascii")
-            if len(self._upstreams) < _QUOTES_CACHED:
-                self._upstreams[upstream] = part
+            part = _esc(_text(method)).encode("ascii") + b',"path":"'
+            if len(self._methods) < _QUOTES_CACHED:
+                self._methods[method] = part
         return part
 
     def _quoted(self, value: str | bytes) -> bytes:
