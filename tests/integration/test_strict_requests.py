@@ -59,6 +59,26 @@ def test_absolute_form_is_routed_and_forwarded_by_its_authority(run: Run) -> Non
     run(main())
 
 
+def test_an_invalid_host_is_refused_every_time_whatever_came_before(run: Run) -> None:
+    """Host values are checked once and remembered (the last one, and a set): a refused value must
+    never be remembered as checked, so the same bad Host is refused again, right after a good one or
+    after itself; and an empty one is checked on a fresh listener too (a fuzzer's find)."""
+
+    async def main() -> None:
+        async with ScriptableUpstream() as up, running_sidecar(sidecar_config([up.address])) as rt:
+            port = rt.listeners[0].port
+            statuses: list[tuple[int, str | None]] = []
+            for host in (b"", b"good.example", b"bad host", b"bad host", b"good.example", b"a b"):
+                data = b"GET / HTTP/1.1\r\nHost: %b\r\nConnection: close\r\n\r\n" % host
+                (response,) = parse_responses((await raw_exchange_detailed(HOST, port, data)).data)
+                statuses.append((response.status, response.header("x-pillion-error")))
+            refused = (400, "invalid_host")
+            assert statuses == [refused, (200, None), refused, refused, (200, None), refused]
+            assert [r.header_values("host") for r in up.requests] == [["good.example"]] * 2
+
+    run(main())
+
+
 def test_a_good_request_is_answered_before_a_broken_one_behind_it(run: Run) -> None:
     async def main() -> None:
         async with ScriptableUpstream() as up, running_sidecar(sidecar_config([up.address])) as rt:

@@ -66,6 +66,25 @@ def test_an_expiry_may_cancel_a_later_one_in_the_same_bucket() -> None:
     _run(main())
 
 
+def test_an_add_for_a_slot_that_already_fired_gets_a_bucket_that_fires() -> None:
+    """The last bucket is remembered for the next add; once it fired, an add for its slot (a caller's
+    clock behind the loop's, or a timer run early) must not go into it, where nothing would fire."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        fired: list[str] = []
+        d: Deadlines[str] = Deadlines(loop, fired.append)
+        past = loop.time() - 1.0  # the slot's time has passed: its timer runs at once
+        d.add(0.01, "first", past)
+        await asyncio.sleep(0.02)
+        assert fired == ["first"] and d.buckets == 0
+        d.add(0.01, "second", past)  # the same slot again
+        await asyncio.sleep(0.02)
+        assert fired == ["first", "second"] and len(d) == 0
+
+    _run(main())
+
+
 def test_slots_widen_with_the_delay_so_long_timeouts_keep_few_buckets() -> None:
     assert slot_width_ms(0.01) == MIN_SLOT_MS
     assert slot_width_ms(1.0) == 16  # <= 1000/32

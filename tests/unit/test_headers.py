@@ -30,7 +30,10 @@ def test_names_from_several_connection_headers_accumulate() -> None:
 
 
 def test_lower_name_agrees_with_lower_for_known_and_unknown_spellings() -> None:
-    names = [*_LOWER, b"HoSt", b"X-Custom-Thing", b"accept", b"", b"Content-length"]
+    names = [*_LOWER, b"HoSt", b"X-Custom-Thing", b"accept", b"", b"Content-length", b"X-Powered-By"]
+    # Names filed in a special name's slot (same length, a first byte equal to it modulo 32), and
+    # lengths past the slots.
+    names += [b"\xc8ost", b"hOST", b"(ost", b"X" * 31, b"X-Forwarded-Client-Cert" * 2, b"x" * 32]
     for name in names:
         assert lower_name(name) == name.lower(), name
 

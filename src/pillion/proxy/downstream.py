@@ -610,11 +610,15 @@ class DownstreamConnection:
                 self._refuse("invalid_request_line" if version < "1.0" else "http_version_not_supported", url)
         if hosts != 1 and not (hosts == 0 and ex.http10):
             self._refuse("duplicate_host" if hosts else "missing_host", url)  # RFC 9112 §3.2
-        if hosts and host not in listener.valid_hosts:  # (a sidecar sees a handful of Host values)
-            if not host_is_valid(host):
-                self._refuse("invalid_host", url)
-            if len(listener.valid_hosts) < 256:
-                listener.valid_hosts.add(host)
+        # A sidecar sees a handful of Host values: the last one passed is compared first (a memcmp),
+        # then those already checked (a set lookup, which hashes the parser's new bytes).
+        if hosts and host != listener.last_host:
+            if host not in listener.valid_hosts:
+                if not host_is_valid(host):
+                    self._refuse("invalid_host", url)
+                if len(listener.valid_hosts) < 256:
+                    listener.valid_hosts.add(host)
+            listener.last_host = host
         if self._upgrade():
             raise _Rejected("upgrade_not_supported")  # WebSocket and CONNECT come later
         if not url or url[0] != 47:  # not "/": absolute-form, asterisk-form, or junk

@@ -52,6 +52,9 @@ class HttpListener:
         self.metrics = metrics  # count and time each request (`metrics.enabled`)
         self.tracer = tracer  # spans and trace propagation, when tracing is configured
         self.valid_hosts: set[bytes] = set()  # Host values already checked (bounded: clients choose them)
+        # The Host value that passed the check last (see DownstreamConnection.on_headers_complete);
+        # None, not b"", before the first: an empty Host must be checked too.
+        self.last_host: bytes | None = None
         self.overload = overload  # process-wide limits; None for a listener built alone (tools, fuzzing)
         self.tls = tls  # TLS termination, and for mTLS the check of each client
         self.tls_failures = stats.tls_failures.labels(self.name, "")
