@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -82,6 +83,11 @@ def test_route_stats_count_each_status_apart() -> None:
     assert {code: requests.labels(*labels, str(code)).value for code in ("200", "404", "503")} == {
         "200": 4.0, "404": 1.0, "503": 2.0,
     }  # fmt: skip
+    # A copy with other children (as split variants are made) must not count into this one's.
+    other = ("in", "r", "d")
+    copy = dataclasses.replace(stats, labels=other, by_code={})
+    copy.count(200)
+    assert requests.labels(*labels, "200").value == 4.0 and requests.labels(*other, "200").value == 1.0
 
 
 def test_default_buckets() -> None:

@@ -56,8 +56,9 @@ class RouteStats:
     by_code: dict[int, Counter] = field(default_factory=dict)
     # The status counted last and its counter: a route answers mostly one status, and comparing two
     # native ints costs a tenth of looking the code up in `by_code`. -1: none yet (the counter unused).
-    last_code: int = -1
-    last_counter: Counter = field(default_factory=Counter)
+    # Not init fields, so a `replace` (split variants, each with its own children) starts afresh.
+    last_code: int = field(default=-1, init=False)
+    last_counter: Counter = field(default_factory=Counter, init=False)
 
     def count(self, code: int) -> None:
         if code != self.last_code:

@@ -119,6 +119,18 @@ def _status(code: int) -> bytes:
     return _STATUSES[code] if 0 <= code < 600 else b'","status":%d' % code
 
 
+def _remember(cache: dict[str | bytes, bytes], key: str | bytes, part: bytes) -> bytes:
+    """Store `part` for `key` while `cache` is under its bound (clients choose these values), return it."""
+    if len(cache) < _QUOTES_CACHED:
+        cache[key] = part
+    return part
+
+
+def _quote(value: str | bytes) -> bytes:
+    """`value` as an ASCII JSON string, quotes included."""
+    return _esc(_text(value)).encode("ascii")
+
+
 def _text(value: str | bytes) -> str:
     # A field given as the parser's bytes, for the text format (Latin-1: every byte is one character).
     return value if isinstance(value, str) else value.decode("latin-1")
@@ -140,17 +152,16 @@ class LogScope:
         # is written between "upstream" and the request id's value).
         self.json = f'"listener":{_esc(listener)},"route":{_esc(route)},"method":'.encode("ascii")
         self.cluster_json = f',"cluster":{_esc(cluster)},"request_id":"'.encode("ascii")
-        self._upstreams: dict[str, bytes] = {}  # see upstream_json
+        self._upstreams: dict[str | bytes, bytes] = {}  # see upstream_json
 
     def upstream_json(self, upstream: str) -> bytes:
         """`,"upstream":"ADDRESS"` and this scope's cluster with the keys around it, from a cache: a route
         sends to a handful of endpoints."""
         part = self._upstreams.get(upstream)
-        if part is None:
-            part = b',"upstream":%b%b' % (_esc(upstream).encode("ascii"), self.cluster_json)
-            if len(self._upstreams) < _QUOTES_CACHED:
-                self._upstreams[upstream] = part
-        return part
+        if part is not None:
+            return part
+        part = b',"upstream":%b%b' % (_quote(upstream), self.cluster_json)
+        return _remember(self._upstreams, upstream, part)
 
 
 def _escaped(name: str) -> str:
@@ -429,21 +440,13 @@ class AccessLog:
         if method == b"GET":
             return _GET_JSON
         part = self._methods.get(method)
-        if part is None:
-            part = _esc(_text(method)).encode("ascii") + b',"path":"'
-            if len(self._methods) < _QUOTES_CACHED:
-                self._methods[method] = part
-        return part
+        return part if part is not None else _remember(self._methods, method, _quote(method) + b',"path":"')
 
     def _quoted(self, value: str | bytes) -> bytes:
-        """`value` as a JSON string, from a cache for the few values of a field like the method: a dict
+        """`value` as a JSON string, from a cache for the few values of a field like the error: a dict
         lookup costs a seventh of escaping."""
         quoted = self._quotes.get(value)
-        if quoted is None:
-            quoted = _esc(_text(value)).encode("ascii")
-            if len(self._quotes) < _QUOTES_CACHED:
-                self._quotes[value] = quoted
-        return quoted
+        return quoted if quoted is not None else _remember(self._quotes, value, _quote(value))
 
     def flush(self) -> None:
         """Hand the buffered lines to the writer thread. Cheap; never blocks on I/O."""

@@ -7,9 +7,9 @@ or cluster is built) and then only touches them: `counter.value += 1`, `histogra
 locks: everything runs on the event loop thread, and a scrape reads the numbers on that same thread.
 
 Histograms keep *non-cumulative* per-bucket counts (a scan of the bounds, which stops early for the
-usual small values, plus one list increment per observation); the cumulative `le` series Prometheus
-wants is computed only when rendering. The total count is the sum of the buckets, so `observe` does not
-maintain it separately.
+usual small values, plus a native increment of the bucket hit last, see `Histogram`); the cumulative
+`le` series Prometheus wants is computed only when rendering. The total count is the sum of the
+buckets, so `observe` does not maintain it separately.
 
 Values that are cheaper to compute at scrape time than to maintain (process memory, open fds, pool sizes)
 come from *collectors*: callables the registry runs just before each scrape, which set ordinary children.
