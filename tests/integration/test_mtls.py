@@ -349,6 +349,40 @@ def test_without_multiplex_each_connection_is_its_own_handshake(tmp_path: Path, 
     run(main())
 
 
+@pytest.mark.parametrize("multiplex", [False, True], ids=["connections", "streams"])
+def test_connections_on_streams_send_at_once_and_the_others_hold(
+    tmp_path: Path, run: Run, multiplex: bool
+) -> None:
+    """A connection on a multiplexed stream writes into its session at once (the session gathers the
+    pass's frames itself), so it is marked `gathered` and never waits in a WriteBatch: A's connections to
+    B and B's from A. Every other connection still holds: the client's to A, B's to the app, and A's to B
+    when each is a TLS connection of its own. Uploads in flight together come back whole either way."""
+    pki = make_pki(tmp_path)
+
+    async def main() -> None:
+        async with mesh(pki, multiplex=multiplex) as (_app, a, b, _relay):
+            port = a.listeners[0].port
+            async with await ClientConnection.open(HOST, port) as client:  # kept open: B's side stays too
+                first = await client.request("GET", "/first")
+                assert first.status == 200
+                bodies = [pattern_bytes(1000 * (i + 1)) for i in range(12)]
+                got = await asyncio.gather(
+                    *(http_request(HOST, port, "POST", "/sha256", body=body) for body in bodies)
+                )
+                assert [r.json() for r in got] == [
+                    {"length": len(body), "sha256": hashlib.sha256(body).hexdigest()} for body in bodies
+                ]
+                a_clients = a.listeners[0].connections
+                a_to_b = [conn for e in a.clusters["b"].endpoints for conn in e.idle]
+                b_from_a = b.listeners[0].connections
+                b_to_app = [conn for e in b.clusters["app"].endpoints for conn in e.idle]
+                assert a_clients and a_to_b and b_from_a and b_to_app
+                assert not any(conn.gathered for conn in [*a_clients, *b_to_app])
+                assert {conn.gathered for conn in [*a_to_b, *b_from_a]} == {multiplex}
+
+    run(main())
+
+
 def test_a_peer_that_does_not_multiplex_gets_plain_connections(tmp_path: Path, run: Run) -> None:
     """B's TCP listener (strict mTLS, forwarding bytes to the app) does not select `pillion-mux/1`: A's
     multiplexing cluster then uses each TLS connection as one HTTP connection."""

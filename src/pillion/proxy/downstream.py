@@ -52,6 +52,7 @@ from pillion.http.headers import (
 from pillion.http.local_reply import build_reply, local_reply, status_of
 from pillion.http.request_id import request_id as new_request_id
 from pillion.http.strict import host_is_valid, origin_form, parser_error_reason, transfer_coding_problem
+from pillion.proxy.batch import gathers
 
 log: Final = logging.getLogger("pillion.downstream")
 # Module-level names are Final so that compiled code reads them from C statics, not the module dict.
@@ -237,6 +238,7 @@ class DownstreamConnection:
         "current",
         "forwarded",
         "forwarded_line",
+        "gathered",
         "head_size",
         "headers",
         "last_active",
@@ -289,6 +291,7 @@ class DownstreamConnection:
         self.close_delimited = False
         self.out: list[bytes] | None = None  # bytes for the client, sent at the end of the loop pass
         self.queued = False  # registered with the listener's WriteBatch for this pass
+        self.gathered = False  # the transport gathers writes itself (batch.gathers): never held here
         self.headers: list[tuple[bytes, bytes]] = []
         self.url = b""
         self.head_size = 0
@@ -315,6 +318,7 @@ class DownstreamConnection:
         self._write: Callable[[bytes], None] = t.write
         self._writelines: Callable[[list[bytes]], None] = t.writelines
         self._is_closing: Callable[[], bool] = t.is_closing
+        self.gathered = gathers(t)
         # The head timer runs from accept, like nginx's client_header_timeout: a client that connects and
         # sends nothing is closed after request_headers_timeout, not idle_timeout.
         self.started_at = self.request_started = self.last_active
@@ -974,7 +978,7 @@ class DownstreamConnection:
         else:
             data = b"".join(head)
             head.pop()
-        if ex.replayable:  # no body to follow: the head can wait for the pass's other requests
+        if ex.replayable and not conn.gathered:  # no body to follow: it can wait for the pass's others
             conn.pending = data
             self.listener.batch.add_upstream(conn)
         else:
@@ -1197,8 +1201,12 @@ class DownstreamConnection:
             out.append(data)
 
     def flush(self) -> None:
-        """Have what is held for the client sent at the end of this loop pass (once per upstream read)."""
+        """Have what is held for the client sent at the end of this loop pass (once per upstream read);
+        on a transport that gathers writes itself, hand it over now."""
         if self.out is not None and not self.queued:
+            if self.gathered:
+                self.send_pending()
+                return
             self.queued = True
             self.listener.batch.add_client(self)
 

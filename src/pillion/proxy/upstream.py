@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Final, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
+from pillion.proxy.batch import gathers
+
 perf_counter: Final = time.perf_counter  # (a C static in the compiled build)
 
 # A parser with no connection behind it: what a closed connection's parser fields point at (_unhook).
@@ -51,6 +53,7 @@ class UpstreamConnection:
         "endpoint",
         "expect_no_body",
         "feeding",
+        "gathered",
         "headers",
         "idle_since",
         "parser",
@@ -65,6 +68,7 @@ class UpstreamConnection:
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self.transport: asyncio.Transport | None = None
+        self.gathered = False  # the transport gathers writes itself (batch.gathers): never held here
         self._new_parser()
         self.down: DownstreamConnection | None = None
         # Reading a response nobody will see (a try being retried) to its end, so the connection can
@@ -104,6 +108,7 @@ class UpstreamConnection:
         self.transport = t = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         self._write: Callable[[bytes], None] = t.write
         self._is_closing: Callable[[], bool] = t.is_closing
+        self.gathered = gathers(t)
         cluster = self.endpoint.cluster
         cluster.active.value += 1
         cluster.opened.value += 1

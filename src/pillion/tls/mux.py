@@ -331,6 +331,9 @@ class Stream:
     def __init__(self, session: Session, sid: int) -> None:
         self.session = session
         self.sid = sid
+        # Writes become frames the session sends together at the end of the pass, so the proxy's
+        # connections on a stream send at once instead of waiting in their WriteBatch (batch.gathers).
+        self.gathers_writes = True
         self.protocol: asyncio.Protocol | None = None
         self.credit = WINDOW_SIZE  # bytes the peer accepts from us now
         self.unacked = 0  # bytes given to our protocol since we last gave the peer credit
