@@ -1,10 +1,9 @@
 import asyncio
-import contextlib
-from typing import Any, cast
+from typing import Any
 
 import uvloop
 
-from pillion.proxy.batch import PROBE_EVERY, SINGLE_PASSES, WriteBatch, join
+from pillion.proxy.batch import PROBE_EVERY, SINGLE_PASSES, WriteBatch
 
 
 class _Sender:
@@ -93,110 +92,5 @@ def test_a_pass_holding_two_connections_starts_the_count_again() -> None:
         batch.flush()  # an early flush counts its pass; the loop's own call then holds nothing
         await asyncio.sleep(0)
         assert not batch.holding and log[-1] == "u"
-
-    uvloop.run(main())
-
-
-class _Carrier:
-    """Gathers writes like a multiplexed session: joins the flush under way, else flushes a pass later."""
-
-    def __init__(self, name: str, log: list[str]) -> None:
-        self.name = name
-        self.log = log
-        self.joined: list[bool] = []
-
-    def write(self) -> None:
-        self.joined.append(join(self))
-
-    def flush(self) -> None:
-        self.log.append(self.name)
-
-
-class _Feeding:
-    """A connection whose bytes go into a carrier."""
-
-    def __init__(self, name: str, log: list[str], carrier: _Carrier) -> None:
-        self.name = name
-        self.log = log
-        self.carrier = carrier
-
-    def send_pending(self) -> None:
-        self.log.append(self.name)
-        self.carrier.write()
-
-
-def test_a_carrier_written_during_a_flush_leaves_after_its_phase_clients_before_upstreams() -> None:
-    async def main() -> None:
-        log: list[str] = []
-        batch = WriteBatch(asyncio.get_running_loop())
-        answers, requests = _Carrier("answers", log), _Carrier("requests", log)
-        client: Any = _Feeding("client", log, answers)
-        upstream: Any = _Feeding("upstream", log, requests)
-        batch.add_upstream(upstream)
-        batch.add_client(client)
-        await asyncio.sleep(0)
-        # The answers' carrier goes before any request is written (the app's wake-up comes after them),
-        # and the requests' carrier in the same pass, not a pass later.
-        assert log == ["client", "answers", "upstream", "requests"]
-        assert answers.joined == [True] and requests.joined == [True]
-        outside = _Carrier("outside", log)
-        outside.write()
-        assert outside.joined == [False]  # no flush under way: the carrier schedules its own
-        assert log[-1] == "requests"
-
-    uvloop.run(main())
-
-
-def test_a_sender_that_raises_does_not_strand_a_joined_carrier() -> None:
-    async def main() -> None:
-        log: list[str] = []
-        batch = WriteBatch(asyncio.get_running_loop())
-        carrier = _Carrier("carrier", log)
-        client: Any = _Feeding("client", log, carrier)
-
-        class Broken:
-            def send_pending(self) -> None:
-                raise RuntimeError("broken")
-
-        batch.add_client(client)
-        batch.add_client(cast(Any, Broken()))
-        with contextlib.suppress(RuntimeError):
-            batch.flush()
-        assert log == ["client", "carrier"]
-        assert join(carrier) is False  # the flush is over
-
-    uvloop.run(main())
-
-
-def test_a_carrier_written_by_a_write_sent_at_once_leaves_with_it() -> None:
-    async def main() -> None:
-        log: list[str] = []
-        batch = WriteBatch(asyncio.get_running_loop())
-        await _single_passes(batch, log, SINGLE_PASSES)
-        assert not batch.holding
-        carrier = _Carrier("carrier", log)
-        upstream: Any = _Feeding("upstream", log, carrier)
-        batch.add_upstream(upstream)
-        assert log[-2:] == ["upstream", "carrier"]  # at low load, not a pass later
-        assert carrier.joined == [True]
-
-    uvloop.run(main())
-
-
-def test_a_carrier_that_raises_does_not_keep_the_others_from_flushing() -> None:
-    async def main() -> None:
-        log: list[str] = []
-        batch = WriteBatch(asyncio.get_running_loop())
-
-        class Failing(_Carrier):
-            def flush(self) -> None:
-                raise RuntimeError("a bug in one carrier")
-
-        first, second = Failing("first", log), _Carrier("second", log)
-        batch.add_client(cast(Any, _Feeding("a", log, first)))
-        batch.add_client(cast(Any, _Feeding("b", log, second)))
-        batch.add_upstream(cast(Any, sender("up", log)))
-        batch.flush()  # (the failure is logged, not raised)
-        assert log == ["a", "b", "second", "up"]
 
     uvloop.run(main())

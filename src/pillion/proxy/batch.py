@@ -14,17 +14,11 @@ go first: the upstream requests wake the app, which on a shared core may take th
 queues are typed with the two connection classes, so the compiled build calls `send_pending` directly
 rather than looking it up on each object.
 
-A connection may itself write into something that gathers writes, such as a multiplexed TLS session
-(tls/mux.py), whose frames would otherwise leave one loop pass later and, on the server side, after the
-requests to the app: the wake-up of the app would then come before the answers. Such a carrier calls
-`join` while a batch is sending (a held pass, or a write sent at once), and its `flush()` runs right
-after the phase that filled it: the clients' carriers before any upstream is written, the upstreams'
-at the end.
-
-A connection whose transport is itself such a carrier (a stream of a multiplexed session: `gathers`)
-is never held: its writes go to the carrier at once, which sends them with the pass's other frames.
-Holding them here too only added the batch's work: at the mTLS pair's bursts, sending them at once cut
-A's CPU per request by 4.6% and B's by 2.5% (medians of 5 interleaved runs; docs/architecture.md).
+A connection on a transport that gathers writes itself (a stream of a multiplexed TLS session,
+tls/mux.py: `gathers`) is never held: its writes go to the session at once, and the session sends the
+frames of the pass in one TLS write at its end. Holding them here as well only added the batch's work:
+at the mTLS pair's bursts, sending them at once cut A's CPU per request by 4.6% and B's by 2.5%
+(medians of 5 interleaved runs; docs/architecture.md).
 
 Holding has a price: the end-of-pass callback (a loop handle, its context and the idle phase) costs
 about 3.4k instructions, a seventh of a request's work when a pass carries only one request, as it does
@@ -38,31 +32,15 @@ everything held is sent, so order on each connection is kept either way.
 from __future__ import annotations
 
 import asyncio
-import logging
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pillion.proxy.downstream import DownstreamConnection
     from pillion.proxy.upstream import UpstreamConnection
 
 
-log: Final = logging.getLogger("pillion.proxy")
-
 SINGLE_PASSES = 8  # held passes in a row with one connection each, before writes go out at once
 PROBE_EVERY = 32  # writes sent at once between two held passes that look at the load again
-
-
-class Carrier(Protocol):
-    """Something that gathers the writes of several connections and sends them in one `flush()`."""
-
-    def flush(self) -> None: ...
-
-
-# The batch sending now, or None. One slot set and restored around each send, not a stack pushed and
-# popped: a list that goes from empty to one item and back is resized (a realloc) at both ends, which
-# cost ~1.5k instructions a request on the plain path. A Final list is a C static in the compiled build,
-# where a plain module global would be a dict lookup.
-_flushing: Final[list[WriteBatch | None]] = [None]
 
 
 def gathers(transport: object) -> bool:
@@ -71,18 +49,8 @@ def gathers(transport: object) -> bool:
     return getattr(transport, "gathers_writes", False) is True
 
 
-def join(carrier: Carrier) -> bool:
-    """Have `carrier.flush()` called at the end of the flush phase under way; False (nothing done)
-    when no batch is flushing, and the carrier schedules its own flush."""
-    batch = _flushing[0]
-    if batch is None:
-        return False
-    batch._carriers.append(carrier)
-    return True
-
-
 class WriteBatch:
-    __slots__ = ("_carriers", "_clients", "_direct_left", "_loop", "_scheduled", "_singles", "_upstreams")
+    __slots__ = ("_clients", "_direct_left", "_loop", "_scheduled", "_singles", "_upstreams")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -91,7 +59,6 @@ class WriteBatch:
         self._scheduled = False
         self._singles = 0  # held passes in a row that held one connection
         self._direct_left = 0  # > 0: writes go out at once, this many more before a held pass
-        self._carriers: list[Carrier] = []  # joined during the flush phase under way
 
     @property
     def holding(self) -> bool:
@@ -101,11 +68,7 @@ class WriteBatch:
     def add_client(self, conn: DownstreamConnection) -> None:
         """Call `conn.send_pending()` after the callbacks of this loop pass have run (or now, at low load)."""
         if self._at_once():
-            outer = self._begin()
-            try:
-                conn.send_pending()
-            finally:
-                self._end(outer)
+            conn.send_pending()
             return
         self._schedule()
         self._clients.append(conn)
@@ -113,11 +76,7 @@ class WriteBatch:
     def add_upstream(self, conn: UpstreamConnection) -> None:
         """The same for a connection to the app."""
         if self._at_once():
-            outer = self._begin()
-            try:
-                conn.send_pending()
-            finally:
-                self._end(outer)
+            conn.send_pending()
             return
         self._schedule()
         self._upstreams.append(conn)
@@ -145,39 +104,11 @@ class WriteBatch:
             self._singles += 1
             if self._singles >= SINGLE_PASSES:
                 self._direct_left = PROBE_EVERY
-        outer = self._begin()
-        try:
-            if clients:
-                self._clients = []
-                for client in clients:
-                    client.send_pending()
-                if self._carriers:
-                    self._flush_carriers()
-            if upstreams:
-                self._upstreams = []
-                for upstream in upstreams:
-                    upstream.send_pending()
-        finally:
-            self._end(outer)
-
-    def _begin(self) -> WriteBatch | None:
-        """This batch is sending; returns the one that was (None: sends do not nest, but a slot restored
-        to what it held stays right if one ever does)."""
-        outer = _flushing[0]
-        _flushing[0] = self
-        return outer
-
-    def _end(self, outer: WriteBatch | None) -> None:
-        """The send is over: the carriers joined last go (also when a sender raised: none is stranded)."""
-        _flushing[0] = outer
-        if self._carriers:
-            self._flush_carriers()
-
-    def _flush_carriers(self) -> None:
-        carriers = self._carriers
-        self._carriers = []
-        for carrier in carriers:
-            try:
-                carrier.flush()
-            except Exception:  # a bug in one carrier must not leave the others' bytes unsent
-                log.exception("flush failed")
+        if clients:
+            self._clients = []
+            for client in clients:
+                client.send_pending()
+        if upstreams:
+            self._upstreams = []
+            for upstream in upstreams:
+                upstream.send_pending()

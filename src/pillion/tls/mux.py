@@ -30,10 +30,11 @@ already closed).
   connection and closes this one when its last stream ends; the server resets any stream opened after
   it, and closes the connection once the streams under way have ended.
 
-Frames are gathered and written together. Frames queued while one of the proxy's WriteBatches sends
-(proxy/batch.py `join`) leave right after the connections that wrote them, so in a held pass a server's
-answers reach its client before its requests wake the app; any others leave at the end of the loop
-pass. A malformed frame (too long, an unknown type, data or credit beyond the window, more than
+Frames are gathered and written together: everything the streams of a session send in one loop pass
+leaves in one TLS write at the end of the pass. So the proxy's connections on streams do not hold
+their writes in its WriteBatch, as its other connections do (proxy/batch.py `gathers`).
+
+A malformed frame (too long, an unknown type, data or credit beyond the window, more than
 `MAX_STREAMS` streams) ends the session: every stream sees its connection lost. An exception in one
 stream's protocol resets that stream only.
 
@@ -53,7 +54,6 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, cast
 
-from pillion.proxy import batch
 from pillion.telemetry.stats import Gauge
 
 log: Final = logging.getLogger("pillion.tls")
@@ -110,7 +110,6 @@ class Session:
         self.last_id = 0  # server: the highest stream id seen
         self.out: list[bytes] = []
         self.scheduled = False  # a flush callback of our own is pending
-        self.joined = False  # a WriteBatch that is sending flushes us (proxy/batch.py join)
         self.pending = b""  # the start of a frame not yet all read
         self.write_paused = False
         self.closed = False
@@ -249,11 +248,7 @@ class Session:
         out.append(_pack(sid, kind, len(payload)))
         if payload:
             out.append(payload)
-        if self.joined:
-            return
-        if batch.join(self):  # a batch is sending: these frames leave with its writes, not a pass later
-            self.joined = True
-        elif not self.scheduled:
+        if not self.scheduled:
             self.scheduled = True
             self.loop.call_soon(self._scheduled_flush)
 
@@ -262,7 +257,6 @@ class Session:
         self.flush()
 
     def flush(self) -> None:
-        self.joined = False
         if self.out and not self.closed and self.transport is not None:
             out, self.out = self.out, []
             self.transport.write(b"".join(out))
