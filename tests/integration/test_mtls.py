@@ -362,16 +362,18 @@ def test_connections_on_streams_send_at_once_and_the_others_hold(
     async def main() -> None:
         async with mesh(pki, multiplex=multiplex) as (_app, a, b, _relay):
             port = a.listeners[0].port
-            async with await ClientConnection.open(HOST, port) as client:  # kept open: B's side stays too
+            async with await ClientConnection.open(HOST, port) as client:  # (a_clients stays non-empty)
                 first = await client.request("GET", "/first")
                 assert first.status == 200
-                bodies = [pattern_bytes(1000 * (i + 1)) for i in range(12)]
+                bodies = [pattern_bytes(1000 * (i + 1)) for i in range(6)]
                 got = await asyncio.gather(
-                    *(http_request(HOST, port, "POST", "/sha256", body=body) for body in bodies)
+                    *(http_request(HOST, port, "POST", "/sha256", body=body) for body in bodies),
+                    *(http_request(HOST, port, "GET", f"/get/{i}") for i in range(6)),
                 )
-                assert [r.json() for r in got] == [
+                assert [r.json() for r in got[:6]] == [
                     {"length": len(body), "sha256": hashlib.sha256(body).hexdigest()} for body in bodies
                 ]
+                assert [r.text for r in got[6:]] == [f"GET /get/{i}\n" for i in range(6)]
                 a_clients = a.listeners[0].connections
                 a_to_b = [conn for e in a.clusters["b"].endpoints for conn in e.idle]
                 b_from_a = b.listeners[0].connections

@@ -15,10 +15,9 @@ queues are typed with the two connection classes, so the compiled build calls `s
 rather than looking it up on each object.
 
 A connection on a transport that gathers writes itself (a stream of a multiplexed TLS session,
-tls/mux.py: `gathers`) is never held: its writes go to the session at once, and the session sends the
-frames of the pass in one TLS write at its end. Holding them here as well only added the batch's work:
-at the mTLS pair's bursts, sending them at once cut A's CPU per request by 4.6% and B's by 2.5%
-(medians of 5 interleaved runs; docs/architecture.md).
+tls/mux.py, which says so with `gathers_writes`: see `gathers`) is never held: its writes go to the
+session at once, and the session sends the frames of the pass in one TLS write at its end. Holding them
+here as well only added the batch's work (measured at the mTLS pair's bursts: docs/architecture.md).
 
 Holding has a price: the end-of-pass callback (a loop handle, its context and the idle phase) costs
 about 3.4k instructions, a seventh of a request's work when a pass carries only one request, as it does

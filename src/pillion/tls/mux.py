@@ -109,7 +109,7 @@ class Session:
         self.next_id = 1  # client: the id of the next stream it opens
         self.last_id = 0  # server: the highest stream id seen
         self.out: list[bytes] = []
-        self.scheduled = False  # a flush callback of our own is pending
+        self.scheduled = False  # our end-of-pass flush is scheduled
         self.pending = b""  # the start of a frame not yet all read
         self.write_paused = False
         self.closed = False
