@@ -18,7 +18,6 @@ those two alone (`log`, `tracing`).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import pstats
 import tempfile
@@ -28,56 +27,18 @@ from typing import Any
 from servers import pillion_outbound_yaml
 
 from pillion.config import load_config_text
-from pillion.proxy.batch import WriteBatch
-from pillion.proxy.deadlines import Deadlines
 from pillion.proxy.downstream import DownstreamConnection
 from pillion.proxy.listener import HttpListener
 from pillion.proxy.upstream import UpstreamConnection
 from pillion.runtime.runtime import Runtime
 from pillion.testing.sidecar import sidecar_config
+from pillion.testing.transports import RecordingTransport, hand_driven
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18081\r\n\r\n"
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Tue, 24 Nov 2026 13:48:39 GMT\r\n"
     b"Content-Type: text/plain\r\nContent-Length: 12\r\nConnection: keep-alive\r\n\r\nhello world\n"
 )
-
-
-class FakeTransport:
-    """Collects writes; enough of asyncio.Transport for the proxy's protocols."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def writelines(self, data: list[bytes]) -> None:
-        self.written.append(b"".join(data))
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-
-class _NoLoop:
-    def call_soon(self, callback: Any) -> None:
-        pass
 
 
 def telemetry_config(telemetry: str, log_dir: str) -> dict[str, Any]:
@@ -95,7 +56,7 @@ def telemetry_config(telemetry: str, log_dir: str) -> dict[str, Any]:
 
 def setup(
     outbound: bool, telemetry: str, log_dir: str
-) -> tuple[DownstreamConnection, UpstreamConnection, FakeTransport, FakeTransport]:
+) -> tuple[DownstreamConnection, UpstreamConnection, RecordingTransport, RecordingTransport]:
     top = telemetry_config(telemetry, log_dir)
     runtime = Runtime(
         load_config_text(pillion_outbound_yaml(0, 0, 1))
@@ -104,14 +65,12 @@ def setup(
     )
     listener = runtime.listeners[0]
     assert isinstance(listener, HttpListener)
-    listener.deadlines = Deadlines(asyncio.get_running_loop(), DownstreamConnection.timed_out)
-    listener.try_deadlines = Deadlines(asyncio.get_running_loop(), DownstreamConnection.try_timed_out)
     # The loop never runs between requests here, so the batch is flushed by hand after each read, as
     # the loop would once per pass (the loop's own call_soon is left out: it is paid once per pass).
-    listener.batch = WriteBatch(_NoLoop())  # type: ignore[arg-type]
+    hand_driven(listener)
     endpoint = runtime.clusters["app"].endpoints[0]
     down = DownstreamConnection(listener)
-    down_t, up_t = FakeTransport(), FakeTransport()
+    down_t, up_t = RecordingTransport(), RecordingTransport()
     down.connection_made(down_t)  # type: ignore[arg-type]
     up = UpstreamConnection(endpoint)
     up.connection_made(up_t)  # type: ignore[arg-type]

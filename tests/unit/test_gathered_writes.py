@@ -7,69 +7,33 @@ runs, so whatever is written before the batch's flush was written at once.
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import pytest
 import uvloop
 
-from pillion.proxy.batch import WriteBatch, gathers
-from pillion.proxy.deadlines import Deadlines
+from pillion.proxy.batch import gathers
 from pillion.proxy.downstream import DownstreamConnection
 from pillion.proxy.listener import HttpListener
 from pillion.proxy.upstream import UpstreamConnection
 from pillion.runtime.runtime import Runtime
 from pillion.testing.sidecar import sidecar_config
+from pillion.testing.transports import RecordingTransport, hand_driven
 
 REQUEST = b"GET /x HTTP/1.1\r\nHost: app\r\n\r\n"
 POST = b"POST /y HTTP/1.1\r\nHost: app\r\nContent-Length: 4\r\n\r\nbody"
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
-class Recording:
-    """Enough of asyncio.Transport for the proxy's protocols; records each write."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.written.append(bytes(data))
-
-    def writelines(self, data: list[bytes]) -> None:
-        self.written.append(b"".join(data))
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-
-class Gathering(Recording):
+class Gathering(RecordingTransport):
     """A transport that says it gathers its writes, as a multiplexed stream does."""
 
     gathers_writes = True
 
 
-class _NoLoop:
-    def call_soon(self, callback: Any) -> None:
-        pass  # the test flushes the batch by hand
-
-
 def test_only_a_transport_that_says_so_gathers() -> None:
-    class Truthy(Recording):
+    class Truthy(RecordingTransport):
         gathers_writes = 1  # not True: not a claim to rely on
 
-    assert gathers(Gathering()) and not gathers(Recording()) and not gathers(Truthy())
+    assert gathers(Gathering()) and not gathers(RecordingTransport()) and not gathers(Truthy())
 
 
 @pytest.mark.parametrize("down_gathers", [False, True], ids=["client", "client-on-stream"])
@@ -81,16 +45,13 @@ def test_writes_on_a_gathering_transport_go_at_once_and_the_others_wait_for_the_
         runtime = Runtime(sidecar_config(["127.0.0.1:1"]))
         listener = runtime.listeners[0]
         assert isinstance(listener, HttpListener)
-        loop = asyncio.get_running_loop()
-        listener.deadlines = Deadlines(loop, DownstreamConnection.timed_out)  # (as the listener's start)
-        listener.try_deadlines = Deadlines(loop, DownstreamConnection.try_timed_out)
-        batch = listener.batch = WriteBatch(_NoLoop())  # type: ignore[arg-type]
+        batch = hand_driven(listener).batch
         endpoint = runtime.clusters["app"].endpoints[0]
-        up_t = Gathering() if up_gathers else Recording()
+        up_t = Gathering() if up_gathers else RecordingTransport()
         up = UpstreamConnection(endpoint)
         up.connection_made(up_t)  # type: ignore[arg-type]
         endpoint.give_back(up, 0.0)
-        down_t = Gathering() if down_gathers else Recording()
+        down_t = Gathering() if down_gathers else RecordingTransport()
         down = DownstreamConnection(listener)
         down.connection_made(down_t)  # type: ignore[arg-type]
         assert (down.gathered, up.gathered) == (down_gathers, up_gathers)
