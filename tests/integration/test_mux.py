@@ -259,6 +259,8 @@ def test_concurrent_streams_echo_close_and_leave_in_one_write(run: Run) -> None:
                 stream.write(payload)
             assert writes.writes == []  # queued until the end of the loop pass
             await asyncio.sleep(0)
+            assert writes.writes == []  # and one more loop turn, for what arrives meanwhile
+            await asyncio.sleep(0)
             assert len(writes.writes) == 1
             sent = parse(writes.writes[0])
             # Each stream announced in the order opened (an empty DATA frame), then the bytes written.
@@ -356,7 +358,7 @@ def test_a_write_larger_than_a_frame_is_split(run: Run) -> None:
             exact, large = pattern(MAX_FRAME, seed=1), pattern(2 * MAX_FRAME + 123, seed=2)
             stream.write(exact)
             stream.write(large)
-            await asyncio.sleep(0)
+            await until(lambda: bool(writes.writes))
             sent = parse(b"".join(writes.writes))
             lengths = [(sid, kind, len(payload)) for sid, kind, payload in sent]
             assert lengths == [(1, DATA, 0)] + [(1, DATA, MAX_FRAME)] * 3 + [(1, DATA, 123)]
