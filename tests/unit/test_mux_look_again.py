@@ -1,6 +1,6 @@
 """A mux Session's extra loop turn before it writes (pillion.tls.mux, `_scheduled_flush`): what is sent
 during the turn joins the write; after LOOK_QUIET turns in a row that find nothing the session stops
-taking them, and every LOOK_PROBE flushes it tries one again.
+taking them, and after LOOK_PROBE flushes without one it tries one again.
 
 The loop is driven by hand (`HandLoop.turn` runs what `call_soon` queued, as one turn of a real loop
 would), so each test says exactly which sends happened during which turn. The real loops' ordering is
@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import cast
+
+import pytest
 
 from pillion.testing.transports import RecordingTransport
 from pillion.tls.mux import DATA, LOOK_PROBE, LOOK_QUIET, Session
@@ -61,7 +63,7 @@ def test_a_frame_sent_during_the_extra_turn_leaves_in_the_same_write() -> None:
     made.send(3, DATA, b"second")  # read during that turn
     loop.turn()
     assert len(transport.written) == 1
-    assert b"first" in transport.written[0] and b"second" in transport.written[0]
+    assert 0 <= transport.written[0].index(b"first") < transport.written[0].index(b"second")
     assert loop.queued == []  # nothing left scheduled: the next send schedules afresh
     assert flush_alone(made, loop, transport) == 2
 
@@ -89,6 +91,27 @@ def test_a_probe_that_finds_frames_turns_the_looks_back_on() -> None:
     # Back on: quiet turns must again come LOOK_QUIET in a row before the looks stop.
     assert [flush_alone(made, loop, transport) for _ in range(LOOK_QUIET)] == [2] * LOOK_QUIET
     assert flush_alone(made, loop, transport) == 1
+
+
+@pytest.mark.parametrize("end", ["close", "fail", "connection_lost"])
+def test_a_session_ended_during_the_extra_turn_leaves_nothing_scheduled(end: str) -> None:
+    """A close sends what is queued at once (fail and a lost connection drop it, as they always did);
+    the turn's own call then writes nothing more, and the session is left with no flush pending."""
+    made, loop, transport = session()
+    made.send(1, DATA, b"queued")
+    loop.turn()
+    assert transport.written == []
+    if end == "close":
+        made.close()
+        assert len(transport.written) == 1 and b"queued" in transport.written[0]
+    elif end == "fail":
+        made.fail(ConnectionError("test"))
+    else:
+        made.connection_lost(None)
+    written = len(transport.written)
+    loop.turn()
+    assert len(transport.written) == written
+    assert not made.scheduled and made.looked == -1 and loop.queued == []
 
 
 def test_a_turn_that_finds_frames_restarts_the_quiet_count() -> None:

@@ -35,12 +35,12 @@ leaves in one TLS write at the end of the pass. So the proxy's connections on st
 their writes in its WriteBatch, as its other connections do (proxy/batch.py `gathers`).
 
 Before that write, the session lets the loop turn once more: the loop then polls its sockets without
-blocking, and requests that reached the sidecar while it worked through the pass (sent by clients
-running on other cores) are read and join the same write, instead of waking the peer for a write of
-their own. At the mTLS pair's bursts this took A's CPU per request down 14% and B's 11% (measured:
-docs/architecture.md): A then sends a burst in about one TLS write instead of two or three, and B reads it
-in one. The extra turn costs an `epoll_wait` and a loop handle; where it finds nothing new
-(`LOOK_QUIET` flushes in a row: low rates, or a peer on the same core) the session stops looking, and
+blocking, and what is sent meanwhile joins the same write; above all requests that reached the sidecar
+while it worked through the pass (sent by clients running on other cores), which would otherwise wake the
+peer for a write of their own. At the mTLS pair's bursts this took A's CPU per request down 14% and B's
+11% (measured: docs/architecture.md): A then sends a burst in about one TLS write instead of two or three,
+and B reads it in one. The extra turn costs an `epoll_wait` and a loop handle; where it finds nothing new
+(`LOOK_QUIET` extra turns in a row: low rates, or a peer on the same core) the session stops looking, and
 looks again on one flush in `LOOK_PROBE + 1` to see whether that has changed.
 
 A malformed frame (too long, an unknown type, data or credit beyond the window, more than
@@ -121,7 +121,7 @@ class Session:
         self.last_id = 0  # server: the highest stream id seen
         self.out: list[bytes] = []
         self.scheduled = False  # our end-of-pass flush is scheduled
-        self.looked = -1  # frames queued when this flush took its extra loop turn (-1: it has not yet)
+        self.looked = -1  # len(out) when this flush took its extra loop turn (-1: not taking one)
         self.quiet_looks = 0  # extra turns in a row that found nothing more to send
         self.skip_looks = 0  # > 0: this many more flushes go without the extra turn
         self.pending = b""  # the start of a frame not yet all read
@@ -267,16 +267,16 @@ class Session:
             self.loop.call_soon(self._scheduled_flush)
 
     def _scheduled_flush(self) -> None:
-        if self.skip_looks:
+        if self.looked >= 0:  # the extra turn is over
+            self._looked_again(len(self.out) > self.looked)
+        elif self.skip_looks:
             self.skip_looks -= 1
-        elif self.looked < 0:
+        elif self.out and not self.closed:  # (a close may have sent them already)
             # One more loop turn first (the module's docstring says why); `scheduled` stays set, so
             # what is sent meanwhile joins this flush.
             self.looked = len(self.out)
             self.loop.call_soon(self._scheduled_flush)
             return
-        else:
-            self._looked_again(len(self.out) != self.looked)
         self.scheduled = False
         self.flush()
 
