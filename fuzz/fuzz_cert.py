@@ -1,6 +1,6 @@
 """Fuzz the sidecar's own X.509 reader (pillion.tls.der) against `cryptography`'s reading.
 
-    python fuzz/fuzz_cert.py -max_total_time=60 -timeout=1 -rss_limit_mb=2048 build/fuzz/cert fuzz/corpus/cert
+    python fuzz/fuzz_cert.py -max_total_time=60 -timeout=1 -rss_limit_mb=2048 .fuzz/cert fuzz/corpus/cert
 
 An input is a DER certificate, or anything else. Checks:
   - `read_certificate` returns a Certificate or raises ValueError; any other exception is a crash;

@@ -1,7 +1,7 @@
 """Fuzz configuration loading: any text either loads or is refused with a ConfigError.
 
     python fuzz/fuzz_config.py -max_total_time=60 -timeout=1 -rss_limit_mb=2048 \\
-        build/fuzz/config fuzz/corpus/config
+        .fuzz/config fuzz/corpus/config
 
 The input is the config file's text (UTF-8, undecodable bytes replaced). Checks:
   - `load_config_text` returns a Config or raises ConfigError; any other exception is a crash;

@@ -1,7 +1,7 @@
 """Fuzz request parsing: bytes from a client, in one or more reads, through a real listener.
 
     python fuzz/fuzz_request.py -max_total_time=60 -timeout=1 -rss_limit_mb=2048 \\
-        build/fuzz/request fuzz/corpus/request
+        .fuzz/request fuzz/corpus/request
 
 An input is a control byte, `control & 3` split offsets (two bytes each) and the bytes the client sends,
 delivered as one read per piece; `control >> 2 & 3` picks how the app frames its answers (length,

@@ -1,7 +1,7 @@
 """Fuzz response parsing: bytes from the app, in one or more reads, answering a real request.
 
     python fuzz/fuzz_response.py -max_total_time=60 -timeout=1 -rss_limit_mb=2048 \\
-        build/fuzz/response fuzz/corpus/response
+        .fuzz/response fuzz/corpus/response
 
 An input is a control byte, `control & 3` split offsets (two bytes each) and the bytes the app answers
 the first forwarded request with, delivered as one read per piece. `control >> 2 & 7` picks the

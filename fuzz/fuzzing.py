@@ -14,8 +14,8 @@ are canonical, nothing leaks). A failed check or an exception is a crash; an inp
 seconds is a timeout. Either way libFuzzer stops and writes the input to `-artifact_prefix`.
 
     .venv/bin/python fuzz/fuzz_request.py -max_total_time=60 -timeout=1 -rss_limit_mb=2048 \
-        -dict=fuzz/http.dict build/fuzz/request fuzz/corpus/request
-    .venv/bin/python fuzz/fuzz_request.py build/fuzz/artifacts/request-crash-...   # replay one input
+        -dict=fuzz/http.dict .fuzz/request fuzz/corpus/request
+    .venv/bin/python fuzz/fuzz_request.py .fuzz/artifacts/request-crash-...   # replay one input
 
 The first corpus directory receives what the run learns; fuzz/corpus/<harness> holds the seeds (valid
 and invalid messages and configs; also the reproducers of known bugs, so the short run in `make test`
