@@ -57,9 +57,9 @@ lint: dev
 test: dev system-deps lint
 	$(MAKE) --no-print-directory -j2 $(COMPILED)/.stamp fuzz-short
 	$(BIN)/pytest -q
-	@echo "the integration and end-to-end suites again, against the compiled build:"
+	@echo "the integration and end-to-end suites again, against the compiled build, on uvloop (what pillion run uses):"
 	PYTHONPATH=$(CURDIR)/$(COMPILED) $(BIN)/python -c 'import pillion.proxy.downstream as m; assert m.__file__.endswith(".so"), m.__file__'
-	PYTHONPATH=$(CURDIR)/$(COMPILED) $(BIN)/pytest -q -p no:cacheprovider tests/integration tests/e2e tests/unit/test_module_imports.py \
+	PYTHONPATH=$(CURDIR)/$(COMPILED) PILLION_TEST_LOOPS=uvloop $(BIN)/pytest -q -p no:cacheprovider tests/integration tests/e2e tests/unit/test_module_imports.py \
 	  tests/unit/test_access_log.py tests/unit/test_trace_context.py
 
 # Fuzzing (fuzz/): atheris harnesses for request parsing, response parsing, config loading and the

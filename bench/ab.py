@@ -1,9 +1,11 @@
 """Paired A/B of Pillion builds through the mTLS pair, at hey's bursts, interleaved so noise hits all alike.
 
-`python bench/ab.py [--rounds 5] [--seconds 5] [--haproxy] NAME=DIR [NAME=DIR ...]`, where each DIR is a
-directory put first on PYTHONPATH for that pair (a compiled build: `pip install --no-deps -t DIR .`, as
-the Makefile makes `.compiled/`), prints a markdown table: per target the medians over rounds of the
-latency percentiles, the added p99 over the direct call, and each sidecar's CPU per request.
+`python bench/ab.py [--rounds 5] [--seconds 5] [--haproxy] [--burst 8 --rate 125] NAME=DIR ...`, where
+each DIR is a directory put first on PYTHONPATH for that pair (a compiled build: `pip install --no-deps
+-t DIR .`, as the Makefile makes `.compiled/`), prints a markdown table: per target the medians over
+rounds of the latency percentiles, the added p99 over the direct call, and each sidecar's CPU per
+request. `--burst`/`--rate` change the load's shape (`--burst 1 --rate 1000`: one request a millisecond
+per target, arrivals spread instead of hey's bursts).
 
 Theory of operation: the set-up is `make bench`'s mTLS row (bench/README.md), so a change measured here
 is the change that row would see: one nginx upstream, then for each NAME an A -> mTLS -> B pair of
@@ -112,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=5.0, help="length of each round's bursts")
     p.add_argument("--haproxy", action="store_true", help="add HAProxy's mTLS pair as a reference")
+    p.add_argument("--burst", type=int, default=8, help="requests at once per target (the row's 8)")
+    p.add_argument("--rate", type=float, default=125.0, help="bursts a second per target (the row's 125)")
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--load-cpu", type=int, default=1)
     a = p.parse_args(argv)
@@ -142,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                     sys.executable,
                     str(BENCH / "burst.py"),
                     f"{a.seconds:g}",
+                    *("--burst", str(a.burst), "--rate", f"{a.rate:g}"),
                     *(str(ports[t]) for t in targets),
                 ]
                 done = group.run(argv_, a.load_cpu, a.seconds * 3 + 30)

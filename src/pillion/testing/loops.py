@@ -3,12 +3,15 @@
 `checked_runner("uvloop")` (or `"asyncio"`) returns a function that runs one coroutine to completion
 on a new loop of that kind and fails if a task spawned through `pillion.runtime.tasks` is still
 running afterwards: the check that background work (health checks, DNS refreshes, connects) is
-stopped by whoever started it. tests/conftest.py offers it as the `run` fixture, on both loops.
+stopped by whoever started it. tests/conftest.py offers it as the `run` fixture, on each loop of
+`LOOPS`: both, unless `PILLION_TEST_LOOPS` names fewer (`make test` runs its second pass, on the
+compiled build, on uvloop only: the loop `pillion run` always uses; both loops are checked on the first).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
@@ -17,7 +20,18 @@ import uvloop
 from pillion.runtime.tasks import live_tasks
 
 T = TypeVar("T")
-LOOPS = ("asyncio", "uvloop")
+ALL_LOOPS = ("asyncio", "uvloop")
+
+
+def _loops(names: str) -> tuple[str, ...]:
+    chosen = tuple(names.split())
+    unknown = set(chosen) - set(ALL_LOOPS)
+    if not chosen or unknown:
+        raise ValueError(f"PILLION_TEST_LOOPS={names!r}: name one or both of {ALL_LOOPS}")
+    return chosen
+
+
+LOOPS = _loops(os.environ.get("PILLION_TEST_LOOPS", " ".join(ALL_LOOPS)))
 
 
 class Run(Protocol):
