@@ -1,6 +1,8 @@
 import asyncio
+import logging
 from typing import Any
 
+import pytest
 import uvloop
 
 from pillion.proxy.batch import PROBE_EVERY, SINGLE_PASSES, WriteBatch
@@ -94,3 +96,34 @@ def test_a_pass_holding_two_connections_starts_the_count_again() -> None:
         assert not batch.holding and log[-1] == "u"
 
     uvloop.run(main())
+
+
+class _Raising(_Sender):
+    def send_pending(self) -> None:
+        self.log.append(self.name)
+        raise RuntimeError(f"{self.name} broke")
+
+
+def raising(name: str, log: list[str]) -> Any:
+    return _Raising(name, log)
+
+
+def test_a_connection_that_raises_does_not_strand_the_others(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        log: list[str] = []
+        batch = WriteBatch(asyncio.get_running_loop())
+        batch.add_client(sender("a", log))
+        batch.add_client(raising("bad-client", log))
+        batch.add_client(sender("b", log))
+        batch.add_upstream(raising("bad-up", log))
+        batch.add_upstream(sender("up", log))
+        await asyncio.sleep(0)
+        assert log == ["a", "bad-client", "b", "bad-up", "up"]
+        batch.add_client(sender("next", log))  # the batch itself goes on working
+        await asyncio.sleep(0)
+        assert log[-1] == "next"
+
+    with caplog.at_level(logging.ERROR, logger="pillion.batch"):
+        uvloop.run(main())
+    failures = [r for r in caplog.records if r.exc_info is not None]
+    assert [str(r.exc_info[1]) for r in failures if r.exc_info] == ["bad-client broke", "bad-up broke"]

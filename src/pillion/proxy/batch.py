@@ -31,12 +31,15 @@ everything held is sent, so order on each connection is kept either way.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import logging
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from pillion.proxy.downstream import DownstreamConnection
     from pillion.proxy.upstream import UpstreamConnection
 
+
+log: Final = logging.getLogger("pillion.batch")
 
 SINGLE_PASSES = 8  # held passes in a row with one connection each, before writes go out at once
 PROBE_EVERY = 32  # writes sent at once between two held passes that look at the load again
@@ -103,11 +106,19 @@ class WriteBatch:
             self._singles += 1
             if self._singles >= SINGLE_PASSES:
                 self._direct_left = PROBE_EVERY
+        # The queues are emptied before sending, so each send is guarded: a connection that raised
+        # (a bug) must not strand the bytes of the connections after it, which nothing would send.
         if clients:
             self._clients = []
             for client in clients:
-                client.send_pending()
+                try:
+                    client.send_pending()
+                except Exception:
+                    log.exception("sending the bytes held for a client failed")
         if upstreams:
             self._upstreams = []
             for upstream in upstreams:
-                upstream.send_pending()
+                try:
+                    upstream.send_pending()
+                except Exception:
+                    log.exception("sending the bytes held for the app failed")
