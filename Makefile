@@ -55,7 +55,7 @@ lint: dev
 # The mypyc build and the short fuzzing run together (each takes one core, and no test runs meanwhile
 # to be slowed by them): that keeps `make test` near 10 minutes on a fresh clone.
 test: dev system-deps lint
-	$(MAKE) --no-print-directory -j2 $(COMPILED)/.stamp fuzz-short
+	$(MAKE) --no-print-directory -j2 --output-sync=target $(COMPILED)/.stamp fuzz-short
 	$(BIN)/pytest -q
 	@echo "the integration and end-to-end suites again, against the compiled build, on uvloop (what pillion run uses):"
 	PYTHONPATH=$(CURDIR)/$(COMPILED) $(BIN)/python -c 'import pillion.proxy.downstream as m; assert m.__file__.endswith(".so"), m.__file__'

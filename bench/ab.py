@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--load-cpu", type=int, default=1)
     a = p.parse_args(argv)
+    if a.burst < 1 or a.rate <= 0:
+        p.error("--burst must be at least 1 and --rate above 0")
     try:
         builds = parse_builds(a.builds)
     except ValueError as exc:

@@ -17,6 +17,7 @@ from pillion.admin import handlers as admin_handlers
 from pillion.admin import server as admin_server
 from pillion.admin.handlers import Request, dispatch, header_safe, is_loopback
 from pillion.telemetry.prometheus import CONTENT_TYPE
+from pillion.testing.loops import LOOPS
 
 HOST = "127.0.0.1"
 
@@ -87,9 +88,9 @@ Reply = tuple[int, dict[str, str], bytes]
 _loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
 
 
-@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
+@pytest.fixture(autouse=True, params=LOOPS)
 def event_loop_kind(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Every test runs on both loops: uvloop in production, asyncio's own as the reference."""
+    """Every test runs on both loops (LOOPS): uvloop in production, asyncio's own as the reference."""
     global _loop_factory  # noqa: PLW0603 -- read by serve(); a fixture is the simplest switch
     _loop_factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
     yield request.param

@@ -14,6 +14,7 @@ def test_the_default_names_both_loops() -> None:
 def test_one_loop_may_be_chosen() -> None:
     assert _loops("uvloop") == ("uvloop",)
     assert _loops(" asyncio ") == ("asyncio",)
+    assert _loops("uvloop asyncio uvloop") == ("uvloop", "asyncio")  # each once
 
 
 @pytest.mark.parametrize("names", ["", "  ", "trio", "uvloop tornado"])

@@ -98,7 +98,19 @@ def test_a_pass_holding_two_connections_starts_the_count_again() -> None:
     uvloop.run(main())
 
 
+class _Transport:
+    def __init__(self) -> None:
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
 class _Raising(_Sender):
+    def __init__(self, name: str, log: list[str]) -> None:
+        super().__init__(name, log)
+        self.transport = _Transport()
+
     def send_pending(self) -> None:
         self.log.append(self.name)
         raise RuntimeError(f"{self.name} broke")
@@ -109,21 +121,44 @@ def raising(name: str, log: list[str]) -> Any:
 
 
 def test_a_connection_that_raises_does_not_strand_the_others(caplog: pytest.LogCaptureFixture) -> None:
+    """The others are sent, in order; the broken ones are aborted; the first error reaches the loop's
+    exception handler, a later one is logged."""
+    errors: list[BaseException | None] = []
+
     async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _loop, ctx: errors.append(ctx.get("exception"))
+        )
         log: list[str] = []
         batch = WriteBatch(asyncio.get_running_loop())
+        bad_client, bad_up = raising("bad-client", log), raising("bad-up", log)
         batch.add_client(sender("a", log))
-        batch.add_client(raising("bad-client", log))
+        batch.add_client(bad_client)
         batch.add_client(sender("b", log))
-        batch.add_upstream(raising("bad-up", log))
+        batch.add_upstream(bad_up)
         batch.add_upstream(sender("up", log))
         await asyncio.sleep(0)
         assert log == ["a", "bad-client", "b", "bad-up", "up"]
+        assert bad_client.transport.aborted and bad_up.transport.aborted
         batch.add_client(sender("next", log))  # the batch itself goes on working
         await asyncio.sleep(0)
         assert log[-1] == "next"
 
     with caplog.at_level(logging.ERROR, logger="pillion.batch"):
         uvloop.run(main())
-    failures = [r for r in caplog.records if r.exc_info is not None]
-    assert [str(r.exc_info[1]) for r in failures if r.exc_info] == ["bad-client broke", "bad-up broke"]
+    assert [str(e) for e in errors] == ["bad-client broke"]
+    later = [r.exc_info[1] for r in caplog.records if r.exc_info]
+    assert [str(e) for e in later] == ["bad-up broke"]
+
+
+def test_a_direct_flush_raises_the_error_after_sending_the_others() -> None:
+    async def main() -> None:
+        log: list[str] = []
+        batch = WriteBatch(asyncio.get_running_loop())
+        batch.add_client(raising("bad", log))
+        batch.add_upstream(sender("up", log))
+        with pytest.raises(RuntimeError, match="bad broke"):
+            batch.flush()
+        assert log == ["bad", "up"]
+
+    uvloop.run(main())

@@ -106,19 +106,35 @@ class WriteBatch:
             self._singles += 1
             if self._singles >= SINGLE_PASSES:
                 self._direct_left = PROBE_EVERY
-        # The queues are emptied before sending, so each send is guarded: a connection that raised
-        # (a bug) must not strand the bytes of the connections after it, which nothing would send.
+        # The queues are emptied before sending, so a connection whose send raised (a bug) must not
+        # strand the bytes of the connections after it: they are sent, the broken one (its bytes lost)
+        # is aborted so that its peer is not left waiting, and the first error is raised at the end,
+        # for the loop's exception handler (or a direct caller) as before.
+        error: Exception | None = None
         if clients:
             self._clients = []
             for client in clients:
                 try:
                     client.send_pending()
-                except Exception:
-                    log.exception("sending the bytes held for a client failed")
+                except Exception as exc:
+                    error = _failed(error, exc, client.transport)
         if upstreams:
             self._upstreams = []
             for upstream in upstreams:
                 try:
                     upstream.send_pending()
-                except Exception:
-                    log.exception("sending the bytes held for the app failed")
+                except Exception as exc:
+                    error = _failed(error, exc, upstream.transport)
+        if error is not None:
+            raise error
+
+
+def _failed(first: Exception | None, exc: Exception, transport: asyncio.Transport | None) -> Exception:
+    """Abort the connection whose send raised `exc`; the error to raise at the end (the first; a later
+    one is logged here)."""
+    if transport is not None:
+        transport.abort()
+    if first is None:
+        return exc
+    log.error("another held send failed in the same pass", exc_info=exc)
+    return first

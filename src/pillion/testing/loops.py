@@ -24,10 +24,12 @@ ALL_LOOPS = ("asyncio", "uvloop")
 
 
 def _loops(names: str) -> tuple[str, ...]:
-    chosen = tuple(names.split())
+    chosen = tuple(dict.fromkeys(names.split()))  # each once, in the order given
     unknown = set(chosen) - set(ALL_LOOPS)
     if not chosen or unknown:
-        raise ValueError(f"PILLION_TEST_LOOPS={names!r}: name one or both of {ALL_LOOPS}")
+        raise ValueError(
+            f"PILLION_TEST_LOOPS={names!r}: name one or both of {' '.join(ALL_LOOPS)}, separated by spaces"
+        )
     return chosen
 
 
