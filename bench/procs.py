@@ -48,14 +48,6 @@ def _child_setup() -> None:  # pragma: no cover - runs in the forked child
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def pinned(argv: list[str], cpu: int | None) -> list[str]:
     """argv prefixed with `taskset -c CPU` (taskset execs, so the PID stays the program's)."""
     return argv if cpu is None else ["taskset", "-c", str(cpu), *argv]

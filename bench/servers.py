@@ -75,7 +75,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from procs import Proc, ProcGroup, free_port, http_exchange, http_get, tls_session, wait_http
+from procs import Proc, ProcGroup, http_exchange, http_get, tls_session, wait_http
+
+from pillion.testing.ports import free_port
 
 HOST = "127.0.0.1"
 BODY = b"hello world\n"

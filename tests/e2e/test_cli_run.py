@@ -15,7 +15,8 @@ import pytest
 import uvloop
 
 from pillion.config import load_config_text
-from pillion.testing.http import ClientConnection, free_port, http_request
+from pillion.testing.http import ClientConnection, http_request
+from pillion.testing.ports import free_port
 from pillion.testing.process import ProcessRunner
 from pillion.testing.tools import require_tool
 from pillion.testing.upstream import ScriptableUpstream, pattern_sha256

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import uvloop
 
-from pillion.testing.http import free_port
+from pillion.testing.ports import free_port
 from pillion.testing.upstream import ScriptableUpstream
 
 PILLION = [sys.executable, "-m", "pillion"]

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import uvloop
 
-from pillion.testing.http import ClientConnection, free_port, http_request
+from pillion.testing.http import ClientConnection, http_request
+from pillion.testing.ports import free_port
 from pillion.testing.process import ProcessRunner
 from pillion.testing.tools import require_tool
 from pillion.testing.upstream import BEHAVIOUR_HEADER, ScriptableUpstream

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from pillion.testing.http import free_port
+from pillion.testing.ports import free_port
 from pillion.testing.process import ProcessRunner
 
 PILLION = [sys.executable, "-m", "pillion"]

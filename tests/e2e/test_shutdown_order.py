@@ -11,7 +11,8 @@ from pathlib import Path
 
 import uvloop
 
-from pillion.testing.http import ClientConnection, free_port
+from pillion.testing.http import ClientConnection
+from pillion.testing.ports import free_port
 from pillion.testing.process import ProcessRunner
 from pillion.testing.upstream import ScriptableUpstream
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import uvloop
 
 from pillion.testing.access_log import parse_text_line
-from pillion.testing.http import free_port, http_request
+from pillion.testing.http import http_request
+from pillion.testing.ports import free_port
 from pillion.testing.process import ProcessRunner
 from pillion.testing.upstream import ScriptableUpstream
 

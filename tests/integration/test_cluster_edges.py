@@ -13,7 +13,7 @@ from typing import Any
 
 import uvloop
 
-from pillion.testing.http import free_port
+from pillion.testing.ports import free_port
 from pillion.testing.sidecar import running_sidecar, sidecar_config
 from pillion.testing.upstream import ScriptableUpstream
 

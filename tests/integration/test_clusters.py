@@ -19,8 +19,9 @@ from typing import Any
 import uvloop
 
 from pillion.runtime.runtime import Runtime
-from pillion.testing.http import ClientConnection, Response, free_port, http_request
+from pillion.testing.http import ClientConnection, Response, http_request
 from pillion.testing.metrics import admin_metric
+from pillion.testing.ports import free_port
 from pillion.testing.sidecar import running_sidecar, sidecar_config
 from pillion.testing.upstream import ScriptableUpstream, pattern_bytes
 

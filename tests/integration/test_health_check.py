@@ -19,8 +19,8 @@ from pillion.config.model import Duration, HealthCheck
 from pillion.proxy.health_check import MAX_RESPONSE_HEAD, CheckedEndpoint, HealthChecker, HealthStats
 from pillion.telemetry.prometheus import render
 from pillion.telemetry.stats import Registry
-from pillion.testing.http import free_port
 from pillion.testing.loops import Run, until
+from pillion.testing.ports import free_port
 from pillion.testing.upstream import ScriptableUpstream
 
 T = TypeVar("T")

@@ -23,9 +23,10 @@ from pillion.config import ConfigError, load_config_text
 from pillion.runtime.metrics_merge import MAX_BODY, app_part
 from pillion.runtime.runtime import Runtime
 from pillion.telemetry.prometheus import CONTENT_TYPE
-from pillion.testing.http import Response, free_port, http_request
+from pillion.testing.http import Response, http_request
 from pillion.testing.loops import Run
 from pillion.testing.metrics import sample_sum
+from pillion.testing.ports import free_port
 from pillion.testing.server import HttpServer, ServerRequest, ServerResponse
 from pillion.testing.sidecar import running_sidecar, sidecar_config
 from pillion.testing.tools import assert_promtool_clean

@@ -32,9 +32,9 @@ from pillion.telemetry.trace_context import (
     start_span,
 )
 from pillion.testing.collector import FakeCollector, decode_spans
-from pillion.testing.http import free_port
 from pillion.testing.loops import Run, until
 from pillion.testing.metrics import sample_sum
+from pillion.testing.ports import free_port
 from pillion.tls.ca import init_ca, issue_svid
 
 HOST = "127.0.0.1"

@@ -19,8 +19,9 @@ from typing import Any
 
 import uvloop
 
-from pillion.testing.http import ClientConnection, free_port, http_request
+from pillion.testing.http import ClientConnection, http_request
 from pillion.testing.metrics import metric
+from pillion.testing.ports import free_port
 from pillion.testing.process import ProcessRunner
 from pillion.testing.sidecar import running_sidecar, sidecar_config
 from pillion.testing.upstream import ScriptableUpstream

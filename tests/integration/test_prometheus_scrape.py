@@ -22,7 +22,8 @@ import uvloop
 
 from pillion.telemetry.catalogue import full_registry
 from pillion.telemetry.prometheus import render
-from pillion.testing.http import free_port, http_request
+from pillion.testing.http import http_request
+from pillion.testing.ports import free_port
 from pillion.testing.process import ProcessRunner
 from pillion.testing.tools import require_tool
 from pillion.testing.upstream import ScriptableUpstream

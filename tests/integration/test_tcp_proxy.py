@@ -24,8 +24,8 @@ from pillion.config import Config, load_config_text
 from pillion.proxy.tcp import TcpListener
 from pillion.runtime.runtime import Runtime
 from pillion.testing.echo import EchoServer
-from pillion.testing.http import free_port
 from pillion.testing.metrics import metric
+from pillion.testing.ports import free_port
 from pillion.testing.process import ProcessRunner
 from pillion.testing.sidecar import running_sidecar
 

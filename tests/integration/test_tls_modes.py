@@ -31,9 +31,10 @@ import pytest
 from pillion.config import load_config_text
 from pillion.runtime.runtime import Runtime
 from pillion.testing.echo import EchoServer
-from pillion.testing.http import free_port, http_request
+from pillion.testing.http import http_request
 from pillion.testing.loops import Run
 from pillion.testing.metrics import metric
+from pillion.testing.ports import free_port
 from pillion.testing.process import ProcessRunner, run_tool
 from pillion.testing.sidecar import running_sidecar
 from pillion.testing.tools import require_tool

@@ -11,12 +11,12 @@ from pillion.testing.http import (
     NoResponseError,
     RawExchange,
     Response,
-    free_port,
     http_request,
     parse_responses,
     raw_exchange,
     raw_exchange_detailed,
 )
+from pillion.testing.ports import free_port
 from pillion.testing.process import ProcessRunner, ProcessStartError, python_module
 from pillion.testing.server import HttpServer, ServerRequest, ServerResponse
 from pillion.testing.upstream import (

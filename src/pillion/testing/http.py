@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import socket
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -32,14 +31,6 @@ READ_SIZE = 256 * 1024
 
 HeadersArg = Mapping[str, str] | Sequence[tuple[str, str]] | None
 BodyArg = bytes | Iterable[bytes] | AsyncIterable[bytes]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (the usual small race: bind it soon)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
