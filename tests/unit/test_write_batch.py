@@ -6,6 +6,7 @@ import pytest
 import uvloop
 
 from pillion.proxy.batch import PROBE_EVERY, SINGLE_PASSES, WriteBatch
+from pillion.testing.transports import RecordingTransport
 
 
 class _Sender:
@@ -98,18 +99,10 @@ def test_a_pass_holding_two_connections_starts_the_count_again() -> None:
     uvloop.run(main())
 
 
-class _Transport:
-    def __init__(self) -> None:
-        self.aborted = False
-
-    def abort(self) -> None:
-        self.aborted = True
-
-
 class _Raising(_Sender):
     def __init__(self, name: str, log: list[str]) -> None:
         super().__init__(name, log)
-        self.transport = _Transport()
+        self.transport = RecordingTransport()
 
     def send_pending(self) -> None:
         self.log.append(self.name)

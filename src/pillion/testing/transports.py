@@ -23,6 +23,7 @@ class RecordingTransport:
     def __init__(self) -> None:
         self.written: list[bytes] = []
         self.closing = False
+        self.aborted = False  # closed by abort(), not close()
 
     def write(self, data: bytes) -> None:
         self.written.append(data)
@@ -47,6 +48,7 @@ class RecordingTransport:
 
     def abort(self) -> None:
         self.closing = True
+        self.aborted = True
 
 
 class _NoLoop:
